@@ -19,7 +19,7 @@ Final schema
     GSI ``by_order_name``: pk ``order_name`` (S), sk ``epoch_ms`` (N).
 ``orchestrator_locks`` — one lease per run: pk ``run_id`` (S); attributes ``owner`` (S),
     ``lease_expires_at`` (N, epoch seconds), ``epoch`` (N, fencing token), ``pending`` (N).
-    Expiry is the stored lease, never DynamoDB TTL.
+    Expiry is the stored lease, never DynamoDB TTL (``expire_at`` only garbage-collects old items).
 ``idempotency`` — Powertools idempotency records for intake: pk ``id`` (S), TTL ``expiration``.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ ORDER_EVENTS = TableDef(
     ttl_attribute="expire_at",
     gsis=(Gsi("by_order_name", ("order_name", "S"), ("epoch_ms", "N")),),
 )
-LOCKS = TableDef("orchestrator_locks", ("run_id", "S"))
+LOCKS = TableDef("orchestrator_locks", ("run_id", "S"), ttl_attribute="expire_at")  # TTL only garbage-collects
 IDEMPOTENCY = TableDef("idempotency", ("id", "S"), ttl_attribute="expiration")
 
 TABLES: tuple[TableDef, ...] = (ORDERS, ORDER_EVENTS, LOCKS, IDEMPOTENCY)

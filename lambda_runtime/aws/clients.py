@@ -1,0 +1,87 @@
+"""boto3 clients behind one injectable object.
+
+Components take an ``AwsClients`` instead of calling ``boto3.client`` themselves, so tests
+point them at moto (or inject faults) without patching. ``AWS_ENDPOINT_URL`` is honoured by
+botocore itself, which is how the embedded runner redirects everything to loopback.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+_RETRIES = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
+
+
+class AwsClients:
+    def __init__(self, session: boto3.Session | None = None, *, region: str | None = None,
+                 config: Config | None = None, **overrides: Any):
+        self._session = session or boto3.Session(region_name=region)
+        self._config = _RETRIES.merge(config) if config else _RETRIES
+        self._clients: dict[str, Any] = dict(overrides)
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        c = self._clients.get(service)
+        if c is None:
+            with self._lock:  # boto3 sessions are not thread-safe; clients are
+                c = self._clients.get(service)
+                if c is None:
+                    c = self._session.client(service, config=self._config)
+                    self._clients[service] = c
+        return c
+
+    @property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    @property
+    def kms(self) -> Any:
+        return self.client("kms")
+
+    @property
+    def ssm(self) -> Any:
+        return self.client("ssm")
+
+    @property
+    def secrets(self) -> Any:
+        return self.client("secretsmanager")
+
+    @property
+    def sts(self) -> Any:
+        return self.client("sts")
+
+    @property
+    def lambda_(self) -> Any:
+        return self.client("lambda")
+
+    @property
+    def codebuild(self) -> Any:
+        return self.client("codebuild")
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ('' for anything else)."""
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        return str(resp.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_conditional_failure(exc: BaseException) -> bool:
+    return error_code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException",
+                               "PreconditionFailed", "412")

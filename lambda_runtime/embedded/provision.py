@@ -1,0 +1,143 @@
+"""Create the engine's resources on an AWS-compatible endpoint from the shared definitions.
+
+The same ``schema.tables`` and watchdog definition the CDK construct synthesizes, so what the
+embedded runner (and every test) exercises is what gets deployed. Idempotent: existing
+resources are reused, which is what ``--endpoint-url`` against a long-lived server needs.
+"""
+from __future__ import annotations
+
+import json
+import secrets as pysecrets
+from dataclasses import dataclass
+from typing import Any
+
+from lambda_runtime import watchdog
+from lambda_runtime.aws.clients import AwsClients, error_code
+from lambda_runtime.schema import layout
+from lambda_runtime.schema.tables import TABLES, TableDef
+from lambda_runtime.settings import Settings
+
+ACCOUNT = "123456789012"
+
+
+@dataclass(frozen=True)
+class Queues:
+    packaging_url: str
+    callbacks_url: str
+
+
+def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
+    return {
+        "orders_table": f"{prefix}-orders",
+        "events_table": f"{prefix}-order-events",
+        "locks_table": f"{prefix}-orchestrator-locks",
+        "idempotency_table": f"{prefix}-idempotency",
+        "internal_bucket": f"{prefix}-internal",
+        "done_bucket": f"{prefix}-done",
+        "state_bucket": f"{prefix}-state",
+        "packaging_queue": f"{prefix}-packaging",
+        "callbacks_queue": f"{prefix}-callbacks",
+        "watchdog": f"{prefix}-watchdog",
+        "webhook_secret": f"{prefix}/webhook-secret",
+        "kms_alias": f"alias/{prefix}-sops",
+    }
+
+
+def table_name_for(table: TableDef, names: dict[str, str]) -> str:
+    return {"orders": names["orders_table"], "order_events": names["events_table"],
+            "orchestrator_locks": names["locks_table"], "idempotency": names["idempotency_table"]}[table.logical_name]
+
+
+def provision(clients: AwsClients, *, prefix: str = "iac-ci", region: str = "us-east-1",
+              webhook_secret: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[Settings, Queues]:
+    names = resource_names(prefix)
+    for table in TABLES:
+        _ensure_table(clients.dynamodb, table, table_name_for(table, names))
+    for b in ("internal_bucket", "done_bucket", "state_bucket"):
+        _ensure_bucket(clients.s3, names[b])
+    packaging_url, packaging_arn = _ensure_queue(clients.sqs, names["packaging_queue"])
+    callbacks_url, callbacks_arn = _ensure_queue(clients.sqs, names["callbacks_queue"])
+    clients.s3.put_bucket_notification_configuration(
+        Bucket=names["internal_bucket"],
+        NotificationConfiguration={"QueueConfigurations": [
+            _notification(packaging_arn, layout.JOBS_PREFIX), _notification(callbacks_arn, layout.CALLBACKS_PREFIX)]},
+    )
+    kms_arn = _ensure_key(clients.kms, names["kms_alias"])
+    secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
+    watchdog_arn = _ensure_state_machine(clients.sfn, names["watchdog"])
+    settings = Settings(
+        orders_table=names["orders_table"], events_table=names["events_table"], locks_table=names["locks_table"],
+        idempotency_table=names["idempotency_table"], internal_bucket=names["internal_bucket"],
+        done_bucket=names["done_bucket"], state_bucket=names["state_bucket"], kms_key_arn=kms_arn,
+        watchdog_arn=watchdog_arn, webhook_secret_id=secret_id, worker_function=f"{prefix}-worker",
+        codebuild_project=f"{prefix}-worker", region=region, embedded=True, **(overrides or {}),
+    )
+    return settings, Queues(packaging_url, callbacks_url)
+
+
+def _notification(queue_arn: str, prefix: str) -> dict[str, Any]:
+    return {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}}
+
+
+def _ensure_table(ddb: Any, table: TableDef, name: str) -> None:
+    try:
+        ddb.create_table(**table.create_table_kwargs(name))
+    except Exception as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise
+        return
+    if table.ttl_attribute:
+        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": table.ttl_attribute})
+
+
+def _ensure_bucket(s3: Any, name: str) -> None:
+    try:
+        s3.create_bucket(Bucket=name)
+    except Exception as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            raise
+
+
+def _ensure_queue(sqs: Any, name: str) -> tuple[str, str]:
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def _ensure_key(kms: Any, alias: str) -> str:
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except Exception as exc:
+        if error_code(exc) != "NotFoundException":
+            raise
+    arn = kms.create_key(Description="iac-ci sops bundles")["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=alias, TargetKeyId=arn)
+    return str(arn)
+
+
+def _ensure_secret(sm: Any, name: str, value: str | None) -> str:
+    try:
+        arn = sm.describe_secret(SecretId=name)["ARN"]
+        if value is not None:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+        return str(arn)
+    except Exception as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+    return str(sm.create_secret(Name=name, SecretString=value or pysecrets.token_hex(32))["ARN"])
+
+
+def _ensure_state_machine(sfn: Any, name: str) -> str:
+    arn = f"arn:aws:states:{sfn.meta.region_name}:{ACCOUNT}:stateMachine:{name}"
+    try:
+        sfn.describe_state_machine(stateMachineArn=arn)
+        sfn.update_state_machine(stateMachineArn=arn, definition=watchdog.definition_text())
+        return arn
+    except Exception as exc:
+        if error_code(exc) != "StateMachineDoesNotExist":
+            raise
+    resp = sfn.create_state_machine(name=name, definition=json.dumps(watchdog.definition()),
+                                    roleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", type="STANDARD")
+    return str(resp["stateMachineArn"])

@@ -1,0 +1,87 @@
+"""The messages exchanged between engine parts: bundle manifest, worker payload, order result.
+
+Packaging writes the manifest, the orchestrator writes the payload, the worker (and the
+watchdog, and the orchestrator on a failed dispatch) write the result. They all import these
+models so a renamed field breaks the build instead of a run.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lambda_runtime.schema.status import OrderStatus
+
+BUNDLE_MANIFEST = "manifest.json"
+BUNDLE_SECRETS = "secrets.sops.json"
+BUNDLE_CODE_DIR = "code"
+LOG_TAIL_CHARS = 4096
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class InputPlacement(_Model):
+    from_order: str
+    path: str
+
+
+class Manifest(_Model):
+    """``manifest.json`` inside a bundle: everything the worker needs except secrets and URLs."""
+
+    run_id: str
+    order: str
+    trace_id: str
+    flow_id: str
+    cmds: list[str]
+    timeout: int
+    target: Literal["lambda", "codebuild"]
+    dir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: list[str] = Field(default_factory=list, description="names only; values are in the sops file")
+    has_role: bool = False
+    artifacts: list[str] = Field(default_factory=list)
+    inputs: list[InputPlacement] = Field(default_factory=list)
+    state_bucket: str = ""
+    region: str = "us-east-1"
+    embedded_endpoint: str | None = None
+
+
+class InputUrl(_Model):
+    from_order: str
+    path: str
+    url: str
+
+
+class WorkerPayload(_Model):
+    """What the orchestrator hands a worker. The URLs are capabilities: they stay in the worker
+    process and never reach the commands' environment or disk, so a command cannot forge its
+    own result."""
+
+    run_id: str
+    order: str
+    attempt: int = 1
+    trace_id: str
+    bundle_url: str
+    log_url: str
+    result_url: str
+    artifacts_url: str | None = None
+    inputs: list[InputUrl] = Field(default_factory=list)
+    timeout: int
+    kill_grace_seconds: int = 10
+
+
+class OrderResult(_Model):
+    """``result.json``: written once per order (S3 If-None-Match), by whoever speaks first."""
+
+    run_id: str
+    order: str
+    attempt: int = 1
+    status: OrderStatus
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_tail: str = ""
+    error: str | None = None
+    producer: Literal["worker", "watchdog", "engine"] = "worker"

@@ -1,0 +1,88 @@
+"""Runtime configuration, read once from the environment the construct (or the embedded runner) sets.
+
+Every component gets its resource names from here, so a misconfigured function fails at
+start-up with the variable's name instead of deep inside a request.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lambda_runtime.job.validate import ValidationPolicy
+
+ENV_PREFIX = "IAC_CI_"
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    orders_table: str
+    events_table: str
+    locks_table: str
+    idempotency_table: str
+    internal_bucket: str
+    done_bucket: str
+    state_bucket: str
+    kms_key_arn: str
+    watchdog_arn: str
+    webhook_secret_id: str
+    worker_function: str = ""
+    codebuild_project: str = ""
+    region: str = "us-east-1"
+    embedded: bool = False
+    allowed_ssm_prefixes: tuple[str, ...] = ("/iac-ci/",)
+    allowed_secret_prefixes: tuple[str, ...] = ("iac-ci/",)
+    allowed_role_arns: tuple[str, ...] = ()
+    allowed_exact_refs: tuple[str, ...] = ()
+    lock_lease_seconds: int = Field(default=120, ge=5)
+    watchdog_grace_seconds: int = Field(default=300, ge=1)
+    presign_margin_seconds: int = Field(default=3600, ge=60)
+    event_ttl_days: int = 90
+    max_body_bytes: int = 1_000_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for name, field in cls.model_fields.items():
+            key = ENV_PREFIX + name.upper()
+            if key not in env:
+                continue
+            value: object = env[key]
+            if field.annotation == tuple[str, ...]:
+                value = _csv(env[key])
+            elif field.annotation is bool:
+                value = env[key].lower() in ("1", "true", "yes")
+            raw[name] = value
+        raw.setdefault("region", env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            missing = [ENV_PREFIX + str(e["loc"][0]).upper() for e in exc.errors() if e["type"] == "missing"]
+            raise RuntimeError(f"iac-ci is misconfigured; missing or invalid environment: {missing or exc}") from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of from_env: what a function's environment must hold."""
+        out = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[ENV_PREFIX + name.upper()] = str(value)
+        return out
+
+    def validation_policy(self) -> ValidationPolicy:
+        return ValidationPolicy(
+            ssm_prefixes=self.allowed_ssm_prefixes,
+            secret_prefixes=self.allowed_secret_prefixes,
+            role_arn_patterns=self.allowed_role_arns,
+            allow_local_sources=self.embedded,
+            allowed_exact=frozenset(self.allowed_exact_refs),
+        )

@@ -1,0 +1,205 @@
+"""Runs and their orders in the ``orders`` table, plus the events written alongside.
+
+All of a run lives under one partition key and is read with one strongly consistent Query,
+so the orchestrator never decides from a stale index. Every state change is a conditional
+write; the event describing it goes into the same transaction, so an event exists if and
+only if its transition happened.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lambda_runtime.aws.clients import error_code, is_conditional_failure
+from lambda_runtime.schema.status import OrderStatus, RunStatus
+from lambda_runtime.store.codec import from_item, to_item, update_expression, value
+
+RUN_SK = "#run"
+ORDER_SK_PREFIX = "order#"
+JOB_EVENT_SUBJECT = "#job"
+
+
+def order_sk(name: str) -> str:
+    return ORDER_SK_PREFIX + name
+
+
+@dataclass
+class RunSnapshot:
+    run: dict[str, Any] | None
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class RunStore:
+    def __init__(self, dynamodb: Any, orders_table: str, events_table: str, *,
+                 clock: Callable[[], float] = time.time, event_ttl_days: int = 90):
+        self._ddb = dynamodb
+        self.orders_table = orders_table
+        self.events_table = events_table
+        self._clock = clock
+        self._ttl = event_ttl_days * 86400
+
+    # ---- events -------------------------------------------------------------------------
+    def event_put(self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None,
+                  **attrs: Any) -> dict[str, Any]:
+        now = self._clock()
+        ms = int(now * 1000)
+        item = {
+            "run_id": run_id,
+            # (subject, type) happens once per run: the transition that emits it is conditional
+            "sk": f"{ms:013d}#{subject}#{event_type}",
+            "order_name": subject,
+            "event_type": event_type,
+            "epoch_ms": ms,
+            "expire_at": int(now) + self._ttl,
+            "detail": detail or {},
+            **attrs,
+        }
+        return {"Put": {"TableName": self.events_table, "Item": to_item(item)}}
+
+    def record_event(self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None,
+                     **attrs: Any) -> None:
+        put = self.event_put(run_id, subject, event_type, detail, **attrs)["Put"]
+        self._ddb.put_item(**put)
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        return [from_item(i) for i in self._query(self.events_table, run_id)]
+
+    # ---- runs ---------------------------------------------------------------------------
+    def create_run(self, run: dict[str, Any]) -> bool:
+        try:
+            self._ddb.put_item(TableName=self.orders_table, Item=to_item({**run, "sk": RUN_SK}),
+                               ConditionExpression="attribute_not_exists(run_id)")
+            return True
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        resp = self._ddb.get_item(TableName=self.orders_table, Key=self._key(run_id, RUN_SK), ConsistentRead=True)
+        return from_item(resp["Item"]) if "Item" in resp else None
+
+    def update_run(self, run_id: str, fields: dict[str, Any], *, condition: str | None = None,
+                   cond_values: dict[str, Any] | None = None, remove: tuple[str, ...] = ()) -> bool:
+        expr, names, vals = update_expression(fields, remove)
+        kwargs: dict[str, Any] = {"TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
+                                  "UpdateExpression": expr, "ExpressionAttributeNames": names}
+        cond = "attribute_exists(run_id)" + (f" AND ({condition})" if condition else "")
+        kwargs["ConditionExpression"] = cond
+        vals.update({k: value(v) for k, v in (cond_values or {}).items()})
+        if vals:
+            kwargs["ExpressionAttributeValues"] = vals
+        try:
+            self._ddb.update_item(**kwargs)
+            return True
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+
+    def load(self, run_id: str) -> RunSnapshot:
+        snap = RunSnapshot(run=None)
+        for raw in self._query(self.orders_table, run_id):
+            item = from_item(raw)
+            if item["sk"] == RUN_SK:
+                snap.run = item
+            elif item["sk"].startswith(ORDER_SK_PREFIX):
+                snap.orders[item["name"]] = item
+        return snap
+
+    # ---- orders -------------------------------------------------------------------------
+    def put_orders(self, run_id: str, orders: Iterable[dict[str, Any]]) -> None:
+        """Insert queued orders. Only called while the run is still ``packaging``, before any
+        order can start, so re-running it after a crash cannot reset a started order."""
+        batch = [{"PutRequest": {"Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}}
+                 for o in orders]
+        for i in range(0, len(batch), 25):
+            pending = {self.orders_table: batch[i:i + 25]}
+            for attempt in range(10):
+                resp = self._ddb.batch_write_item(RequestItems=pending)
+                pending = resp.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+                time.sleep(min(0.05 * 2 ** attempt, 2))
+            if pending:
+                raise RuntimeError("DynamoDB kept returning unprocessed items while inserting orders")
+
+    def transition(self, run_id: str, name: str, *, from_status: Iterable[OrderStatus], to: OrderStatus,
+                   fields: dict[str, Any] | None = None, fence: dict[str, Any] | None = None,
+                   event_detail: dict[str, Any] | None = None, token: str | None = None) -> bool:
+        """Conditionally move an order between statuses, with its event, in one transaction."""
+        froms = list(from_status)
+        expr, names, vals = update_expression({"status": to.value, "updated_at": self._clock(), **(fields or {})})
+        placeholders = []
+        for i, s in enumerate(froms):
+            vals[f":f{i}"] = value(s.value)
+            placeholders.append(f":f{i}")
+        names["#st"] = "status"
+        items: list[dict[str, Any]] = []
+        if fence:
+            items.append(fence)
+        items.append({"Update": {
+            "TableName": self.orders_table,
+            "Key": self._key(run_id, order_sk(name)),
+            "UpdateExpression": expr,
+            "ConditionExpression": f"#st IN ({', '.join(placeholders)})",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": vals,
+        }})
+        items.append(self.event_put(run_id, name, f"order_{to.value}", event_detail))
+        return self._transact(items, token)
+
+    def set_order_fields(self, run_id: str, name: str, fields: dict[str, Any]) -> None:
+        expr, names, vals = update_expression(fields)
+        self._ddb.update_item(TableName=self.orders_table, Key=self._key(run_id, order_sk(name)),
+                              UpdateExpression=expr, ExpressionAttributeNames=names, ExpressionAttributeValues=vals,
+                              ConditionExpression="attribute_exists(run_id)")
+
+    def finalize(self, run_id: str, status: RunStatus, summary: dict[str, Any], *,
+                 fence: dict[str, Any] | None = None) -> bool:
+        """Mark the run final exactly once; False if it already was (or the fence failed)."""
+        expr, names, vals = update_expression({"status": status.value, "finalized": True,
+                                               "finished_at": self._clock()})
+        items: list[dict[str, Any]] = []
+        if fence:
+            items.append(fence)
+        items.append({"Update": {
+            "TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
+            "UpdateExpression": expr, "ConditionExpression": "attribute_exists(run_id) AND attribute_not_exists(finalized)",
+            "ExpressionAttributeNames": names, "ExpressionAttributeValues": vals,
+        }})
+        items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, "job_completed", summary))
+        return self._transact(items, f"fin-{run_id}"[:36])
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _transact(self, items: list[dict[str, Any]], token: str | None) -> bool:
+        kwargs: dict[str, Any] = {"TransactItems": items}
+        if token:
+            kwargs["ClientRequestToken"] = token
+        try:
+            self._ddb.transact_write_items(**kwargs)
+            return True
+        except Exception as exc:
+            if error_code(exc) == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+                if any(r in ("ConditionalCheckFailed",) for r in reasons) or not reasons:
+                    return False
+            if error_code(exc) == "IdempotentParameterMismatchException":
+                return False
+            raise
+
+    def _query(self, table: str, run_id: str) -> Iterable[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": "run_id = :r",
+                                  "ExpressionAttributeValues": {":r": value(run_id)}, "ConsistentRead": True}
+        while True:
+            resp = self._ddb.query(**kwargs)
+            yield from resp.get("Items", [])
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    @staticmethod
+    def _key(run_id: str, sk: str) -> dict[str, Any]:
+        return {"run_id": value(run_id), "sk": value(sk)}

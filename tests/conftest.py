@@ -1,0 +1,69 @@
+"""Shared fixtures: one moto server on loopback for the session, fresh resources per test.
+
+moto starts before any client exists and every client reaches it over real HTTP through
+``AWS_ENDPOINT_URL``, exactly as the embedded runner does. Resources are created by the
+same provisioning code (and so the same table definitions) the runner and construct use.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.embedded.server import EmbeddedAws
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[EmbeddedAws]:
+    server = EmbeddedAws.start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture()
+def clients(aws: EmbeddedAws) -> AwsClients:
+    return AwsClients(region=aws.region)
+
+
+@pytest.fixture()
+def stack(clients: AwsClients):
+    """Freshly provisioned engine resources under a unique prefix: (Settings, Queues)."""
+    from lambda_runtime.embedded.provision import provision
+
+    prefix = "t" + secrets.token_hex(4)
+    return provision(clients, prefix=prefix, overrides={"watchdog_grace_seconds": 2, "lock_lease_seconds": 30})
+
+
+@pytest.fixture()
+def git_repo(tmp_path: Path) -> Path:
+    """A real local git repository with two commits; returns its path."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
+                              env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+                                   "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}).stdout
+
+    git("init", "-q", "-b", "main")
+    (repo / "infra").mkdir()
+    (repo / "infra" / "main.tf").write_text("# v1\n")
+    git("add", "-A")
+    git("commit", "-qm", "v1")
+    (repo / "infra" / "main.tf").write_text("# v2\n")
+    git("commit", "-qam", "v2")
+    return repo
