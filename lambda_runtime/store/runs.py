@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from lambda_runtime.aws.clients import error_code, is_conditional_failure
@@ -81,16 +82,13 @@ class RunStore:
         resp = self._ddb.get_item(TableName=self.orders_table, Key=self._key(run_id, RUN_SK), ConsistentRead=True)
         return from_item(resp["Item"]) if "Item" in resp else None
 
-    def update_run(self, run_id: str, fields: dict[str, Any], *, condition: str | None = None,
-                   cond_values: dict[str, Any] | None = None, remove: tuple[str, ...] = ()) -> bool:
-        expr, names, vals = update_expression(fields, remove)
+    def update_run(self, run_id: str, fields: dict[str, Any], *, unless_finalized: bool = False) -> bool:
+        """Set fields on an existing run (optionally only while it is not final)."""
+        expr, names, vals = update_expression(fields)
+        cond = "attribute_exists(run_id)" + (" AND attribute_not_exists(finalized)" if unless_finalized else "")
         kwargs: dict[str, Any] = {"TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
-                                  "UpdateExpression": expr, "ExpressionAttributeNames": names}
-        cond = "attribute_exists(run_id)" + (f" AND ({condition})" if condition else "")
-        kwargs["ConditionExpression"] = cond
-        vals.update({k: value(v) for k, v in (cond_values or {}).items()})
-        if vals:
-            kwargs["ExpressionAttributeValues"] = vals
+                                  "UpdateExpression": expr, "ExpressionAttributeNames": names,
+                                  "ExpressionAttributeValues": vals, "ConditionExpression": cond}
         try:
             self._ddb.update_item(**kwargs)
             return True
@@ -128,28 +126,36 @@ class RunStore:
 
     def transition(self, run_id: str, name: str, *, from_status: Iterable[OrderStatus], to: OrderStatus,
                    fields: dict[str, Any] | None = None, fence: dict[str, Any] | None = None,
-                   event_detail: dict[str, Any] | None = None, token: str | None = None) -> bool:
+                   event_detail: dict[str, Any] | None = None) -> bool:
         """Conditionally move an order between statuses, with its event, in one transaction."""
-        froms = list(from_status)
-        expr, names, vals = update_expression({"status": to.value, "updated_at": self._clock(), **(fields or {})})
+        items = [fence] if fence else []
+        items.append(self._status_update(run_id, order_sk(name), from_status, {"status": to.value, **(fields or {})}))
+        items.append(self.event_put(run_id, name, f"order_{to.value}", event_detail))
+        return self._transact(items, None)
+
+    def transition_run(self, run_id: str, *, from_status: Iterable[RunStatus], fields: dict[str, Any],
+                       event: tuple[str, dict[str, Any]] | None = None, **event_attrs: Any) -> bool:
+        """Conditionally change the run item (status and more), with an optional job event."""
+        items = [self._status_update(run_id, RUN_SK, from_status, fields)]
+        if event:
+            items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, event[0], event[1], **event_attrs))
+        return self._transact(items, None)
+
+    def _status_update(self, run_id: str, sk: str, from_status: Iterable[StrEnum], fields: dict[str, Any]) -> dict[str, Any]:
+        expr, names, vals = update_expression({"updated_at": self._clock(), **fields})
         placeholders = []
-        for i, s in enumerate(froms):
+        for i, s in enumerate(from_status):
             vals[f":f{i}"] = value(s.value)
             placeholders.append(f":f{i}")
         names["#st"] = "status"
-        items: list[dict[str, Any]] = []
-        if fence:
-            items.append(fence)
-        items.append({"Update": {
+        return {"Update": {
             "TableName": self.orders_table,
-            "Key": self._key(run_id, order_sk(name)),
+            "Key": self._key(run_id, sk),
             "UpdateExpression": expr,
             "ConditionExpression": f"#st IN ({', '.join(placeholders)})",
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": vals,
-        }})
-        items.append(self.event_put(run_id, name, f"order_{to.value}", event_detail))
-        return self._transact(items, token)
+        }}
 
     def set_order_fields(self, run_id: str, name: str, fields: dict[str, Any]) -> None:
         expr, names, vals = update_expression(fields)

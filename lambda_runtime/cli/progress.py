@@ -1,0 +1,51 @@
+"""Live progress on stderr: a table of orders with status and elapsed time."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STYLE = {"queued": "dim", "running": "cyan", "succeeded": "green", "failed": "red", "timed_out": "magenta",
+         "skipped": "yellow", "cancelled": "yellow"}
+
+
+def orders_table(summary: dict[str, Any], *, title: str | None = None, now: float | None = None) -> Table:
+    table = Table(title=title, expand=False)
+    for col in ("order", "target", "status", "exit", "time"):
+        table.add_column(col)
+    now = now or time.time()
+    for name, o in summary.get("orders", {}).items():
+        st = o.get("status") or "?"
+        dur = o.get("duration_s")
+        table.add_row(name, o.get("target") or "", f"[{STYLE.get(st, '')}]{st}[/]",
+                      "" if o.get("exit_code") is None else str(o["exit_code"]),
+                      "" if dur is None else f"{dur:.1f}s")
+    return table
+
+
+class Progress:
+    def __init__(self, console: Console, run_id: str, enabled: bool = True):
+        self._console = console
+        self._run_id = run_id
+        self._live = Live(console=console, refresh_per_second=4, transient=False) if enabled else None
+
+    def __enter__(self) -> Progress:
+        if self._live:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live:
+            self._live.__exit__(None, None, None)
+
+    def update(self, summary: dict[str, Any]) -> None:
+        if self._live:
+            counts: dict[str, int] = {}
+            for o in summary.get("orders", {}).values():
+                counts[o.get("status")] = counts.get(o.get("status"), 0) + 1
+            title = f"run {self._run_id} — {summary.get('status')} — " + ", ".join(
+                f"{v} {k}" for k, v in sorted(counts.items()))
+            self._live.update(orders_table(summary, title=title))

@@ -1,0 +1,117 @@
+"""Lambda entrypoint (``process_webhook``): the HTTP API in front of the engine.
+
+Routes (API Gateway REST proxy events):
+    POST /jobs                   signed job submission -> 202 {run_id, trace_id, flow_id, done}
+    GET  /runs/{run_id}          signed status request -> 200 run summary
+    POST /runs/{run_id}/cancel   signed cancel request -> 202
+Every request is authenticated before anything is parsed; a bad signature is a 401 that
+records nothing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.intake import signature
+from lambda_runtime.intake.logic import Intake, Reply
+from lambda_runtime.settings import Settings
+
+logger = Logger(service="iac-ci-intake")
+SECRET_MAX_AGE = 300
+
+
+class Api:
+    """The router plus its dependencies; one per process (or per embedded stack)."""
+
+    def __init__(self, settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time):
+        self.intake = Intake(settings, clients, clock=clock)
+        self.clock = clock
+        self._secrets = SecretsProvider(boto3_client=clients.secrets)
+        self._secret_id = settings.webhook_secret_id
+        self.app = APIGatewayRestResolver()
+        self.app.post("/jobs")(self._submit)
+        self.app.get("/runs/<run_id>")(self._status)
+        self.app.post("/runs/<run_id>/cancel")(self._cancel)
+
+    def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if context is not None:
+            self.intake.register_lambda_context(context)
+        return self.app.resolve(event, context)
+
+    # ---- routes -------------------------------------------------------------------------
+    def _submit(self) -> Response:
+        raw = self._raw_body()
+        if not self._verified(raw):
+            return _json(Reply(401, {"error": "bad or missing signature"}))
+        headers = self.app.current_event.headers
+        reply = self.intake.submit(raw, content_type=_header(headers, "Content-Type"),
+                                   idempotency_key=_header(headers, "Idempotency-Key"))
+        logger.info("submission", extra={"status": reply.status, "run_id": reply.body.get("run_id")})
+        return _json(reply)
+
+    def _status(self, run_id: str) -> Response:
+        ts = _header(self.app.current_event.headers, signature.TIMESTAMP_HEADER) or ""
+        data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
+        if not self._fresh(ts) or not self._verified(data):
+            return _json(Reply(401, {"error": "bad or missing signature"}))
+        return _json(self.intake.status(run_id))
+
+    def _cancel(self, run_id: str) -> Response:
+        raw = self._raw_body()
+        if not self._verified(raw):
+            return _json(Reply(401, {"error": "bad or missing signature"}))
+        try:
+            body = json.loads(raw or b"{}")
+            ts = str(body.get("ts", "")) if isinstance(body, dict) else ""
+        except ValueError:
+            ts = ""
+        if not self._fresh(ts) or (isinstance(body, dict) and body.get("run_id") not in (None, run_id)):
+            return _json(Reply(401, {"error": "stale or mismatched cancel request"}))
+        return _json(self.intake.cancel(run_id))
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _raw_body(self) -> bytes:
+        event = self.app.current_event
+        if event.body is None:
+            return b""
+        return event.decoded_body.encode() if event.is_base64_encoded else event.body.encode()
+
+    def _verified(self, data: bytes) -> bool:
+        secret = str(self._secrets.get(self._secret_id, max_age=SECRET_MAX_AGE))
+        return signature.verify(secret, data, _header(self.app.current_event.headers, signature.HEADER))
+
+    def _fresh(self, ts: str) -> bool:
+        try:
+            return abs(self.clock() - float(ts)) <= signature.MAX_SKEW_SECONDS
+        except ValueError:
+            return False
+
+
+def _header(headers: dict[str, str] | None, name: str) -> str | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+def _json(reply: Reply) -> Response:
+    return Response(status_code=reply.status, content_type="application/json", body=json.dumps(reply.body))
+
+
+@cache
+def _api() -> Api:
+    settings = Settings.from_env()
+    return Api(settings, AwsClients(region=settings.region))
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _api().handle(event, context)

@@ -1,0 +1,179 @@
+"""Job intake: authenticate, validate, record, acknowledge. Packaging happens elsewhere.
+
+The answer never waits for clones or encryption: accepting a run is one conditional PutItem
+and one S3 PutObject (whose event starts packaging). Invalid input changes nothing.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+
+from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.job.model import Job
+from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
+from lambda_runtime.schema import layout
+from lambda_runtime.schema.status import RunStatus
+from lambda_runtime.settings import Settings
+from lambda_runtime.store.runs import RunStore
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str, problems: list[Problem] | None = None):
+        self.status = status
+        self.problems = problems or []
+        super().__init__(message)
+
+    def reply(self) -> Reply:
+        body: dict[str, Any] = {"error": str(self)}
+        if self.problems:
+            body["problems"] = [p.as_dict() for p in self.problems]
+        return Reply(self.status, body)
+
+
+def parse_submission(raw: bytes, content_type: str | None = None) -> Any:
+    """JSON or YAML job, or the earlier design's ``{"job_parameters_b64": ...}`` envelope."""
+    text = _decode(raw)
+    is_yaml = bool(content_type and "yaml" in content_type.lower())
+    doc = _load(text, is_yaml)
+    if isinstance(doc, dict) and "job_parameters_b64" in doc:
+        encoded = doc["job_parameters_b64"]
+        if not isinstance(encoded, str) or len(doc) != 1:
+            raise BadRequest(400, "job_parameters_b64 must be the only field, a base64 string")
+        try:
+            inner = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(400, "job_parameters_b64 is not valid base64") from None
+        doc = _load(_decode(inner), None)
+    return doc
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body is not UTF-8") from None
+
+
+def _load(text: str, is_yaml: bool | None) -> Any:
+    if not text.strip():
+        raise BadRequest(400, "empty body")
+    if not is_yaml:
+        try:
+            return json.loads(text)
+        except ValueError:
+            if is_yaml is False:
+                raise BadRequest(400, "body is not valid JSON") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadRequest(400, f"body is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise BadRequest(400, "body is nested too deeply") from None
+
+
+def new_ids(username: str, flow_label: str, now: float) -> dict[str, str]:
+    """Run id plus the seed's trace and flow id formats."""
+    core = secrets.token_hex(8)
+    return {"run_id": core, "trace_id": f"{core}:{int(now)}", "flow_id": f"{username}:{core}-{flow_label}"}
+
+
+class Intake:
+    def __init__(self, settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clients = clients
+        self.clock = clock
+        self.store = RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=clock,
+                              event_ttl_days=settings.event_ttl_days)
+        persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=clients.dynamodb)
+        self._idem_config = IdempotencyConfig(event_key_jmespath="idempotency_key",
+                                              payload_validation_jmespath="body_sha256",
+                                              expires_after_seconds=24 * 3600, raise_on_no_idempotency_key=False)
+        self._accept_once = idempotent_function(data_keyword_argument="submission", persistence_store=persistence,
+                                                config=self._idem_config)(self._accept)
+
+    def register_lambda_context(self, context: Any) -> None:
+        self._idem_config.register_lambda_context(context)
+
+    def submit(self, raw: bytes, *, content_type: str | None = None, idempotency_key: str | None = None) -> Reply:
+        """Validate and accept a job body that has already passed signature checks."""
+        try:
+            if len(raw) > self.settings.max_body_bytes:
+                raise BadRequest(413, f"body larger than {self.settings.max_body_bytes} bytes")
+            if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
+                raise BadRequest(400, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+            doc = parse_submission(raw, content_type)
+            try:
+                job = parse_job(doc, self.settings.validation_policy())
+            except JobValidationError as exc:
+                raise BadRequest(400, "invalid job", exc.problems) from None
+        except BadRequest as exc:
+            return exc.reply()
+        submission = {"job": job.model_dump(mode="json", by_alias=True, exclude_none=True),
+                      "idempotency_key": idempotency_key, "body_sha256": hashlib.sha256(raw).hexdigest()}
+        try:
+            return Reply(202, self._accept_once(submission=submission))
+        except IdempotencyValidationError:
+            return Reply(422, {"error": "Idempotency-Key was already used with a different body"})
+        except IdempotencyAlreadyInProgressError:
+            return Reply(409, {"error": "a submission with this Idempotency-Key is in progress; retry shortly"})
+
+    def _accept(self, submission: dict[str, Any]) -> dict[str, Any]:
+        job = Job.model_validate(submission["job"])
+        now = self.clock()
+        username = job.username or "unknown"
+        ids = new_ids(username, job.name, now)
+        run_id = ids["run_id"]
+        self.store.create_run({
+            **ids, "status": RunStatus.ACCEPTED.value, "name": job.name, "username": username, "repo": job.repo,
+            "pr_number": job.pr_number, "commit": job.commit, "timeout": job.timeout, "created_at": now,
+            "order_total": len(job.orders), "idempotency_key": submission.get("idempotency_key"),
+        })
+        self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Key=layout.job_key(run_id),
+                                   Body=json.dumps(submission["job"]).encode(), ContentType="application/json")
+        return {**ids, "status": RunStatus.ACCEPTED.value, "orders": len(job.orders),
+                "done": f"s3://{self.settings.done_bucket}/{layout.done_key(run_id)}"}
+
+    def status(self, run_id: str) -> Reply:
+        snap = self.store.load(run_id)
+        if snap.run is None:
+            return Reply(404, {"error": f"run '{run_id}' not found"})
+        from lambda_runtime.summary import run_summary
+
+        return Reply(200, run_summary(snap))
+
+    def cancel(self, run_id: str) -> Reply:
+        from lambda_runtime.orchestrator.engine import request_cancel
+
+        run = self.store.get_run(run_id)
+        if run is None:
+            return Reply(404, {"error": f"run '{run_id}' not found"})
+        if not request_cancel(self.store, self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id,
+                              now=self.clock()):
+            return Reply(409, {"error": f"run '{run_id}' already finished", "status": run.get("status")})
+        return Reply(202, {"run_id": run_id, "status": "cancelling"})

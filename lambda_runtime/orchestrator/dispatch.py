@@ -1,0 +1,53 @@
+"""Starting workers: Lambda (async invoke) or CodeBuild (StartBuild with an idempotency token).
+
+The orchestrator has already moved the order to ``running`` before calling ``dispatch``, so a
+crash or retry here can never start the same order twice.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Protocol
+
+from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.schema.contract import WorkerPayload
+from lambda_runtime.worker.entrypoint import PAYLOAD_ENV
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, target: str, payload: WorkerPayload) -> str:
+        """Start the worker; return a reference (request id, build id) used to stop it."""
+
+    def stop(self, target: str, ref: str) -> None:
+        """Best-effort stop of a running worker (cancellation, job timeout)."""
+
+
+class AwsDispatcher:
+    def __init__(self, clients: AwsClients, *, worker_function: str, codebuild_project: str, grace_seconds: int):
+        self._clients = clients
+        self._function = worker_function
+        self._project = codebuild_project
+        self._grace = grace_seconds
+
+    def dispatch(self, target: str, payload: WorkerPayload) -> str:
+        body = payload.model_dump_json()
+        if target == "lambda":
+            resp: dict[str, Any] = self._clients.lambda_.invoke(
+                FunctionName=self._function, InvocationType="Event", Payload=body.encode())
+            return "lambda:" + str(resp.get("ResponseMetadata", {}).get("RequestId", ""))
+        resp = self._clients.codebuild.start_build(
+            projectName=self._project,
+            idempotencyToken=f"{payload.run_id}-{payload.order}-{payload.attempt}"[:64],
+            environmentVariablesOverride=[{"name": PAYLOAD_ENV, "value": body, "type": "PLAINTEXT"}],
+            timeoutInMinutesOverride=max(5, min(480, math.ceil((payload.timeout + self._grace) / 60))),
+        )
+        return str(resp["build"]["id"])
+
+    def stop(self, target: str, ref: str) -> None:
+        if target == "codebuild" and ref:
+            self._clients.codebuild.stop_build(id=ref)
+        # an async Lambda invocation cannot be stopped; its late result is ignored
+
+
+def payload_json(payload: WorkerPayload) -> str:
+    return json.dumps(payload.model_dump(mode="json"))

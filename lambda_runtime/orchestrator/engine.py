@@ -1,0 +1,314 @@
+"""The orchestrator: on every wake-up, bring a run one step closer to done.
+
+A wake-up is only a hint (S3 events are at-least-once, late and unordered); the truth is the
+run's items and its callback objects, re-read on every evaluation. One invocation at a time
+holds the run's lease; contenders leave a mark (``pending``) so the holder evaluates again
+before letting go, and a holder that dies is replaced when its lease runs out and its own
+message comes back from the queue.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from pydantic import ValidationError
+
+from lambda_runtime import watchdog
+from lambda_runtime.aws.clients import AwsClients, error_code, is_conditional_failure
+from lambda_runtime.job import dag
+from lambda_runtime.masking import redact_credentials
+from lambda_runtime.orchestrator.dispatch import Dispatcher
+from lambda_runtime.orchestrator.presign import worker_payload
+from lambda_runtime.schema import layout
+from lambda_runtime.schema.contract import LOG_TAIL_CHARS, OrderResult
+from lambda_runtime.schema.status import WORKER_RESULT_STATUSES, OrderStatus, RunStatus
+from lambda_runtime.settings import Settings
+from lambda_runtime.store.locks import Lease, LeaseLost, RunLocks
+from lambda_runtime.store.runs import RunSnapshot, RunStore
+from lambda_runtime.summary import run_summary
+from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
+
+logger = Logger(service="iac-ci", child=True)
+MAX_ROUNDS = 25
+DISPATCH_PARALLELISM = 16
+
+
+class RetryLater(RuntimeError):
+    """The run could not be settled in this invocation; let the queue deliver the message again."""
+
+
+@dataclass
+class Orchestrator:
+    settings: Settings
+    clients: AwsClients
+    dispatcher: Dispatcher
+    vcs: VcsProvider = field(default_factory=NoopVcs)
+    clock: Callable[[], float] = time.time
+    # fault-injection seam: called with a point name ("locked", "state_written", "dispatched", "finalized")
+    checkpoint: Callable[[str], None] = lambda _point: None
+
+    def __post_init__(self) -> None:
+        self.store = RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table,
+                              clock=self.clock, event_ttl_days=self.settings.event_ttl_days)
+        self.locks = RunLocks(self.clients.dynamodb, self.settings.locks_table,
+                              lease_seconds=self.settings.lock_lease_seconds, clock=self.clock)
+
+    # ---- entry --------------------------------------------------------------------------
+    def wake(self, run_id: str) -> str:
+        """Evaluate ``run_id`` until no wake-up is left pending; returns what happened."""
+        owner = uuid.uuid4().hex
+        while True:
+            lease = self.locks.acquire(run_id, owner)
+            if lease is not None:
+                break
+            if self.locks.mark_pending(run_id):
+                return "deferred"  # the live holder will evaluate again before releasing
+        self.checkpoint("locked")
+        seen = lease.pending
+        try:
+            for _ in range(MAX_ROUNDS):
+                self.reconcile(run_id, lease)
+                newer = self.locks.release(lease, seen_pending=seen)
+                if newer is None:
+                    return "evaluated"
+                seen = newer
+                self.locks.extend(lease)
+            raise RetryLater(f"run {run_id} still busy after {MAX_ROUNDS} rounds")
+        except LeaseLost:
+            logger.warning("lease lost; the new holder carries on", extra={"run_id": run_id})
+            return "lease-lost"
+        except BaseException:
+            try:
+                self.locks.release(lease, seen_pending=None)
+            except Exception:  # the lease will expire on its own
+                logger.exception("could not release lease", extra={"run_id": run_id})
+            raise
+
+    # ---- one evaluation -----------------------------------------------------------------
+    def reconcile(self, run_id: str, lease: Lease) -> None:
+        snap = self.store.load(run_id)
+        run = snap.run
+        if run is None or run.get("finalized"):
+            return
+        fence = self.locks.fence_check(lease)
+        signals, result_orders = self._callbacks(run_id)
+        now = self.clock()
+        job_timed_out = layout.SIGNAL_JOB_TIMEOUT in signals or now >= float(run.get("deadline", now + 1))
+        cancelled = bool(run.get("cancel_requested"))
+        status = RunStatus(run["status"])
+        if status in (RunStatus.ACCEPTED, RunStatus.PACKAGING):
+            if cancelled or job_timed_out:
+                self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
+            return  # packaging will wake us when the orders exist
+        changed = False
+        for name in sorted(result_orders):
+            item = snap.orders.get(name)
+            if item is not None and item["status"] == OrderStatus.RUNNING.value:
+                changed |= self._ingest(run_id, item, fence)
+        if cancelled or job_timed_out:
+            changed |= self._stop_all(run_id, snap, fence, cancelled=cancelled)
+        elif not run.get("packaging_error"):
+            self._repair_watchdogs(run, snap)
+            changed |= self._advance(run, snap, fence)
+        if all(OrderStatus(o["status"]).terminal for o in snap.orders.values()):
+            self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
+        elif changed:
+            notify(self.vcs, "run_updated", run_summary(snap))
+
+    def _callbacks(self, run_id: str) -> tuple[set[str], set[str]]:
+        """One listing of the run's callback prefix: control signals present, orders with a result."""
+        signals: set[str] = set()
+        results: set[str] = set()
+        prefix = f"{layout.CALLBACKS_PREFIX}{run_id}/"
+        paginator = self.clients.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.settings.internal_bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                ref = layout.parse_callback_key(obj["Key"])
+                if ref is None:
+                    continue
+                if ref.order:
+                    results.add(ref.order)
+                elif ref.signal:
+                    signals.add(ref.signal)
+        return signals, results
+
+    def _ingest(self, run_id: str, item: dict[str, Any], fence: dict[str, Any]) -> bool:
+        name = item["name"]
+        key = layout.result_key(run_id, name)
+        try:
+            obj = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=key)
+            raw = obj["Body"].read()
+            reported_at = obj["LastModified"].timestamp()
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return False
+            raise
+        try:
+            result = OrderResult.model_validate_json(raw)
+            if result.run_id != run_id or result.order != name or result.status not in WORKER_RESULT_STATUSES:
+                raise ValueError("result names another run, order or status")
+        except (ValidationError, ValueError) as exc:
+            result = OrderResult(run_id=run_id, order=name, attempt=int(item.get("attempt", 1)),
+                                 status=OrderStatus.FAILED, error=f"unreadable result: {str(exc)[:300]}",
+                                 producer="engine")
+        finished = result.finished_at or reported_at
+        fields = {
+            "exit_code": result.exit_code,
+            "started_at": result.started_at or item.get("dispatched_at"),
+            "finished_at": finished,
+            "log_tail": result.log_tail[-LOG_TAIL_CHARS:],
+            "reason": result.error,
+            "reported_by": result.producer,
+        }
+        ok = self.store.transition(run_id, name, from_status=[OrderStatus.RUNNING], to=result.status, fields=fields,
+                                   fence=fence, event_detail={"exit_code": result.exit_code, "by": result.producer})
+        if ok:
+            item.update(status=result.status.value, **{k: v for k, v in fields.items() if v is not None})
+            self.checkpoint("state_written")
+        return ok
+
+    def _advance(self, run: dict[str, Any], snap: RunSnapshot, fence: dict[str, Any]) -> bool:
+        nodes = _nodes(snap)
+        plan = dag.plan(nodes)
+        changed = False
+        for name, blocker in plan.skip.items():
+            reason = f"dependency '{blocker}' did not succeed"
+            if self.store.transition(run["run_id"], name, from_status=[OrderStatus.QUEUED], to=OrderStatus.SKIPPED,
+                                     fields={"reason": reason}, fence=fence, event_detail={"blocked_by": blocker}):
+                snap.orders[name].update(status=OrderStatus.SKIPPED.value, reason=reason)
+                changed = True
+        if plan.ready:
+            with ThreadPoolExecutor(min(DISPATCH_PARALLELISM, len(plan.ready))) as pool:
+                changed |= any(pool.map(lambda n: self._dispatch(run, snap.orders[n], fence), plan.ready))
+        return changed
+
+    def _dispatch(self, run: dict[str, Any], item: dict[str, Any], fence: dict[str, Any]) -> bool:
+        run_id, name = run["run_id"], item["name"]
+        attempt = int(item.get("attempt", 0)) + 1
+        now = self.clock()
+        # at most once: the order is running *before* any side effect; a retry finds it running
+        if not self.store.transition(run_id, name, from_status=[OrderStatus.QUEUED], to=OrderStatus.RUNNING,
+                                     fields={"attempt": attempt, "dispatched_at": now,
+                                             "log_key": layout.log_key(run_id, name)},
+                                     fence=fence, event_detail={"target": item["target"], "attempt": attempt}):
+            return False
+        item.update(status=OrderStatus.RUNNING.value, attempt=attempt, dispatched_at=now)
+        self.checkpoint("state_written")
+        execution = self._start_watchdog(run_id, item)
+        timeout = int(item["timeout"])
+        payload = worker_payload(self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id, order=item,
+                                 trace_id=run["trace_id"], attempt=attempt,
+                                 expires_in=timeout + self.settings.watchdog_grace_seconds
+                                 + self.settings.presign_margin_seconds)
+        ref = ""
+        try:
+            ref = self.dispatcher.dispatch(item["target"], payload)
+        except Exception as exc:  # never re-dispatch: report the failure as the order's result
+            logger.exception("dispatch failed", extra={"run_id": run_id, "order": name})
+            self._engine_result(run_id, name, attempt, f"dispatch failed: {redact_credentials(str(exc))[:500]}")
+        self.checkpoint("dispatched")
+        self.store.set_order_fields(run_id, name, {"watchdog": execution, "dispatch_ref": ref})
+        item.update(watchdog=execution, dispatch_ref=ref)
+        return True
+
+    def _start_watchdog(self, run_id: str, item: dict[str, Any]) -> str:
+        name = item["name"]
+        grace = self.settings.watchdog_grace_seconds
+        body = OrderResult(run_id=run_id, order=name, attempt=int(item.get("attempt", 1)),
+                           status=OrderStatus.TIMED_OUT, producer="watchdog",
+                           error=f"no result within the {item['timeout']}s timeout plus {grace}s: "
+                                 "the worker died or never started").model_dump_json()
+        try:
+            return watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=name,
+                                  wait_seconds=int(item["timeout"]) + grace, bucket=self.settings.internal_bucket,
+                                  key=layout.result_key(run_id, name), body=body)
+        except Exception as exc:
+            if error_code(exc) == "ExecutionAlreadyExists":
+                return watchdog.execution_name(run_id, name)
+            raise
+
+    def _repair_watchdogs(self, run: dict[str, Any], snap: RunSnapshot) -> None:
+        """A holder that died between ``running`` and the watchdog start left an order unguarded."""
+        for item in snap.orders.values():
+            if item["status"] == OrderStatus.RUNNING.value and not item.get("watchdog"):
+                execution = self._start_watchdog(run["run_id"], item)
+                self.store.set_order_fields(run["run_id"], item["name"], {"watchdog": execution})
+                item["watchdog"] = execution
+
+    def _engine_result(self, run_id: str, name: str, attempt: int, error: str) -> None:
+        result = OrderResult(run_id=run_id, order=name, attempt=attempt, status=OrderStatus.FAILED, error=error,
+                             producer="engine", finished_at=self.clock())
+        try:
+            self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Key=layout.result_key(run_id, name),
+                                       Body=result.model_dump_json().encode(), IfNoneMatch="*")
+        except Exception as exc:
+            if not is_conditional_failure(exc) and error_code(exc) != "PreconditionFailed":
+                raise
+
+    def _stop_all(self, run_id: str, snap: RunSnapshot, fence: dict[str, Any], *, cancelled: bool) -> bool:
+        """Cancellation or job timeout: nothing new starts, running builds are stopped, late results ignored."""
+        reason = "run cancelled" if cancelled else "job timeout reached"
+        changed = False
+        for item in snap.orders.values():
+            st = OrderStatus(item["status"])
+            if st is OrderStatus.QUEUED:
+                to = OrderStatus.CANCELLED
+            elif st is OrderStatus.RUNNING:
+                to = OrderStatus.CANCELLED if cancelled else OrderStatus.TIMED_OUT
+            else:
+                continue
+            if self.store.transition(run_id, item["name"], from_status=[st], to=to,
+                                     fields={"reason": reason, "finished_at": self.clock()}, fence=fence,
+                                     event_detail={"reason": reason}):
+                item.update(status=to.value, reason=reason)
+                changed = True
+                if st is OrderStatus.RUNNING and item.get("dispatch_ref"):
+                    try:
+                        self.dispatcher.stop(item["target"], item["dispatch_ref"])
+                    except Exception:
+                        logger.exception("could not stop worker", extra={"run_id": run_id, "order": item["name"]})
+        return changed
+
+    def _finalize(self, snap: RunSnapshot, fence: dict[str, Any], *, cancelled: bool, job_timed_out: bool) -> None:
+        run = snap.run or {}
+        run_id = run["run_id"]
+        status = dag.job_status(_nodes(snap), cancelled=cancelled, job_timed_out=job_timed_out)
+        if run.get("packaging_error") and status is RunStatus.SUCCEEDED:
+            status = RunStatus.FAILED
+        summary = run_summary(snap, status=status.value)
+        summary["finished_at"] = self.clock()
+        try:  # the done object first: if we crash after it, the retry finds it and only sets the flag
+            self.clients.s3.put_object(Bucket=self.settings.done_bucket, Key=layout.done_key(run_id),
+                                       Body=json.dumps(summary, default=str).encode(), IfNoneMatch="*",
+                                       ContentType="application/json")
+        except Exception as exc:
+            if not is_conditional_failure(exc) and error_code(exc) != "PreconditionFailed":
+                raise
+        counts: dict[str, int] = {}
+        for o in snap.orders.values():
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+        won = self.store.finalize(run_id, status, {"status": status.value, "orders": counts}, fence=fence)
+        self.checkpoint("finalized")
+        if won:
+            run.update(status=status.value, finalized=True)
+            notify(self.vcs, "run_finished", summary)
+
+
+def _nodes(snap: RunSnapshot) -> dict[str, dag.NodeState]:
+    return {n: dag.NodeState(OrderStatus(o["status"]), bool(o.get("must_succeed", True)), tuple(o.get("depends_on", [])))
+            for n, o in snap.orders.items()}
+
+
+def request_cancel(store: RunStore, s3: Any, *, bucket: str, run_id: str, now: float | None = None) -> bool:
+    """Mark a run cancelled and wake its orchestrator. False if the run is unknown or already final."""
+    if not store.update_run(run_id, {"cancel_requested": True, "cancel_requested_at": now or time.time()},
+                            unless_finalized=True):
+        return False
+    s3.put_object(Bucket=bucket, Key=layout.control_key(run_id, layout.SIGNAL_CANCEL), Body=b"{}")
+    return True

@@ -1,0 +1,181 @@
+"""Packaging a run (``init_job``): sources, bundles, secrets, orders, then wake the orchestrator.
+
+Safe to run twice for the same run (S3 delivers at least once): the run's status decides what
+is left to do, orders are only inserted while nothing can have started, and the wake-up is an
+object write the orchestrator treats as a hint.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from lambda_runtime import sops, watchdog
+from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.job.model import Job, Order
+from lambda_runtime.job.validate import JobValidationError, parse_job
+from lambda_runtime.masking import redact_credentials
+from lambda_runtime.packaging import sources
+from lambda_runtime.packaging.bundle import build_bundle
+from lambda_runtime.packaging.credentials import CredentialResolver
+from lambda_runtime.packaging.errors import PackagingError
+from lambda_runtime.schema import layout
+from lambda_runtime.schema.contract import InputPlacement, Manifest
+from lambda_runtime.schema.status import OrderStatus, RunStatus
+from lambda_runtime.settings import Settings
+from lambda_runtime.store.runs import RunStore
+from lambda_runtime.summary import run_summary
+from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
+
+logger = Logger(service="iac-ci", child=True)
+PARALLELISM = 8
+
+
+@dataclass
+class Packager:
+    settings: Settings
+    clients: AwsClients
+    vcs: VcsProvider = field(default_factory=NoopVcs)
+    clock: Callable[[], float] = time.time
+
+    @property
+    def store(self) -> RunStore:
+        return RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table,
+                        clock=self.clock, event_ttl_days=self.settings.event_ttl_days)
+
+    def package(self, run_id: str) -> str:
+        """Package ``run_id``; returns what happened (for logs and tests)."""
+        store = self.store
+        run = store.get_run(run_id)
+        if run is None:
+            logger.warning("job object without a run item; ignoring", extra={"run_id": run_id})
+            return "unknown-run"
+        status = RunStatus(run["status"])
+        if status not in (RunStatus.ACCEPTED, RunStatus.PACKAGING):
+            self._wake(run_id)  # a duplicate delivery after packaging: make sure the orchestrator heard
+            return "already-packaged"
+        now = self.clock()
+        if status is RunStatus.ACCEPTED:
+            store.transition_run(run_id, from_status=[RunStatus.ACCEPTED], fields={
+                "status": RunStatus.PACKAGING.value, "packaging_started_at": now, "deadline": now + int(run["timeout"])})
+            run = store.get_run(run_id) or run
+        self._start_job_watchdog(run)
+        try:
+            job = self._load_job(run_id)
+            orders = self._build_and_upload(run, job)
+        except PackagingError as exc:
+            self._fail(run, str(exc))
+            return "failed"
+        store.put_orders(run_id, orders)
+        began = store.transition_run(
+            run_id, from_status=[RunStatus.PACKAGING],
+            fields={"status": RunStatus.RUNNING.value, "order_count": len(orders), "packaged_at": self.clock()},
+            event=("job_started", {"orders": len(orders)}), trace_id=run["trace_id"], flow_id=run["flow_id"])
+        if began:
+            notify(self.vcs, "run_started", run_summary(store.load(run_id)))
+        self._wake(run_id)
+        return "packaged" if began else "raced"
+
+    # ---- steps --------------------------------------------------------------------------
+    def _load_job(self, run_id: str) -> Job:
+        body = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=layout.job_key(run_id))["Body"]
+        try:
+            return parse_job(json.loads(body.read()), self.settings.validation_policy())
+        except JobValidationError as exc:  # validated at intake; a policy change since then lands here
+            raise PackagingError(str(exc)) from None
+
+    def _start_job_watchdog(self, run: dict[str, Any]) -> None:
+        remaining = max(1, int(run["deadline"] - self.clock()))
+        watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run["run_id"], subject="job",
+                       wait_seconds=remaining, bucket=self.settings.internal_bucket,
+                       key=layout.control_key(run["run_id"], layout.SIGNAL_JOB_TIMEOUT),
+                       body=json.dumps({"signal": layout.SIGNAL_JOB_TIMEOUT, "run_id": run["run_id"]}))
+
+    def _build_and_upload(self, run: dict[str, Any], job: Job) -> list[dict[str, Any]]:
+        run_id = run["run_id"]
+        resolver = CredentialResolver(self.clients)
+        work = Path(tempfile.mkdtemp(prefix=f"iac-ci-pkg-{run_id}-"))
+        try:
+            fetched: dict[str, Path] = {}
+            for order in job.orders:  # each distinct source once
+                src = job.source_for(order)
+                key = sources.source_key(src, job.commit)
+                if key not in fetched:
+                    dest = work / "sources" / str(len(fetched))
+                    sources.fetch(src, dest, clients=self.clients, resolver=resolver, default_ref=job.commit)
+                    fetched[key] = dest
+            secrets_by_order = {o.name: self._order_secrets(run_id, o, resolver) for o in job.orders}
+            with ThreadPoolExecutor(PARALLELISM) as pool:
+                items = list(pool.map(
+                    lambda o: self._bundle_one(run, job, o, fetched[sources.source_key(job.source_for(o), job.commit)],
+                                               secrets_by_order[o.name], work),
+                    job.orders))
+            return items
+        except PackagingError:
+            raise
+        except sops.SopsError as exc:
+            raise PackagingError(str(exc)) from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _order_secrets(self, run_id: str, order: Order, resolver: CredentialResolver) -> dict[str, str]:
+        values = resolver.order_values(order)
+        if order.aws_role:
+            values.update(resolver.assume_role(order, run_id=run_id, duration_seconds=order.timeout + 900))
+        return values
+
+    def _bundle_one(self, run: dict[str, Any], job: Job, order: Order, code: Path, secret_values: dict[str, str],
+                    work: Path) -> dict[str, Any]:
+        run_id = run["run_id"]
+        if order.dir and not (code / order.dir).is_dir():
+            raise PackagingError(f"dir '{order.dir}' does not exist in the source", order=order.name)
+        manifest = Manifest(
+            run_id=run_id, order=order.name, trace_id=run["trace_id"], flow_id=run["flow_id"], cmds=order.cmds,
+            timeout=order.timeout, target=order.target, dir=order.dir, env={**job.env, **order.env},
+            secret_env=sorted(secret_values), has_role=bool(order.aws_role), artifacts=order.artifacts,
+            inputs=[InputPlacement(from_order=i.from_, path=i.path) for i in order.inputs],
+            state_bucket=self.settings.state_bucket, region=self.settings.region,
+            embedded_endpoint=_embedded_endpoint() if self.settings.embedded else None,
+        )
+        encrypted = None
+        if secret_values:
+            encrypted = sops.encrypt(secret_values, kms_key_arn=self.settings.kms_key_arn,
+                                     context={"run_id": run_id, "order": order.name})
+        out = build_bundle(manifest, code, encrypted, work / f"bundle-{order.name}.tar.gz")
+        self.clients.s3.upload_file(str(out), self.settings.internal_bucket, layout.bundle_key(run_id, order.name))
+        out.unlink(missing_ok=True)
+        return {
+            "name": order.name, "status": OrderStatus.QUEUED.value, "target": order.target, "timeout": order.timeout,
+            "depends_on": list(dict.fromkeys(order.depends_on)), "must_succeed": order.must_succeed,
+            "has_artifacts": bool(order.artifacts),
+            "inputs": [{"from": i.from_, "path": i.path} for i in order.inputs], "attempt": 0,
+            "masked_tokens": len(secret_values),
+        }
+
+    def _fail(self, run: dict[str, Any], message: str) -> None:
+        message = redact_credentials(message)
+        logger.warning("packaging failed", extra={"run_id": run["run_id"], "error": message})
+        self.store.transition_run(run["run_id"], from_status=[RunStatus.PACKAGING], fields={
+            "status": RunStatus.RUNNING.value, "order_count": 0, "packaging_error": message})
+        self._wake(run["run_id"])
+
+    def _wake(self, run_id: str) -> None:
+        self.clients.s3.put_object(Bucket=self.settings.internal_bucket,
+                                   Key=layout.control_key(run_id, layout.SIGNAL_PACKAGED), Body=b"{}")
+
+
+def _embedded_endpoint() -> str | None:
+    import os
+
+    return os.environ.get("AWS_ENDPOINT_URL")
+
+
+__all__ = ["Packager"]

@@ -1,0 +1,47 @@
+"""Where a run reports to humans: a pull request, a merge request, or nowhere.
+
+Providers get the same run summary at three moments and decide how to show it (the GitHub
+provider edits one comment in place). A provider failure never fails a run: callers go
+through ``notify``.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+logger = Logger(service="iac-ci", child=True)
+
+
+class VcsProvider(abc.ABC):
+    @abc.abstractmethod
+    def run_started(self, summary: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def run_updated(self, summary: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def run_finished(self, summary: dict[str, Any]) -> None: ...
+
+
+class NoopVcs(VcsProvider):
+    """For runs without a repository, and the default until a provider is configured."""
+
+    def run_started(self, summary: dict[str, Any]) -> None:
+        return None
+
+    def run_updated(self, summary: dict[str, Any]) -> None:
+        return None
+
+    def run_finished(self, summary: dict[str, Any]) -> None:
+        return None
+
+
+def notify(provider: VcsProvider, moment: str, summary: dict[str, Any]) -> bool:
+    try:
+        getattr(provider, moment)(summary)
+        return True
+    except Exception:  # a comment that cannot be posted never fails the run
+        logger.exception("vcs notification failed", extra={"moment": moment, "run_id": summary.get("run_id")})
+        return False
