@@ -9,6 +9,7 @@ records nothing.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -82,7 +83,7 @@ class Api:
         event = self.app.current_event
         if event.body is None:
             return b""
-        return event.decoded_body.encode() if event.is_base64_encoded else event.body.encode()
+        return base64.b64decode(event.body) if event.is_base64_encoded else event.body.encode()
 
     def _verified(self, data: bytes) -> bool:
         secret = str(self._secrets.get(self._secret_id, max_age=SECRET_MAX_AGE))

@@ -86,6 +86,8 @@ def _load(text: str, is_yaml: bool | None) -> Any:
     if not is_yaml:
         try:
             return json.loads(text)
+        except RecursionError:
+            raise BadRequest(400, "body is nested too deeply") from None
         except ValueError:
             if is_yaml is False:
                 raise BadRequest(400, "body is not valid JSON") from None
@@ -136,6 +138,8 @@ class Intake:
             return exc.reply()
         submission = {"job": job.model_dump(mode="json", by_alias=True, exclude_none=True),
                       "idempotency_key": idempotency_key, "body_sha256": hashlib.sha256(raw).hexdigest()}
+        if idempotency_key is None:
+            return Reply(202, self._accept(submission))
         try:
             return Reply(202, self._accept_once(submission=submission))
         except IdempotencyValidationError:
