@@ -13,6 +13,8 @@ import boto3
 from botocore.config import Config
 
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
+# SigV4 for presigned URLs everywhere (SigV2 is deprecated and not accepted in newer regions)
+_S3 = Config(signature_version="s3v4", s3={"addressing_style": "path"})
 
 
 class AwsClients:
@@ -29,7 +31,8 @@ class AwsClients:
             with self._lock:  # boto3 sessions are not thread-safe; clients are
                 c = self._clients.get(service)
                 if c is None:
-                    c = self._session.client(service, config=self._config)
+                    config = self._config.merge(_S3) if service == "s3" else self._config
+                    c = self._session.client(service, config=config)
                     self._clients[service] = c
         return c
 

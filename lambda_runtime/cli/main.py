@@ -6,6 +6,7 @@ cancelled; 2 the job file is invalid (the message names order and field).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -80,6 +81,7 @@ def schema() -> None:
 def run(job_file: Path, as_json: bool, ssm: tuple[str, ...], secret: tuple[str, ...], endpoint_url: str | None,
         allow_role: tuple[str, ...], wait_timeout: float | None, quiet: bool) -> None:
     """Run JOB_FILE end to end on an embedded AWS (moto on loopback, workers as local processes)."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)

@@ -7,6 +7,7 @@ Step Functions executions are switched on (moto only parses definitions by defau
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class EmbeddedAws:
     def start(cls, region: str = "us-east-1") -> EmbeddedAws:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
