@@ -1,5 +1,6 @@
 """The run summary: one shape for the done object, the job_completed event, PR comments and
 ``iac-ci run --json``."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +11,11 @@ from lambda_runtime.store.runs import RunSnapshot
 
 def order_view(item: dict[str, Any]) -> dict[str, Any]:
     started, finished = item.get("started_at"), item.get("finished_at")
-    duration = round(finished - started, 3) if isinstance(started, (int, float)) and isinstance(finished, (int, float)) else None
+    duration = (
+        round(finished - started, 3)
+        if isinstance(started, (int, float)) and isinstance(finished, (int, float))
+        else None
+    )
     return {
         "status": item.get("status"),
         "target": item.get("target"),

@@ -1,4 +1,5 @@
 """Graph logic: cycles, layers, the one-pass transitive skip cascade, the job verdict."""
+
 from __future__ import annotations
 
 from lambda_runtime.job import dag
@@ -11,13 +12,17 @@ def nodes(spec: dict[str, tuple[S, bool, tuple[str, ...]]]) -> dict[str, dag.Nod
 
 
 def test_three_level_cascade_in_one_pass() -> None:
-    plan = dag.plan(nodes({
-        "a": (S.FAILED, True, ()),
-        "b": (S.QUEUED, True, ("a",)),
-        "c": (S.QUEUED, True, ("b",)),
-        "d": (S.QUEUED, True, ("c",)),
-        "e": (S.QUEUED, True, ()),
-    }))
+    plan = dag.plan(
+        nodes(
+            {
+                "a": (S.FAILED, True, ()),
+                "b": (S.QUEUED, True, ("a",)),
+                "c": (S.QUEUED, True, ("b",)),
+                "d": (S.QUEUED, True, ("c",)),
+                "e": (S.QUEUED, True, ()),
+            }
+        )
+    )
     assert plan.skip == {"b": "a", "c": "b", "d": "c"}
     assert plan.ready == ["e"]
     assert not plan.all_terminal
@@ -34,8 +39,16 @@ def test_waits_for_running_dependencies() -> None:
 
 
 def test_timed_out_and_cancelled_block_like_failures() -> None:
-    plan = dag.plan(nodes({"a": (S.TIMED_OUT, True, ()), "b": (S.CANCELLED, True, ()),
-                           "x": (S.QUEUED, True, ("a",)), "y": (S.QUEUED, True, ("b",))}))
+    plan = dag.plan(
+        nodes(
+            {
+                "a": (S.TIMED_OUT, True, ()),
+                "b": (S.CANCELLED, True, ()),
+                "x": (S.QUEUED, True, ("a",)),
+                "y": (S.QUEUED, True, ("b",)),
+            }
+        )
+    )
     assert set(plan.skip) == {"x", "y"}
     assert plan.all_terminal
 

@@ -1,5 +1,6 @@
 """The engine end to end on the embedded AWS: real sops, real git, real worker processes,
 presigned URLs over HTTP, S3 -> SQS notifications and the watchdog run by moto."""
+
 from __future__ import annotations
 
 import json
@@ -46,22 +47,42 @@ def test_artifacts_secrets_and_tolerated_failure(engine, tmp_path) -> None:
     src = tmp_path / "src"
     (src / "app").mkdir(parents=True)
     (src / "app" / "input.txt").write_text("hello\n")
-    job = {"name": "pipeline", "env": {"GREETING": "hi"}, "source": {"path": str(src)}, "orders": [
-        {"name": "build", "target": "lambda", "dir": "app", "artifacts": ["out"],
-         "cmds": ["mkdir -p out", "tr a-z A-Z < input.txt > out/result.txt"]},
-        {"name": "lint", "must_succeed": False, "cmds": ["echo lint problems", "exit 4"]},
-        {"name": "deploy", "depends_on": ["build", "lint"], "inputs": [{"from": "build", "path": "out"}],
-         "env": {"STAGE": "dev"}, "secrets": [{"env": "TOKEN", "ssm": "/iac-ci/test/token"}],
-         "cmds": ["cat out/result.txt", 'echo "$GREETING $STAGE token=$TOKEN"', 'test "$TOKEN" = tok-9f8e7d6c']},
-    ]}
+    job = {
+        "name": "pipeline",
+        "env": {"GREETING": "hi"},
+        "source": {"path": str(src)},
+        "orders": [
+            {
+                "name": "build",
+                "target": "lambda",
+                "dir": "app",
+                "artifacts": ["out"],
+                "cmds": ["mkdir -p out", "tr a-z A-Z < input.txt > out/result.txt"],
+            },
+            {"name": "lint", "must_succeed": False, "cmds": ["echo lint problems", "exit 4"]},
+            {
+                "name": "deploy",
+                "depends_on": ["build", "lint"],
+                "inputs": [{"from": "build", "path": "out"}],
+                "env": {"STAGE": "dev"},
+                "secrets": [{"env": "TOKEN", "ssm": "/iac-ci/test/token"}],
+                "cmds": ["cat out/result.txt", 'echo "$GREETING $STAGE token=$TOKEN"', 'test "$TOKEN" = tok-9f8e7d6c'],
+            },
+        ],
+    }
     done = run_job(engine, job)
     assert done["status"] == "succeeded"
     assert statuses(done) == {"build": "succeeded", "lint": "failed", "deploy": "succeeded"}
     assert done["orders"]["lint"]["exit_code"] == 4
     tail = done["orders"]["deploy"]["log_tail"]
     assert "HELLO" in tail and "hi dev token=***" in tail and "tok-9f8e7d6c" not in tail
-    log = engine.clients.s3.get_object(Bucket=engine.settings.internal_bucket,
-                                       Key=layout.log_key(done["run_id"], "deploy"))["Body"].read().decode()
+    log = (
+        engine.clients.s3.get_object(
+            Bucket=engine.settings.internal_bucket, Key=layout.log_key(done["run_id"], "deploy")
+        )["Body"]
+        .read()
+        .decode()
+    )
     assert "token=***" in log and "tok-9f8e7d6c" not in log
     events = engine.store.events(done["run_id"])
     kinds = [e["event_type"] for e in events]
@@ -71,13 +92,16 @@ def test_artifacts_secrets_and_tolerated_failure(engine, tmp_path) -> None:
 
 
 def test_three_level_failure_cascade(engine) -> None:
-    job = {"name": "cascade", "orders": [
-        {"name": "a", "cmds": ["exit 1"]},
-        {"name": "b", "depends_on": ["a"], "cmds": ["true"]},
-        {"name": "c", "depends_on": ["b"], "cmds": ["true"]},
-        {"name": "d", "depends_on": ["c"], "cmds": ["true"]},
-        {"name": "free", "cmds": ["true"]},
-    ]}
+    job = {
+        "name": "cascade",
+        "orders": [
+            {"name": "a", "cmds": ["exit 1"]},
+            {"name": "b", "depends_on": ["a"], "cmds": ["true"]},
+            {"name": "c", "depends_on": ["b"], "cmds": ["true"]},
+            {"name": "d", "depends_on": ["c"], "cmds": ["true"]},
+            {"name": "free", "cmds": ["true"]},
+        ],
+    }
     done = run_job(engine, job)
     assert done["status"] == "failed"
     assert statuses(done) == {"a": "failed", "b": "skipped", "c": "skipped", "d": "skipped", "free": "succeeded"}
@@ -86,8 +110,13 @@ def test_three_level_failure_cascade(engine) -> None:
 
 
 def test_sigkilled_worker_is_reported_timed_out_by_the_watchdog(engine) -> None:
-    job = {"name": "killed", "orders": [{"name": "victim", "timeout": 3, "cmds": ["sleep 60"]},
-                                        {"name": "after", "depends_on": ["victim"], "cmds": ["true"]}]}
+    job = {
+        "name": "killed",
+        "orders": [
+            {"name": "victim", "timeout": 3, "cmds": ["sleep 60"]},
+            {"name": "after", "depends_on": ["victim"], "cmds": ["true"]},
+        ],
+    }
     code, body = engine.submit(job)
     run_id = body["run_id"]
     deadline = time.monotonic() + 30
@@ -97,40 +126,60 @@ def test_sigkilled_worker_is_reported_timed_out_by_the_watchdog(engine) -> None:
     done = engine.wait(run_id, timeout=60)
     assert done["status"] == "timed_out"
     assert statuses(done) == {"victim": "timed_out", "after": "skipped"}
-    result = json.loads(engine.clients.s3.get_object(Bucket=engine.settings.internal_bucket,
-                                                     Key=layout.result_key(run_id, "victim"))["Body"].read())
+    result = json.loads(
+        engine.clients.s3.get_object(Bucket=engine.settings.internal_bucket, Key=layout.result_key(run_id, "victim"))[
+            "Body"
+        ].read()
+    )
     assert result["producer"] == "watchdog"
 
 
 def test_order_timeout_kills_the_command(engine) -> None:
-    done = run_job(engine, {"name": "slow", "orders": [{"name": "s", "timeout": 2, "target": "lambda",
-                                                        "cmds": ["sleep 30"]}]})
+    done = run_job(
+        engine, {"name": "slow", "orders": [{"name": "s", "timeout": 2, "target": "lambda", "cmds": ["sleep 30"]}]}
+    )
     assert statuses(done) == {"s": "timed_out"} and done["status"] == "timed_out"
     assert done["orders"]["s"]["duration_s"] < 20
 
 
 def test_git_source_at_an_exact_commit(engine, git_repo) -> None:
     first = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=git_repo, capture_output=True, text=True).stdout.strip()
-    job = {"name": "git", "orders": [
-        {"name": "old", "dir": "infra", "source": {"git": {"url": f"file://{git_repo}", "ref": first}},
-         "cmds": ["grep -q v1 main.tf", "test ! -e ../.git"]},
-        {"name": "head", "dir": "infra", "source": {"git": {"url": f"file://{git_repo}"}}, "cmds": ["grep -q v2 main.tf"]},
-    ]}
+    job = {
+        "name": "git",
+        "orders": [
+            {
+                "name": "old",
+                "dir": "infra",
+                "source": {"git": {"url": f"file://{git_repo}", "ref": first}},
+                "cmds": ["grep -q v1 main.tf", "test ! -e ../.git"],
+            },
+            {
+                "name": "head",
+                "dir": "infra",
+                "source": {"git": {"url": f"file://{git_repo}"}},
+                "cmds": ["grep -q v2 main.tf"],
+            },
+        ],
+    }
     done = run_job(engine, job)
     assert statuses(done) == {"old": "succeeded", "head": "succeeded"}, done
 
 
 def test_packaging_failure_fails_the_run_with_a_clear_error(engine) -> None:
-    job = {"name": "nosecret", "orders": [{"name": "a", "cmds": ["true"],
-                                           "secrets": [{"env": "X", "ssm": "/iac-ci/missing"}]}]}
+    job = {
+        "name": "nosecret",
+        "orders": [{"name": "a", "cmds": ["true"], "secrets": [{"env": "X", "ssm": "/iac-ci/missing"}]}],
+    }
     done = run_job(engine, job)
     assert done["status"] == "failed"
     assert "/iac-ci/missing" in done["error"] and "could not be read" in done["error"]
 
 
 def test_cancel_stops_running_and_queued_orders(engine) -> None:
-    job = {"name": "cancel", "orders": [{"name": "long", "cmds": ["sleep 60"]},
-                                        {"name": "next", "depends_on": ["long"], "cmds": ["true"]}]}
+    job = {
+        "name": "cancel",
+        "orders": [{"name": "long", "cmds": ["sleep 60"]}, {"name": "next", "depends_on": ["long"], "cmds": ["true"]}],
+    }
     code, body = engine.submit(job)
     run_id = body["run_id"]
     while engine.dispatcher.running() == 0:
@@ -147,8 +196,14 @@ def test_cancel_stops_running_and_queued_orders(engine) -> None:
 
 
 def test_job_timeout(engine) -> None:
-    done = run_job(engine, {"name": "jobtimeout", "timeout": 2, "orders": [
-        {"name": "a", "cmds": ["sleep 60"]}, {"name": "b", "depends_on": ["a"], "cmds": ["true"]}]})
+    done = run_job(
+        engine,
+        {
+            "name": "jobtimeout",
+            "timeout": 2,
+            "orders": [{"name": "a", "cmds": ["sleep 60"]}, {"name": "b", "depends_on": ["a"], "cmds": ["true"]}],
+        },
+    )
     assert done["status"] == "timed_out"
     assert statuses(done) == {"a": "timed_out", "b": "cancelled"}
 
@@ -156,14 +211,20 @@ def test_job_timeout(engine) -> None:
 def test_duplicate_and_reordered_callbacks(engine) -> None:
     """Every callback event is delivered again, in reverse order, while the run progresses."""
     sqs, url = engine.clients.sqs, engine.queues.callbacks_url
-    job = {"name": "dupes", "orders": [{"name": f"o{i}", "cmds": ["true"], "target": "lambda",
-                                        "depends_on": [f"o{i - 1}"] if i else []} for i in range(5)]}
+    job = {
+        "name": "dupes",
+        "orders": [
+            {"name": f"o{i}", "cmds": ["true"], "target": "lambda", "depends_on": [f"o{i - 1}"] if i else []}
+            for i in range(5)
+        ],
+    }
     code, body = engine.submit(job)
     run_id = body["run_id"]
     seen: set[str] = set()
     while engine.done(run_id) is None:
-        listed = engine.clients.s3.list_objects_v2(Bucket=engine.settings.internal_bucket,
-                                                   Prefix=f"callbacks/{run_id}/").get("Contents", [])
+        listed = engine.clients.s3.list_objects_v2(
+            Bucket=engine.settings.internal_bucket, Prefix=f"callbacks/{run_id}/"
+        ).get("Contents", [])
         fresh = [o["Key"] for o in listed if o["Key"] not in seen]
         for key in reversed(fresh):
             seen.add(key)
@@ -180,9 +241,19 @@ def test_duplicate_and_reordered_callbacks(engine) -> None:
 
 def test_racing_orchestrators_never_dispatch_twice(engine) -> None:
     """Many invocations wake the same run at once, beside the queue-driven ones."""
-    job = {"name": "race", "orders": [{"name": f"l{layer}-{i}", "target": "lambda", "cmds": ["true"],
-                                       "depends_on": [f"l{layer - 1}-{j}" for j in range(4)] if layer else []}
-                                      for layer in range(3) for i in range(4)]}
+    job = {
+        "name": "race",
+        "orders": [
+            {
+                "name": f"l{layer}-{i}",
+                "target": "lambda",
+                "cmds": ["true"],
+                "depends_on": [f"l{layer - 1}-{j}" for j in range(4)] if layer else [],
+            }
+            for layer in range(3)
+            for i in range(4)
+        ],
+    }
     code, body = engine.submit(job)
     run_id = body["run_id"]
     stop = threading.Event()
@@ -222,9 +293,21 @@ def test_done_object_is_written_once(engine) -> None:
 
 def test_cli_run_demo_json(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(["iac-ci", "run", str(repo / "examples/demo/job.yaml"), "--json", "--quiet",
-                           "--ssm", "/iac-ci/demo/deploy-token=demo-s3cr3t-token"],
-                          capture_output=True, text=True, timeout=180, env=_cli_env())
+    proc = subprocess.run(
+        [
+            "iac-ci",
+            "run",
+            str(repo / "examples/demo/job.yaml"),
+            "--json",
+            "--quiet",
+            "--ssm",
+            "/iac-ci/demo/deploy-token=demo-s3cr3t-token",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=_cli_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["status"] == "succeeded"

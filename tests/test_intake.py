@@ -1,4 +1,5 @@
 """Intake over API Gateway proxy events: authentication, validation, recording, idempotency."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,11 @@ from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import Api
 from lambda_runtime.schema import layout
 
-JOB = {"name": "demo", "username": "alice", "orders": [{"name": "a", "cmds": ["true"]},
-                                                       {"name": "b", "cmds": ["true"], "depends_on": ["a"]}]}
+JOB = {
+    "name": "demo",
+    "username": "alice",
+    "orders": [{"name": "a", "cmds": ["true"]}, {"name": "b", "cmds": ["true"], "depends_on": ["a"]}],
+}
 
 
 @pytest.fixture()
@@ -44,10 +48,13 @@ def test_accepts_a_signed_job_and_records_it(api, clients) -> None:
     run_id = body["run_id"]
     assert body["trace_id"].startswith(run_id + ":") and body["flow_id"] == f"alice:{run_id}-demo"
     assert body["done"] == f"s3://{settings.done_bucket}/{run_id}/done"
-    stored = json.loads(clients.s3.get_object(Bucket=settings.internal_bucket, Key=layout.job_key(run_id))["Body"].read())
+    stored = json.loads(
+        clients.s3.get_object(Bucket=settings.internal_bucket, Key=layout.job_key(run_id))["Body"].read()
+    )
     assert [o["name"] for o in stored["orders"]] == ["a", "b"]
-    item = clients.dynamodb.get_item(TableName=settings.orders_table,
-                                     Key={"run_id": {"S": run_id}, "sk": {"S": "#run"}})["Item"]
+    item = clients.dynamodb.get_item(
+        TableName=settings.orders_table, Key={"run_id": {"S": run_id}, "sk": {"S": "#run"}}
+    )["Item"]
     assert item["status"]["S"] == "accepted" and item["timeout"]["N"] == "21600"
 
 
@@ -69,8 +76,10 @@ def test_signature_of_another_body_is_rejected(api, clients) -> None:
 
 def test_invalid_job_is_400_with_every_problem_and_records_nothing(api, clients) -> None:
     app, secret, settings = api
-    bad = {"name": "demo", "orders": [{"name": "a", "cmds": ["x"], "depends_on": ["ghost"], "timeout": -1},
-                                      {"name": "a", "cmds": []}]}
+    bad = {
+        "name": "demo",
+        "orders": [{"name": "a", "cmds": ["x"], "depends_on": ["ghost"], "timeout": -1}, {"name": "a", "cmds": []}],
+    }
     code, body = post(app, secret, json.dumps(bad).encode())
     assert code == 400 and body["error"] == "invalid job"
     found = {(p["order"], p["field"]) for p in body["problems"]}
@@ -124,14 +133,18 @@ def test_status_and_cancel_routes(api) -> None:
     hdrs = {signature.HEADER: signature.sign(secret, data), signature.TIMESTAMP_HEADER: ts}
     resp = app.handle(proxy_event("GET", f"/runs/{run_id}", None, hdrs), None)
     assert resp["statusCode"] == 200 and json.loads(resp["body"])["status"] == "accepted"
-    stale = {signature.HEADER: signature.sign(secret, signature.read_request_bytes("GET", f"/runs/{run_id}", "1")),
-             signature.TIMESTAMP_HEADER: "1"}
+    stale = {
+        signature.HEADER: signature.sign(secret, signature.read_request_bytes("GET", f"/runs/{run_id}", "1")),
+        signature.TIMESTAMP_HEADER: "1",
+    }
     assert app.handle(proxy_event("GET", f"/runs/{run_id}", None, stale), None)["statusCode"] == 401
     body = json.dumps({"run_id": run_id, "ts": time.time()}).encode()
-    resp = app.handle(proxy_event("POST", f"/runs/{run_id}/cancel", body,
-                                  {signature.HEADER: signature.sign(secret, body)}), None)
+    resp = app.handle(
+        proxy_event("POST", f"/runs/{run_id}/cancel", body, {signature.HEADER: signature.sign(secret, body)}), None
+    )
     assert resp["statusCode"] == 202
     body = json.dumps({"ts": time.time()}).encode()
-    resp = app.handle(proxy_event("POST", "/runs/nope/cancel", body, {signature.HEADER: signature.sign(secret, body)}),
-                      None)
+    resp = app.handle(
+        proxy_event("POST", "/runs/nope/cancel", body, {signature.HEADER: signature.sign(secret, body)}), None
+    )
     assert resp["statusCode"] == 404

@@ -1,4 +1,5 @@
 """Every validation rule of the job file, each asserting the order and field it names."""
+
 from __future__ import annotations
 
 import copy
@@ -12,7 +13,12 @@ BASE: dict[str, Any] = {
     "name": "demo",
     "orders": [
         {"name": "build", "cmds": ["make"], "artifacts": ["dist"]},
-        {"name": "deploy", "cmds": ["./deploy"], "depends_on": ["build"], "inputs": [{"from": "build", "path": "dist"}]},
+        {
+            "name": "deploy",
+            "cmds": ["./deploy"],
+            "depends_on": ["build"],
+            "inputs": [{"from": "build", "path": "dist"}],
+        },
     ],
 }
 
@@ -78,34 +84,47 @@ def test_unknown_dependency_and_self_dependency() -> None:
 
 
 def test_cycle_is_named() -> None:
-    job = {"name": "c", "orders": [
-        {"name": "a", "cmds": ["x"], "depends_on": ["c"]},
-        {"name": "b", "cmds": ["x"], "depends_on": ["a"]},
-        {"name": "c", "cmds": ["x"], "depends_on": ["b"]},
-        {"name": "d", "cmds": ["x"], "depends_on": ["a"]},
-    ]}
+    job = {
+        "name": "c",
+        "orders": [
+            {"name": "a", "cmds": ["x"], "depends_on": ["c"]},
+            {"name": "b", "cmds": ["x"], "depends_on": ["a"]},
+            {"name": "c", "cmds": ["x"], "depends_on": ["b"]},
+            {"name": "d", "cmds": ["x"], "depends_on": ["a"]},
+        ],
+    }
     found = problems(job)
     assert ("a", "depends_on", "dependency cycle: a -> c -> b -> a") in found
     assert len([p for p in found if "cycle" in p[2]]) == 1
 
 
 def test_inputs_must_come_from_a_transitive_dependency_artifact() -> None:
-    job = {"name": "i", "orders": [
-        {"name": "a", "cmds": ["x"], "artifacts": ["out"]},
-        {"name": "b", "cmds": ["x"], "depends_on": ["a"]},
-        {"name": "c", "cmds": ["x"], "depends_on": ["b"], "inputs": [{"from": "a", "path": "out/file"}]},
-        {"name": "d", "cmds": ["x"], "inputs": [{"from": "a", "path": "out"}]},
-        {"name": "e", "cmds": ["x"], "depends_on": ["a"], "inputs": [{"from": "a", "path": "other"}]},
-    ]}
+    job = {
+        "name": "i",
+        "orders": [
+            {"name": "a", "cmds": ["x"], "artifacts": ["out"]},
+            {"name": "b", "cmds": ["x"], "depends_on": ["a"]},
+            {"name": "c", "cmds": ["x"], "depends_on": ["b"], "inputs": [{"from": "a", "path": "out/file"}]},
+            {"name": "d", "cmds": ["x"], "inputs": [{"from": "a", "path": "out"}]},
+            {"name": "e", "cmds": ["x"], "depends_on": ["a"], "inputs": [{"from": "a", "path": "other"}]},
+        ],
+    }
     found = problems(job)
     assert ("d", "inputs[0].from", "'a' is not among this order's dependencies") in found
     assert ("e", "inputs[0].path", "'other' is not an artifact of order 'a'") in found
     assert not [p for p in found if p[0] == "c"]  # transitive dependency, path under an artifact: fine
 
 
-@pytest.mark.parametrize("target,timeout,ok", [("lambda", 900, True), ("lambda", 901, False),
-                                               ("codebuild", 28800, True), ("codebuild", 28801, False),
-                                               ("codebuild", 0, False)])
+@pytest.mark.parametrize(
+    "target,timeout,ok",
+    [
+        ("lambda", 900, True),
+        ("lambda", 901, False),
+        ("codebuild", 28800, True),
+        ("codebuild", 28801, False),
+        ("codebuild", 0, False),
+    ],
+)
 def test_timeouts(target: str, timeout: int, ok: bool) -> None:
     job = mutate(orders={0: {"target": target, "timeout": timeout}})
     if ok:
@@ -114,19 +133,27 @@ def test_timeouts(target: str, timeout: int, ok: bool) -> None:
         assert problems(job)[0][:2] == ("build", "timeout")
 
 
-@pytest.mark.parametrize("field,value", [("dir", "../x"), ("dir", "/etc"), ("dir", "a/../../b"),
-                                         ("artifacts", ["/abs"]), ("artifacts", ["x/../.."])])
+@pytest.mark.parametrize(
+    "field,value",
+    [("dir", "../x"), ("dir", "/etc"), ("dir", "a/../../b"), ("artifacts", ["/abs"]), ("artifacts", ["x/../.."])],
+)
 def test_bad_paths(field: str, value: Any) -> None:
     found = problems(mutate(orders={0: {field: value}}))
     assert found[0][0] == "build" and found[0][1].startswith(field)
 
 
 def test_secret_references_outside_allowed_prefixes() -> None:
-    job = mutate(orders={0: {"secrets": [
-        {"env": "OK", "ssm": "/iac-ci/db"},
-        {"env": "BAD", "ssm": "/prod/db"},
-        {"env": "SM", "secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/x-AbCdEf"},
-    ]}})
+    job = mutate(
+        orders={
+            0: {
+                "secrets": [
+                    {"env": "OK", "ssm": "/iac-ci/db"},
+                    {"env": "BAD", "ssm": "/prod/db"},
+                    {"env": "SM", "secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/x-AbCdEf"},
+                ]
+            }
+        }
+    )
     found = problems(job)
     assert [(o, f) for o, f, _ in found] == [("build", "secrets[1]"), ("build", "secrets[2]")]
     assert "outside the allowed prefixes" in found[0][2]
@@ -134,14 +161,30 @@ def test_secret_references_outside_allowed_prefixes() -> None:
 
 def test_secret_arn_name_is_checked_without_suffix() -> None:
     assert secret_name("arn:aws:secretsmanager:us-east-1:1:secret:iac-ci/x-AbCdEf") == "iac-ci/x"
-    parse_job(mutate(orders={0: {"secrets": [
-        {"env": "A", "secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:iac-ci/x-AbCdEf", "key": "k"}]}}))
+    parse_job(
+        mutate(
+            orders={
+                0: {
+                    "secrets": [
+                        {
+                            "env": "A",
+                            "secret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:iac-ci/x-AbCdEf",
+                            "key": "k",
+                        }
+                    ]
+                }
+            }
+        )
+    )
 
 
 def test_role_must_be_allowed() -> None:
     role = "arn:aws:iam::111111111111:role/deployer"
     assert problems(mutate(orders={0: {"aws_role": role}}))[0][:2] == ("build", "aws_role")
-    parse_job(mutate(orders={0: {"aws_role": role}}), ValidationPolicy(role_arn_patterns=("arn:aws:iam::111111111111:role/*",)))
+    parse_job(
+        mutate(orders={0: {"aws_role": role}}),
+        ValidationPolicy(role_arn_patterns=("arn:aws:iam::111111111111:role/*",)),
+    )
 
 
 def test_local_sources_only_in_embedded_mode() -> None:
@@ -153,18 +196,24 @@ def test_local_sources_only_in_embedded_mode() -> None:
 
 
 def test_source_shapes() -> None:
-    found = problems(mutate(orders={0: {"source": {"git": {"url": "ftp://x", "ref": "--upload-pack=x"}}},
-                                    1: {"source": {"svn": "x"}}}))
+    found = problems(
+        mutate(
+            orders={0: {"source": {"git": {"url": "ftp://x", "ref": "--upload-pack=x"}}}, 1: {"source": {"svn": "x"}}}
+        )
+    )
     fields = {(o, f) for o, f, _ in found}
     assert ("build", "source.git.url") in fields and ("build", "source.git.ref") in fields
     assert ("deploy", "source") in fields
 
 
 def test_all_problems_reported_at_once() -> None:
-    job = {"name": "Bad", "orders": [
-        {"name": "a", "cmds": ["x"], "timeout": 5000, "target": "lambda", "depends_on": ["b"]},
-        {"name": "b", "cmds": ["x"], "depends_on": ["a", "ghost"], "dir": "../up"},
-    ]}
+    job = {
+        "name": "Bad",
+        "orders": [
+            {"name": "a", "cmds": ["x"], "timeout": 5000, "target": "lambda", "depends_on": ["b"]},
+            {"name": "b", "cmds": ["x"], "depends_on": ["a", "ghost"], "dir": "../up"},
+        ],
+    }
     found = problems(job)
     kinds = {(o, f) for o, f, _ in found}
     assert {(None, "name"), ("a", "timeout"), ("b", "dir"), ("b", "depends_on"), ("a", "depends_on")} <= kinds
@@ -172,5 +221,7 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_duplicate_secret_env() -> None:
-    found = problems(mutate(orders={0: {"secrets": [{"env": "A", "ssm": "/iac-ci/a"}, {"env": "A", "ssm": "/iac-ci/b"}]}}))
+    found = problems(
+        mutate(orders={0: {"secrets": [{"env": "A", "ssm": "/iac-ci/a"}, {"env": "A", "ssm": "/iac-ci/b"}]}})
+    )
     assert ("build", "secrets", "env A declared more than once") in found

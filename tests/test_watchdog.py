@@ -1,4 +1,5 @@
 """The watchdog definition file, executed by moto's state-machine interpreter against moto's S3."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,16 @@ def test_definition_keeps_input_between_states() -> None:
 def test_writes_timed_out_when_no_result(stack, clients) -> None:
     settings, _ = stack
     key = layout.result_key("run1", "build")
-    arn = watchdog.start(clients.sfn, settings.watchdog_arn, run_id="run1", subject="build", wait_seconds=1,
-                         bucket=settings.internal_bucket, key=key, body='{"status": "timed_out"}')
+    arn = watchdog.start(
+        clients.sfn,
+        settings.watchdog_arn,
+        run_id="run1",
+        subject="build",
+        wait_seconds=1,
+        bucket=settings.internal_bucket,
+        key=key,
+        body='{"status": "timed_out"}',
+    )
     d = wait_execution(clients.sfn, arn)
     assert d["status"] == "SUCCEEDED"
     body = clients.s3.get_object(Bucket=settings.internal_bucket, Key=key)["Body"].read()
@@ -40,8 +49,16 @@ def test_never_overwrites_a_real_result(stack, clients) -> None:
     settings, _ = stack
     key = layout.result_key("run2", "build")
     clients.s3.put_object(Bucket=settings.internal_bucket, Key=key, Body=b'{"status": "succeeded"}')
-    arn = watchdog.start(clients.sfn, settings.watchdog_arn, run_id="run2", subject="build", wait_seconds=1,
-                         bucket=settings.internal_bucket, key=key, body='{"status": "timed_out"}')
+    arn = watchdog.start(
+        clients.sfn,
+        settings.watchdog_arn,
+        run_id="run2",
+        subject="build",
+        wait_seconds=1,
+        bucket=settings.internal_bucket,
+        key=key,
+        body='{"status": "timed_out"}',
+    )
     assert wait_execution(clients.sfn, arn)["status"] == "SUCCEEDED"
     body = clients.s3.get_object(Bucket=settings.internal_bucket, Key=key)["Body"].read()
     assert json.loads(body) == {"status": "succeeded"}
@@ -52,23 +69,36 @@ def test_result_arriving_between_check_and_write_is_kept(stack, clients) -> None
     settings, _ = stack
     d = watchdog.definition()
     d["StartAt"] = "WriteTimedOut"  # skip straight to the write, as if the result landed just after the check
-    arn = clients.sfn.create_state_machine(name=f"{settings.watchdog_arn.rsplit(':', 1)[1]}-race",
-                                           definition=json.dumps(d),
-                                           roleArn="arn:aws:iam::123456789012:role/x")["stateMachineArn"]
+    arn = clients.sfn.create_state_machine(
+        name=f"{settings.watchdog_arn.rsplit(':', 1)[1]}-race",
+        definition=json.dumps(d),
+        roleArn="arn:aws:iam::123456789012:role/x",
+    )["stateMachineArn"]
     key = layout.result_key("run3", "build")
     clients.s3.put_object(Bucket=settings.internal_bucket, Key=key, Body=b'{"status": "failed"}')
-    ex = clients.sfn.start_execution(stateMachineArn=arn, input=watchdog.execution_input(
-        wait_seconds=0, bucket=settings.internal_bucket, key=key, body='{"status": "timed_out"}'))["executionArn"]
+    ex = clients.sfn.start_execution(
+        stateMachineArn=arn,
+        input=watchdog.execution_input(
+            wait_seconds=0, bucket=settings.internal_bucket, key=key, body='{"status": "timed_out"}'
+        ),
+    )["executionArn"]
     out = wait_execution(clients.sfn, ex)
     assert out["status"] == "SUCCEEDED" and "put_error" in json.loads(out["output"])
     assert json.loads(clients.s3.get_object(Bucket=settings.internal_bucket, Key=key)["Body"].read()) == {
-        "status": "failed"}
+        "status": "failed"
+    }
 
 
 def test_start_is_idempotent(stack, clients) -> None:
     settings, _ = stack
-    kwargs = dict(run_id="run4", subject="o", wait_seconds=100, bucket=settings.internal_bucket,
-                  key=layout.result_key("run4", "o"), body="{}")
+    kwargs = dict(
+        run_id="run4",
+        subject="o",
+        wait_seconds=100,
+        bucket=settings.internal_bucket,
+        key=layout.result_key("run4", "o"),
+        body="{}",
+    )
     first = watchdog.start(clients.sfn, settings.watchdog_arn, **kwargs)
     assert watchdog.start(clients.sfn, settings.watchdog_arn, **kwargs) == first
     clients.sfn.stop_execution(executionArn=first)

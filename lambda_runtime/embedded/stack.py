@@ -4,6 +4,7 @@ intake (Api) --job.json--> S3 --event--> SQS --pump--> packaging --wake--> S3 --
 --pump--> orchestrator --dispatch--> local worker processes --presigned PUT--> S3 --event--> ...
 and the watchdog state machine executed by moto.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,17 @@ from lambda_runtime.vcs.base import NoopVcs, VcsProvider
 
 
 class EmbeddedStack:
-    def __init__(self, aws: EmbeddedAws, *, prefix: str = "iac-ci", settings_overrides: dict[str, Any] | None = None,
-                 vcs: VcsProvider | None = None, log_dir: Path | None = None,
-                 orchestrator_concurrency: int = 4, checkpoint: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        aws: EmbeddedAws,
+        *,
+        prefix: str = "iac-ci",
+        settings_overrides: dict[str, Any] | None = None,
+        vcs: VcsProvider | None = None,
+        log_dir: Path | None = None,
+        orchestrator_concurrency: int = 4,
+        checkpoint: Callable[[str], None] | None = None,
+    ):
         self.aws = aws
         for k, v in aws.env().items():  # boto3 in this process and sops in its children
             os.environ.setdefault(k, v)
@@ -44,22 +53,37 @@ class EmbeddedStack:
         self.clients = AwsClients(region=aws.region)
         self.webhook_secret = secrets.token_hex(32)
         overrides = {"watchdog_grace_seconds": 15, "lock_lease_seconds": 60, **(settings_overrides or {})}
-        self.settings, self.queues = provision(self.clients, prefix=prefix, region=aws.region,
-                                               webhook_secret=self.webhook_secret, overrides=overrides)
+        self.settings, self.queues = provision(
+            self.clients, prefix=prefix, region=aws.region, webhook_secret=self.webhook_secret, overrides=overrides
+        )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         self.vcs = vcs or NoopVcs()
         self.api = Api(self.settings, self.clients)
         self.packager = Packager(self.settings, self.clients, vcs=self.vcs)
-        self.orchestrator = Orchestrator(self.settings, self.clients, self.dispatcher, vcs=self.vcs,
-                                         **({"checkpoint": checkpoint} if checkpoint else {}))
+        self.orchestrator = Orchestrator(
+            self.settings,
+            self.clients,
+            self.dispatcher,
+            vcs=self.vcs,
+            **({"checkpoint": checkpoint} if checkpoint else {}),
+        )
         self.store = RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table)
         self._pumps = [
-            QueuePump(self.clients.sqs, self.queues.packaging_url,
-                      lambda e: packaging_process(e, self.packager), concurrency=2, name="packaging"),
-            QueuePump(self.clients.sqs, self.queues.callbacks_url,
-                      lambda e: orchestrator_process(e, self.orchestrator), concurrency=orchestrator_concurrency,
-                      name="orchestrator"),
+            QueuePump(
+                self.clients.sqs,
+                self.queues.packaging_url,
+                lambda e: packaging_process(e, self.packager),
+                concurrency=2,
+                name="packaging",
+            ),
+            QueuePump(
+                self.clients.sqs,
+                self.queues.callbacks_url,
+                lambda e: orchestrator_process(e, self.orchestrator),
+                concurrency=orchestrator_concurrency,
+                name="orchestrator",
+            ),
         ]
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -80,13 +104,15 @@ class EmbeddedStack:
         self.close()
 
     # ---- the API, called as API Gateway would ------------------------------------------
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         resp = self.api.handle(proxy_event(method, path, body, headers), None)
         return int(resp["statusCode"]), json.loads(resp.get("body") or "{}")
 
-    def submit(self, job: dict[str, Any] | bytes, *, idempotency_key: str | None = None,
-               content_type: str = "application/json") -> tuple[int, dict[str, Any]]:
+    def submit(
+        self, job: dict[str, Any] | bytes, *, idempotency_key: str | None = None, content_type: str = "application/json"
+    ) -> tuple[int, dict[str, Any]]:
         body = job if isinstance(job, bytes) else json.dumps(job).encode()
         headers = {"Content-Type": content_type, signature.HEADER: signature.sign(self.webhook_secret, body)}
         if idempotency_key:
@@ -95,14 +121,19 @@ class EmbeddedStack:
 
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
         body = json.dumps({"run_id": run_id, "ts": time.time()}).encode()
-        return self.request("POST", f"/runs/{run_id}/cancel", body,
-                            {signature.HEADER: signature.sign(self.webhook_secret, body)})
+        return self.request(
+            "POST", f"/runs/{run_id}/cancel", body, {signature.HEADER: signature.sign(self.webhook_secret, body)}
+        )
 
     def status(self, run_id: str) -> tuple[int, dict[str, Any]]:
         ts = str(time.time())
         data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
-        return self.request("GET", f"/runs/{run_id}", None, {signature.HEADER: signature.sign(self.webhook_secret, data),
-                                                             signature.TIMESTAMP_HEADER: ts})
+        return self.request(
+            "GET",
+            f"/runs/{run_id}",
+            None,
+            {signature.HEADER: signature.sign(self.webhook_secret, data), signature.TIMESTAMP_HEADER: ts},
+        )
 
     def done(self, run_id: str) -> dict[str, Any] | None:
         try:
@@ -113,8 +144,14 @@ class EmbeddedStack:
             raise
         return json.loads(obj["Body"].read())
 
-    def wait(self, run_id: str, *, timeout: float = 120, poll: float = 0.2,
-             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def wait(
+        self,
+        run_id: str,
+        *,
+        timeout: float = 120,
+        poll: float = 0.2,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             done = self.done(run_id)

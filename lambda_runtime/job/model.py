@@ -4,6 +4,7 @@ Each model forbids unknown fields so a typo (``depends-on``) is an error, not a 
 ignored dependency. Cross-order rules (dependencies, cycles, inputs, allow-lists) live in
 ``lambda_runtime.job.validate`` because they need the whole job.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,14 +79,17 @@ def _kind(*keys: str):
                     return key
         return None
 
-    return Discriminator(pick, custom_error_type="source_kind",
-                         custom_error_message=f"must have exactly one of: {', '.join(keys)}")
+    return Discriminator(
+        pick, custom_error_type="source_kind", custom_error_message=f"must have exactly one of: {', '.join(keys)}"
+    )
 
 
 SecretSpec = Annotated[
     Annotated[SsmSecret, Tag("ssm")] | Annotated[SecretsManagerSecret, Tag("secret")], _kind("ssm", "secret")
 ]
-TokenRef = Annotated[Annotated[SsmRef, Tag("ssm")] | Annotated[SecretsManagerRef, Tag("secret")], _kind("ssm", "secret")]
+TokenRef = Annotated[
+    Annotated[SsmRef, Tag("ssm")] | Annotated[SecretsManagerRef, Tag("secret")], _kind("ssm", "secret")
+]
 
 
 class GitSpec(_Strict):

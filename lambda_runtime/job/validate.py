@@ -3,6 +3,7 @@
 Schema errors come from pydantic in one pass; graph and policy rules run on every order
 that parsed, so a job with a bad timeout *and* a cycle reports both.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -177,7 +178,8 @@ def _graph_view(raw_orders: Any) -> list[_GraphNode]:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             continue
         inputs = [
-            (i["from"], i["path"]) for i in (o.get("inputs") if isinstance(o.get("inputs"), list) else [])
+            (i["from"], i["path"])
+            for i in (o.get("inputs") if isinstance(o.get("inputs"), list) else [])
             if isinstance(i, dict) and isinstance(i.get("from"), str) and isinstance(i.get("path"), str)
         ]
         out.append(_GraphNode(o["name"], strs(o.get("depends_on")), strs(o.get("artifacts")), inputs))
@@ -234,19 +236,33 @@ def secret_name(ref: str) -> str:
     return ref
 
 
-def _policy_problems(orders: list[Order], job_sources: list[tuple[str, Any]], policy: ValidationPolicy) -> list[Problem]:
+def _policy_problems(
+    orders: list[Order], job_sources: list[tuple[str, Any]], policy: ValidationPolicy
+) -> list[Problem]:
     problems: list[Problem] = []
 
     def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef) -> None:
         if isinstance(ref, SsmRef):
             if ref.ssm not in policy.allowed_exact and not ref.ssm.startswith(policy.ssm_prefixes):
-                problems.append(Problem(order, fld, f"SSM parameter '{ref.ssm}' is outside the allowed prefixes "
-                                                    f"({', '.join(policy.ssm_prefixes) or 'none'})"))
+                problems.append(
+                    Problem(
+                        order,
+                        fld,
+                        f"SSM parameter '{ref.ssm}' is outside the allowed prefixes "
+                        f"({', '.join(policy.ssm_prefixes) or 'none'})",
+                    )
+                )
         else:
             name = secret_name(ref.secret)
             if ref.secret not in policy.allowed_exact and not name.startswith(policy.secret_prefixes):
-                problems.append(Problem(order, fld, f"secret '{ref.secret}' is outside the allowed prefixes "
-                                                    f"({', '.join(policy.secret_prefixes) or 'none'})"))
+                problems.append(
+                    Problem(
+                        order,
+                        fld,
+                        f"secret '{ref.secret}' is outside the allowed prefixes "
+                        f"({', '.join(policy.secret_prefixes) or 'none'})",
+                    )
+                )
 
     def check_source(order: str | None, fld: str, src: Any) -> None:
         if isinstance(src, PathSource) and not policy.allow_local_sources:

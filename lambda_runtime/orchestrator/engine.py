@@ -6,6 +6,7 @@ holds the run's lease; contenders leave a mark (``pending``) so the holder evalu
 before letting go, and a holder that dies is replaced when its lease runs out and its own
 message comes back from the queue.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,10 +55,19 @@ class Orchestrator:
     checkpoint: Callable[[str], None] = lambda _point: None
 
     def __post_init__(self) -> None:
-        self.store = RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table,
-                              clock=self.clock, event_ttl_days=self.settings.event_ttl_days)
-        self.locks = RunLocks(self.clients.dynamodb, self.settings.locks_table,
-                              lease_seconds=self.settings.lock_lease_seconds, clock=self.clock)
+        self.store = RunStore(
+            self.clients.dynamodb,
+            self.settings.orders_table,
+            self.settings.events_table,
+            clock=self.clock,
+            event_ttl_days=self.settings.event_ttl_days,
+        )
+        self.locks = RunLocks(
+            self.clients.dynamodb,
+            self.settings.locks_table,
+            lease_seconds=self.settings.lock_lease_seconds,
+            clock=self.clock,
+        )
 
     # ---- entry --------------------------------------------------------------------------
     def wake(self, run_id: str) -> str:
@@ -154,9 +164,14 @@ class Orchestrator:
             if result.run_id != run_id or result.order != name or result.status not in WORKER_RESULT_STATUSES:
                 raise ValueError("result names another run, order or status")
         except (ValidationError, ValueError) as exc:
-            result = OrderResult(run_id=run_id, order=name, attempt=int(item.get("attempt", 1)),
-                                 status=OrderStatus.FAILED, error=f"unreadable result: {str(exc)[:300]}",
-                                 producer="engine")
+            result = OrderResult(
+                run_id=run_id,
+                order=name,
+                attempt=int(item.get("attempt", 1)),
+                status=OrderStatus.FAILED,
+                error=f"unreadable result: {str(exc)[:300]}",
+                producer="engine",
+            )
         finished = result.finished_at or reported_at
         fields = {
             "exit_code": result.exit_code,
@@ -166,8 +181,15 @@ class Orchestrator:
             "reason": result.error,
             "reported_by": result.producer,
         }
-        ok = self.store.transition(run_id, name, from_status=[OrderStatus.RUNNING], to=result.status, fields=fields,
-                                   fence=fence, event_detail={"exit_code": result.exit_code, "by": result.producer})
+        ok = self.store.transition(
+            run_id,
+            name,
+            from_status=[OrderStatus.RUNNING],
+            to=result.status,
+            fields=fields,
+            fence=fence,
+            event_detail={"exit_code": result.exit_code, "by": result.producer},
+        )
         if ok:
             item.update(status=result.status.value, **{k: v for k, v in fields.items() if v is not None})
             self.checkpoint("state_written")
@@ -179,8 +201,15 @@ class Orchestrator:
         changed = False
         for name, blocker in plan.skip.items():
             reason = f"dependency '{blocker}' did not succeed"
-            if self.store.transition(run["run_id"], name, from_status=[OrderStatus.QUEUED], to=OrderStatus.SKIPPED,
-                                     fields={"reason": reason}, fence=fence, event_detail={"blocked_by": blocker}):
+            if self.store.transition(
+                run["run_id"],
+                name,
+                from_status=[OrderStatus.QUEUED],
+                to=OrderStatus.SKIPPED,
+                fields={"reason": reason},
+                fence=fence,
+                event_detail={"blocked_by": blocker},
+            ):
                 snap.orders[name].update(status=OrderStatus.SKIPPED.value, reason=reason)
                 changed = True
         if plan.ready:
@@ -193,19 +222,29 @@ class Orchestrator:
         attempt = int(item.get("attempt", 0)) + 1
         now = self.clock()
         # at most once: the order is running *before* any side effect; a retry finds it running
-        if not self.store.transition(run_id, name, from_status=[OrderStatus.QUEUED], to=OrderStatus.RUNNING,
-                                     fields={"attempt": attempt, "dispatched_at": now,
-                                             "log_key": layout.log_key(run_id, name)},
-                                     fence=fence, event_detail={"target": item["target"], "attempt": attempt}):
+        if not self.store.transition(
+            run_id,
+            name,
+            from_status=[OrderStatus.QUEUED],
+            to=OrderStatus.RUNNING,
+            fields={"attempt": attempt, "dispatched_at": now, "log_key": layout.log_key(run_id, name)},
+            fence=fence,
+            event_detail={"target": item["target"], "attempt": attempt},
+        ):
             return False
         item.update(status=OrderStatus.RUNNING.value, attempt=attempt, dispatched_at=now)
         self.checkpoint("state_written")
         execution = self._start_watchdog(run_id, item)
         timeout = int(item["timeout"])
-        payload = worker_payload(self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id, order=item,
-                                 trace_id=run["trace_id"], attempt=attempt,
-                                 expires_in=timeout + self.settings.watchdog_grace_seconds
-                                 + self.settings.presign_margin_seconds)
+        payload = worker_payload(
+            self.clients.s3,
+            bucket=self.settings.internal_bucket,
+            run_id=run_id,
+            order=item,
+            trace_id=run["trace_id"],
+            attempt=attempt,
+            expires_in=timeout + self.settings.watchdog_grace_seconds + self.settings.presign_margin_seconds,
+        )
         ref = ""
         try:
             ref = self.dispatcher.dispatch(item["target"], payload)
@@ -220,14 +259,25 @@ class Orchestrator:
     def _start_watchdog(self, run_id: str, item: dict[str, Any]) -> str:
         name = item["name"]
         grace = self.settings.watchdog_grace_seconds
-        body = OrderResult(run_id=run_id, order=name, attempt=int(item.get("attempt", 1)),
-                           status=OrderStatus.TIMED_OUT, producer="watchdog",
-                           error=f"no result within the {item['timeout']}s timeout plus {grace}s: "
-                                 "the worker died or never started").model_dump_json()
+        body = OrderResult(
+            run_id=run_id,
+            order=name,
+            attempt=int(item.get("attempt", 1)),
+            status=OrderStatus.TIMED_OUT,
+            producer="watchdog",
+            error=f"no result within the {item['timeout']}s timeout plus {grace}s: the worker died or never started",
+        ).model_dump_json()
         try:
-            return watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=name,
-                                  wait_seconds=int(item["timeout"]) + grace, bucket=self.settings.internal_bucket,
-                                  key=layout.result_key(run_id, name), body=body)
+            return watchdog.start(
+                self.clients.sfn,
+                self.settings.watchdog_arn,
+                run_id=run_id,
+                subject=name,
+                wait_seconds=int(item["timeout"]) + grace,
+                bucket=self.settings.internal_bucket,
+                key=layout.result_key(run_id, name),
+                body=body,
+            )
         except Exception as exc:
             if error_code(exc) == "ExecutionAlreadyExists":
                 return watchdog.execution_name(run_id, name)
@@ -242,11 +292,22 @@ class Orchestrator:
                 item["watchdog"] = execution
 
     def _engine_result(self, run_id: str, name: str, attempt: int, error: str) -> None:
-        result = OrderResult(run_id=run_id, order=name, attempt=attempt, status=OrderStatus.FAILED, error=error,
-                             producer="engine", finished_at=self.clock())
+        result = OrderResult(
+            run_id=run_id,
+            order=name,
+            attempt=attempt,
+            status=OrderStatus.FAILED,
+            error=error,
+            producer="engine",
+            finished_at=self.clock(),
+        )
         try:
-            self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Key=layout.result_key(run_id, name),
-                                       Body=result.model_dump_json().encode(), IfNoneMatch="*")
+            self.clients.s3.put_object(
+                Bucket=self.settings.internal_bucket,
+                Key=layout.result_key(run_id, name),
+                Body=result.model_dump_json().encode(),
+                IfNoneMatch="*",
+            )
         except Exception as exc:
             if not is_conditional_failure(exc) and error_code(exc) != "PreconditionFailed":
                 raise
@@ -263,9 +324,15 @@ class Orchestrator:
                 to = OrderStatus.CANCELLED if cancelled else OrderStatus.TIMED_OUT
             else:
                 continue
-            if self.store.transition(run_id, item["name"], from_status=[st], to=to,
-                                     fields={"reason": reason, "finished_at": self.clock()}, fence=fence,
-                                     event_detail={"reason": reason}):
+            if self.store.transition(
+                run_id,
+                item["name"],
+                from_status=[st],
+                to=to,
+                fields={"reason": reason, "finished_at": self.clock()},
+                fence=fence,
+                event_detail={"reason": reason},
+            ):
                 item.update(status=to.value, reason=reason)
                 changed = True
                 if st is OrderStatus.RUNNING and item.get("dispatch_ref"):
@@ -284,9 +351,13 @@ class Orchestrator:
         summary = run_summary(snap, status=status.value)
         summary["finished_at"] = self.clock()
         try:  # the done object first: if we crash after it, the retry finds it and only sets the flag
-            self.clients.s3.put_object(Bucket=self.settings.done_bucket, Key=layout.done_key(run_id),
-                                       Body=json.dumps(summary, default=str).encode(), IfNoneMatch="*",
-                                       ContentType="application/json")
+            self.clients.s3.put_object(
+                Bucket=self.settings.done_bucket,
+                Key=layout.done_key(run_id),
+                Body=json.dumps(summary, default=str).encode(),
+                IfNoneMatch="*",
+                ContentType="application/json",
+            )
         except Exception as exc:
             if not is_conditional_failure(exc) and error_code(exc) != "PreconditionFailed":
                 raise
@@ -301,14 +372,17 @@ class Orchestrator:
 
 
 def _nodes(snap: RunSnapshot) -> dict[str, dag.NodeState]:
-    return {n: dag.NodeState(OrderStatus(o["status"]), bool(o.get("must_succeed", True)), tuple(o.get("depends_on", [])))
-            for n, o in snap.orders.items()}
+    return {
+        n: dag.NodeState(OrderStatus(o["status"]), bool(o.get("must_succeed", True)), tuple(o.get("depends_on", [])))
+        for n, o in snap.orders.items()
+    }
 
 
 def request_cancel(store: RunStore, s3: Any, *, bucket: str, run_id: str, now: float | None = None) -> bool:
     """Mark a run cancelled and wake its orchestrator. False if the run is unknown or already final."""
-    if not store.update_run(run_id, {"cancel_requested": True, "cancel_requested_at": now or time.time()},
-                            unless_finalized=True):
+    if not store.update_run(
+        run_id, {"cancel_requested": True, "cancel_requested_at": now or time.time()}, unless_finalized=True
+    ):
         return False
     s3.put_object(Bucket=bucket, Key=layout.control_key(run_id, layout.SIGNAL_CANCEL), Body=b"{}")
     return True

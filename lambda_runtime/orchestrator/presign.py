@@ -1,4 +1,5 @@
 """The worker's capabilities: presigned URLs for exactly its bundle, log, result and inputs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,21 +8,31 @@ from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import InputUrl, WorkerPayload
 
 
-def worker_payload(s3: Any, *, bucket: str, run_id: str, order: dict[str, Any], trace_id: str, attempt: int,
-                   expires_in: int) -> WorkerPayload:
+def worker_payload(
+    s3: Any, *, bucket: str, run_id: str, order: dict[str, Any], trace_id: str, attempt: int, expires_in: int
+) -> WorkerPayload:
     name = order["name"]
 
     def url(method: str, key: str, **extra: str) -> str:
-        return str(s3.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **extra},
-                                             ExpiresIn=expires_in))
+        return str(
+            s3.generate_presigned_url(method, Params={"Bucket": bucket, "Key": key, **extra}, ExpiresIn=expires_in)
+        )
 
     return WorkerPayload(
-        run_id=run_id, order=name, attempt=attempt, trace_id=trace_id, timeout=int(order["timeout"]),
+        run_id=run_id,
+        order=name,
+        attempt=attempt,
+        trace_id=trace_id,
+        timeout=int(order["timeout"]),
         bundle_url=url("get_object", layout.bundle_key(run_id, name)),
         log_url=url("put_object", layout.log_key(run_id, name)),
         # If-None-Match is signed in: the first of worker and watchdog to report wins, nobody overwrites
         result_url=url("put_object", layout.result_key(run_id, name), IfNoneMatch="*"),
         artifacts_url=url("put_object", layout.artifacts_key(run_id, name)) if order.get("has_artifacts") else None,
-        inputs=[InputUrl(from_order=i["from"], path=i["path"], url=url("get_object", layout.artifacts_key(run_id, i["from"])))
-                for i in order.get("inputs", [])],
+        inputs=[
+            InputUrl(
+                from_order=i["from"], path=i["path"], url=url("get_object", layout.artifacts_key(run_id, i["from"]))
+            )
+            for i in order.get("inputs", [])
+        ],
     )

@@ -2,6 +2,7 @@
 
 Only references the validator accepted (allow-listed prefixes, allowed roles) ever reach here.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,19 @@ from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.job.model import Order, SecretsManagerRef, SsmRef
 from lambda_runtime.packaging.errors import PackagingError
 
-PERMANENT_CODES = {"ParameterNotFound", "ResourceNotFoundException", "AccessDenied", "AccessDeniedException",
-                   "ParameterVersionNotFound", "InvalidRequestException", "DecryptionFailure",
-                   "ValidationError", "ValidationException", "MalformedPolicyDocument", "RegionDisabledException"}
+PERMANENT_CODES = {
+    "ParameterNotFound",
+    "ResourceNotFoundException",
+    "AccessDenied",
+    "AccessDeniedException",
+    "ParameterVersionNotFound",
+    "InvalidRequestException",
+    "DecryptionFailure",
+    "ValidationError",
+    "ValidationException",
+    "MalformedPolicyDocument",
+    "RegionDisabledException",
+}
 ROLE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -58,12 +69,16 @@ class CredentialResolver:
         session = f"iac-ci-{run_id}-{order.name}"[:64]
         try:
             creds: dict[str, Any] = self._clients.sts.assume_role(
-                RoleArn=order.aws_role, RoleSessionName=session,
+                RoleArn=order.aws_role,
+                RoleSessionName=session,
                 DurationSeconds=max(900, min(duration_seconds, 3600)),
             )["Credentials"]
         except Exception as exc:
             if error_code(exc) in PERMANENT_CODES:
-                raise PackagingError(f"role '{order.aws_role}' could not be assumed ({error_code(exc)})",
-                                     order=order.name) from None
+                raise PackagingError(
+                    f"role '{order.aws_role}' could not be assumed ({error_code(exc)})", order=order.name
+                ) from None
             raise
-        return dict(zip(ROLE_KEYS, (creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]), strict=True))
+        return dict(
+            zip(ROLE_KEYS, (creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]), strict=True)
+        )

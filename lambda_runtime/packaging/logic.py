@@ -4,6 +4,7 @@ Safe to run twice for the same run (S3 delivers at least once): the run's status
 is left to do, orders are only inserted while nothing can have started, and the wake-up is an
 object write the orchestrator treats as a hint.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,13 @@ class Packager:
 
     @property
     def store(self) -> RunStore:
-        return RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table,
-                        clock=self.clock, event_ttl_days=self.settings.event_ttl_days)
+        return RunStore(
+            self.clients.dynamodb,
+            self.settings.orders_table,
+            self.settings.events_table,
+            clock=self.clock,
+            event_ttl_days=self.settings.event_ttl_days,
+        )
 
     def package(self, run_id: str) -> str:
         """Package ``run_id``; returns what happened (for logs and tests)."""
@@ -64,8 +70,15 @@ class Packager:
             return "already-packaged"
         now = self.clock()
         if status is RunStatus.ACCEPTED:
-            store.transition_run(run_id, from_status=[RunStatus.ACCEPTED], fields={
-                "status": RunStatus.PACKAGING.value, "packaging_started_at": now, "deadline": now + int(run["timeout"])})
+            store.transition_run(
+                run_id,
+                from_status=[RunStatus.ACCEPTED],
+                fields={
+                    "status": RunStatus.PACKAGING.value,
+                    "packaging_started_at": now,
+                    "deadline": now + int(run["timeout"]),
+                },
+            )
             run = store.get_run(run_id) or run
         self._start_job_watchdog(run)
         try:
@@ -76,9 +89,13 @@ class Packager:
             return "failed"
         store.put_orders(run_id, orders)
         began = store.transition_run(
-            run_id, from_status=[RunStatus.PACKAGING],
+            run_id,
+            from_status=[RunStatus.PACKAGING],
             fields={"status": RunStatus.RUNNING.value, "order_count": len(orders), "packaged_at": self.clock()},
-            event=("job_started", {"orders": len(orders)}), trace_id=run["trace_id"], flow_id=run["flow_id"])
+            event=("job_started", {"orders": len(orders)}),
+            trace_id=run["trace_id"],
+            flow_id=run["flow_id"],
+        )
         if began:
             notify(self.vcs, "run_started", run_summary(store.load(run_id)))
         self._wake(run_id)
@@ -94,10 +111,16 @@ class Packager:
 
     def _start_job_watchdog(self, run: dict[str, Any]) -> None:
         remaining = max(1, int(run["deadline"] - self.clock()))
-        watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run["run_id"], subject="job",
-                       wait_seconds=remaining, bucket=self.settings.internal_bucket,
-                       key=layout.control_key(run["run_id"], layout.SIGNAL_JOB_TIMEOUT),
-                       body=json.dumps({"signal": layout.SIGNAL_JOB_TIMEOUT, "run_id": run["run_id"]}))
+        watchdog.start(
+            self.clients.sfn,
+            self.settings.watchdog_arn,
+            run_id=run["run_id"],
+            subject="job",
+            wait_seconds=remaining,
+            bucket=self.settings.internal_bucket,
+            key=layout.control_key(run["run_id"], layout.SIGNAL_JOB_TIMEOUT),
+            body=json.dumps({"signal": layout.SIGNAL_JOB_TIMEOUT, "run_id": run["run_id"]}),
+        )
 
     def _build_and_upload(self, run: dict[str, Any], job: Job) -> list[dict[str, Any]]:
         run_id = run["run_id"]
@@ -114,10 +137,19 @@ class Packager:
                     fetched[key] = dest
             secrets_by_order = {o.name: self._order_secrets(run_id, o, resolver) for o in job.orders}
             with ThreadPoolExecutor(PARALLELISM) as pool:
-                items = list(pool.map(
-                    lambda o: self._bundle_one(run, job, o, fetched[sources.source_key(job.source_for(o), job.commit)],
-                                               secrets_by_order[o.name], work),
-                    job.orders))
+                items = list(
+                    pool.map(
+                        lambda o: self._bundle_one(
+                            run,
+                            job,
+                            o,
+                            fetched[sources.source_key(job.source_for(o), job.commit)],
+                            secrets_by_order[o.name],
+                            work,
+                        ),
+                        job.orders,
+                    )
+                )
             return items
         except PackagingError:
             raise
@@ -132,44 +164,65 @@ class Packager:
             values.update(resolver.assume_role(order, run_id=run_id, duration_seconds=order.timeout + 900))
         return values
 
-    def _bundle_one(self, run: dict[str, Any], job: Job, order: Order, code: Path, secret_values: dict[str, str],
-                    work: Path) -> dict[str, Any]:
+    def _bundle_one(
+        self, run: dict[str, Any], job: Job, order: Order, code: Path, secret_values: dict[str, str], work: Path
+    ) -> dict[str, Any]:
         run_id = run["run_id"]
         if order.dir and not (code / order.dir).is_dir():
             raise PackagingError(f"dir '{order.dir}' does not exist in the source", order=order.name)
         manifest = Manifest(
-            run_id=run_id, order=order.name, trace_id=run["trace_id"], flow_id=run["flow_id"], cmds=order.cmds,
-            timeout=order.timeout, target=order.target, dir=order.dir, env={**job.env, **order.env},
-            secret_env=sorted(secret_values), has_role=bool(order.aws_role), artifacts=order.artifacts,
+            run_id=run_id,
+            order=order.name,
+            trace_id=run["trace_id"],
+            flow_id=run["flow_id"],
+            cmds=order.cmds,
+            timeout=order.timeout,
+            target=order.target,
+            dir=order.dir,
+            env={**job.env, **order.env},
+            secret_env=sorted(secret_values),
+            has_role=bool(order.aws_role),
+            artifacts=order.artifacts,
             inputs=[InputPlacement(from_order=i.from_, path=i.path) for i in order.inputs],
-            state_bucket=self.settings.state_bucket, region=self.settings.region,
+            state_bucket=self.settings.state_bucket,
+            region=self.settings.region,
             embedded_endpoint=_embedded_endpoint() if self.settings.embedded else None,
         )
         encrypted = None
         if secret_values:
-            encrypted = sops.encrypt(secret_values, kms_key_arn=self.settings.kms_key_arn,
-                                     context={"run_id": run_id, "order": order.name})
+            encrypted = sops.encrypt(
+                secret_values, kms_key_arn=self.settings.kms_key_arn, context={"run_id": run_id, "order": order.name}
+            )
         out = build_bundle(manifest, code, encrypted, work / f"bundle-{order.name}.tar.gz")
         self.clients.s3.upload_file(str(out), self.settings.internal_bucket, layout.bundle_key(run_id, order.name))
         out.unlink(missing_ok=True)
         return {
-            "name": order.name, "status": OrderStatus.QUEUED.value, "target": order.target, "timeout": order.timeout,
-            "depends_on": list(dict.fromkeys(order.depends_on)), "must_succeed": order.must_succeed,
+            "name": order.name,
+            "status": OrderStatus.QUEUED.value,
+            "target": order.target,
+            "timeout": order.timeout,
+            "depends_on": list(dict.fromkeys(order.depends_on)),
+            "must_succeed": order.must_succeed,
             "has_artifacts": bool(order.artifacts),
-            "inputs": [{"from": i.from_, "path": i.path} for i in order.inputs], "attempt": 0,
+            "inputs": [{"from": i.from_, "path": i.path} for i in order.inputs],
+            "attempt": 0,
             "masked_tokens": len(secret_values),
         }
 
     def _fail(self, run: dict[str, Any], message: str) -> None:
         message = redact_credentials(message)
         logger.warning("packaging failed", extra={"run_id": run["run_id"], "error": message})
-        self.store.transition_run(run["run_id"], from_status=[RunStatus.PACKAGING], fields={
-            "status": RunStatus.RUNNING.value, "order_count": 0, "packaging_error": message})
+        self.store.transition_run(
+            run["run_id"],
+            from_status=[RunStatus.PACKAGING],
+            fields={"status": RunStatus.RUNNING.value, "order_count": 0, "packaging_error": message},
+        )
         self._wake(run["run_id"])
 
     def _wake(self, run_id: str) -> None:
-        self.clients.s3.put_object(Bucket=self.settings.internal_bucket,
-                                   Key=layout.control_key(run_id, layout.SIGNAL_PACKAGED), Body=b"{}")
+        self.clients.s3.put_object(
+            Bucket=self.settings.internal_bucket, Key=layout.control_key(run_id, layout.SIGNAL_PACKAGED), Body=b"{}"
+        )
 
 
 def _embedded_endpoint() -> str | None:

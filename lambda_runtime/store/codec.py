@@ -1,4 +1,5 @@
 """DynamoDB attribute-value conversion with numbers kept as numbers (ints stay ints)."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -42,7 +43,9 @@ def value(v: Any) -> Any:
     return _ser.serialize(_to_ddb(v))
 
 
-def update_expression(set_fields: dict[str, Any], remove: tuple[str, ...] = ()) -> tuple[str, dict[str, str], dict[str, Any]]:
+def update_expression(
+    set_fields: dict[str, Any], remove: tuple[str, ...] = ()
+) -> tuple[str, dict[str, str], dict[str, Any]]:
     """SET/REMOVE expression with placeholder names for every attribute (reserved words are many)."""
     names: dict[str, str] = {}
     values: dict[str, Any] = {}

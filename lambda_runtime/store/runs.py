@@ -5,6 +5,7 @@ so the orchestrator never decides from a stale index. Every state change is a co
 write; the event describing it goes into the same transaction, so an event exists if and
 only if its transition happened.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,15 @@ class RunSnapshot:
 
 
 class RunStore:
-    def __init__(self, dynamodb: Any, orders_table: str, events_table: str, *,
-                 clock: Callable[[], float] = time.time, event_ttl_days: int = 90):
+    def __init__(
+        self,
+        dynamodb: Any,
+        orders_table: str,
+        events_table: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        event_ttl_days: int = 90,
+    ):
         self._ddb = dynamodb
         self.orders_table = orders_table
         self.events_table = events_table
@@ -42,8 +50,9 @@ class RunStore:
         self._ttl = event_ttl_days * 86400
 
     # ---- events -------------------------------------------------------------------------
-    def event_put(self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None,
-                  **attrs: Any) -> dict[str, Any]:
+    def event_put(
+        self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None, **attrs: Any
+    ) -> dict[str, Any]:
         now = self._clock()
         ms = int(now * 1000)
         item = {
@@ -59,8 +68,9 @@ class RunStore:
         }
         return {"Put": {"TableName": self.events_table, "Item": to_item(item)}}
 
-    def record_event(self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None,
-                     **attrs: Any) -> None:
+    def record_event(
+        self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None, **attrs: Any
+    ) -> None:
         put = self.event_put(run_id, subject, event_type, detail, **attrs)["Put"]
         self._ddb.put_item(**put)
 
@@ -70,8 +80,11 @@ class RunStore:
     # ---- runs ---------------------------------------------------------------------------
     def create_run(self, run: dict[str, Any]) -> bool:
         try:
-            self._ddb.put_item(TableName=self.orders_table, Item=to_item({**run, "sk": RUN_SK}),
-                               ConditionExpression="attribute_not_exists(run_id)")
+            self._ddb.put_item(
+                TableName=self.orders_table,
+                Item=to_item({**run, "sk": RUN_SK}),
+                ConditionExpression="attribute_not_exists(run_id)",
+            )
             return True
         except Exception as exc:
             if is_conditional_failure(exc):
@@ -86,9 +99,14 @@ class RunStore:
         """Set fields on an existing run (optionally only while it is not final)."""
         expr, names, vals = update_expression(fields)
         cond = "attribute_exists(run_id)" + (" AND attribute_not_exists(finalized)" if unless_finalized else "")
-        kwargs: dict[str, Any] = {"TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
-                                  "UpdateExpression": expr, "ExpressionAttributeNames": names,
-                                  "ExpressionAttributeValues": vals, "ConditionExpression": cond}
+        kwargs: dict[str, Any] = {
+            "TableName": self.orders_table,
+            "Key": self._key(run_id, RUN_SK),
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": vals,
+            "ConditionExpression": cond,
+        }
         try:
             self._ddb.update_item(**kwargs)
             return True
@@ -111,71 +129,101 @@ class RunStore:
     def put_orders(self, run_id: str, orders: Iterable[dict[str, Any]]) -> None:
         """Insert queued orders. Only called while the run is still ``packaging``, before any
         order can start, so re-running it after a crash cannot reset a started order."""
-        batch = [{"PutRequest": {"Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}}
-                 for o in orders]
+        batch = [{"PutRequest": {"Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}} for o in orders]
         for i in range(0, len(batch), 25):
-            pending = {self.orders_table: batch[i:i + 25]}
+            pending = {self.orders_table: batch[i : i + 25]}
             for attempt in range(10):
                 resp = self._ddb.batch_write_item(RequestItems=pending)
                 pending = resp.get("UnprocessedItems") or {}
                 if not pending:
                     break
-                time.sleep(min(0.05 * 2 ** attempt, 2))
+                time.sleep(min(0.05 * 2**attempt, 2))
             if pending:
                 raise RuntimeError("DynamoDB kept returning unprocessed items while inserting orders")
 
-    def transition(self, run_id: str, name: str, *, from_status: Iterable[OrderStatus], to: OrderStatus,
-                   fields: dict[str, Any] | None = None, fence: dict[str, Any] | None = None,
-                   event_detail: dict[str, Any] | None = None) -> bool:
+    def transition(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        from_status: Iterable[OrderStatus],
+        to: OrderStatus,
+        fields: dict[str, Any] | None = None,
+        fence: dict[str, Any] | None = None,
+        event_detail: dict[str, Any] | None = None,
+    ) -> bool:
         """Conditionally move an order between statuses, with its event, in one transaction."""
         items = [fence] if fence else []
         items.append(self._status_update(run_id, order_sk(name), from_status, {"status": to.value, **(fields or {})}))
         items.append(self.event_put(run_id, name, f"order_{to.value}", event_detail))
         return self._transact(items, None)
 
-    def transition_run(self, run_id: str, *, from_status: Iterable[RunStatus], fields: dict[str, Any],
-                       event: tuple[str, dict[str, Any]] | None = None, **event_attrs: Any) -> bool:
+    def transition_run(
+        self,
+        run_id: str,
+        *,
+        from_status: Iterable[RunStatus],
+        fields: dict[str, Any],
+        event: tuple[str, dict[str, Any]] | None = None,
+        **event_attrs: Any,
+    ) -> bool:
         """Conditionally change the run item (status and more), with an optional job event."""
         items = [self._status_update(run_id, RUN_SK, from_status, fields)]
         if event:
             items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, event[0], event[1], **event_attrs))
         return self._transact(items, None)
 
-    def _status_update(self, run_id: str, sk: str, from_status: Iterable[StrEnum], fields: dict[str, Any]) -> dict[str, Any]:
+    def _status_update(
+        self, run_id: str, sk: str, from_status: Iterable[StrEnum], fields: dict[str, Any]
+    ) -> dict[str, Any]:
         expr, names, vals = update_expression({"updated_at": self._clock(), **fields})
         placeholders = []
         for i, s in enumerate(from_status):
             vals[f":f{i}"] = value(s.value)
             placeholders.append(f":f{i}")
         names["#st"] = "status"
-        return {"Update": {
-            "TableName": self.orders_table,
-            "Key": self._key(run_id, sk),
-            "UpdateExpression": expr,
-            "ConditionExpression": f"#st IN ({', '.join(placeholders)})",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": vals,
-        }}
+        return {
+            "Update": {
+                "TableName": self.orders_table,
+                "Key": self._key(run_id, sk),
+                "UpdateExpression": expr,
+                "ConditionExpression": f"#st IN ({', '.join(placeholders)})",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": vals,
+            }
+        }
 
     def set_order_fields(self, run_id: str, name: str, fields: dict[str, Any]) -> None:
         expr, names, vals = update_expression(fields)
-        self._ddb.update_item(TableName=self.orders_table, Key=self._key(run_id, order_sk(name)),
-                              UpdateExpression=expr, ExpressionAttributeNames=names, ExpressionAttributeValues=vals,
-                              ConditionExpression="attribute_exists(run_id)")
+        self._ddb.update_item(
+            TableName=self.orders_table,
+            Key=self._key(run_id, order_sk(name)),
+            UpdateExpression=expr,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=vals,
+            ConditionExpression="attribute_exists(run_id)",
+        )
 
-    def finalize(self, run_id: str, status: RunStatus, summary: dict[str, Any], *,
-                 fence: dict[str, Any] | None = None) -> bool:
+    def finalize(
+        self, run_id: str, status: RunStatus, summary: dict[str, Any], *, fence: dict[str, Any] | None = None
+    ) -> bool:
         """Mark the run final exactly once; False if it already was (or the fence failed)."""
-        expr, names, vals = update_expression({"status": status.value, "finalized": True,
-                                               "finished_at": self._clock()})
+        expr, names, vals = update_expression({"status": status.value, "finalized": True, "finished_at": self._clock()})
         items: list[dict[str, Any]] = []
         if fence:
             items.append(fence)
-        items.append({"Update": {
-            "TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
-            "UpdateExpression": expr, "ConditionExpression": "attribute_exists(run_id) AND attribute_not_exists(finalized)",
-            "ExpressionAttributeNames": names, "ExpressionAttributeValues": vals,
-        }})
+        items.append(
+            {
+                "Update": {
+                    "TableName": self.orders_table,
+                    "Key": self._key(run_id, RUN_SK),
+                    "UpdateExpression": expr,
+                    "ConditionExpression": "attribute_exists(run_id) AND attribute_not_exists(finalized)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": vals,
+                }
+            }
+        )
         items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, "job_completed", summary))
         return self._transact(items, f"fin-{run_id}"[:36])
 
@@ -197,8 +245,12 @@ class RunStore:
             raise
 
     def _query(self, table: str, run_id: str) -> Iterable[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": "run_id = :r",
-                                  "ExpressionAttributeValues": {":r": value(run_id)}, "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "run_id = :r",
+            "ExpressionAttributeValues": {":r": value(run_id)},
+            "ConsistentRead": True,
+        }
         while True:
             resp = self._ddb.query(**kwargs)
             yield from resp.get("Items", [])
