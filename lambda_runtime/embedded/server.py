@@ -9,10 +9,36 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import urllib.request
 from dataclasses import dataclass
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "embedded", "AWS_SECRET_ACCESS_KEY": "embedded"}
+
+
+_DDB_LOCK = threading.RLock()
+
+
+def _serialize_dynamodb() -> None:
+    """Make moto's DynamoDB atomic the way the real service is.
+
+    moto deep-copies every table at the start of TransactWriteItems and applies items one by
+    one; a concurrent write in between raises "dictionary changed size during iteration" or
+    interleaves with the transaction. Real DynamoDB serializes conflicting transactions, so
+    the embedded AWS runs one DynamoDB request at a time.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_iac_ci_serialized", False):
+        return
+    original = DynamoHandler.call_action
+
+    def call_action(self: DynamoHandler) -> object:
+        with _DDB_LOCK:
+            return original(self)
+
+    call_action._iac_ci_serialized = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 @dataclass
@@ -26,6 +52,7 @@ class EmbeddedAws:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
+        _serialize_dynamodb()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         host, port = server.get_host_and_port()

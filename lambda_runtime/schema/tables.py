@@ -13,9 +13,10 @@ Final schema
     ``sk = "order#<name>"``    one item per order: status, target, attempt, timestamps, exit code,
                                log key, dispatch reference. Never the log itself (400 KB item limit).
 ``order_events`` — append-only audit trail, 90-day TTL written on every item (``expire_at``):
-    pk ``run_id`` (S), sk ``sk`` (S) = ``<epoch ms, 13 digits>#<order or #job>#<event type>``;
+    pk ``run_id`` (S), sk ``sk`` (S) = ``<epoch µs, 16 digits>#<order or #job>#<event type>``;
     each (order, event type) happens once because it is written in the same transaction as the
-    conditional state transition that causes it, so the sort key never collides.
+    conditional state transition that causes it, so the sort key never collides, and the
+    microsecond prefix keeps events of one millisecond in the order they were written.
     GSI ``by_order_name``: pk ``order_name`` (S), sk ``epoch_ms`` (N).
 ``orchestrator_locks`` — one lease per run: pk ``run_id`` (S); attributes ``owner`` (S),
     ``lease_expires_at`` (N, epoch seconds), ``epoch`` (N, fencing token), ``pending`` (N).

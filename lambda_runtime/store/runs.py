@@ -57,8 +57,10 @@ class RunStore:
         ms = int(now * 1000)
         item = {
             "run_id": run_id,
-            # (subject, type) happens once per run: the transition that emits it is conditional
-            "sk": f"{ms:013d}#{subject}#{event_type}",
+            # microseconds keep causal order between events written in the same millisecond;
+            # (subject, type) happens once per run (the transition that emits it is conditional),
+            # so two events never share a sort key
+            "sk": f"{int(now * 1_000_000):016d}#{subject}#{event_type}",
             "order_name": subject,
             "event_type": event_type,
             "epoch_ms": ms,
