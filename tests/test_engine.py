@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -291,46 +290,68 @@ def test_done_object_is_written_once(engine) -> None:
     assert before["ETag"] == after["ETag"] and before["LastModified"] == after["LastModified"]
 
 
-def test_cli_run_demo_json(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(
-        [
-            "iac-ci",
-            "run",
-            str(repo / "examples/demo/job.yaml"),
-            "--json",
-            "--quiet",
-            "--ssm",
-            "/iac-ci/demo/deploy-token=demo-s3cr3t-token",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=_cli_env(),
+def test_aws_role_gives_the_order_short_lived_credentials(engine) -> None:
+    role = "arn:aws:iam::123456789012:role/deployer"
+    stack = EmbeddedStack(
+        engine.aws,
+        prefix="r" + secrets.token_hex(4),
+        settings_overrides={"allowed_role_arns": ("arn:aws:iam::123456789012:role/*",)},
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout)
-    assert out["status"] == "succeeded"
-    assert out["orders"]["lint"]["status"] == "failed" and out["orders"]["deploy-dev"]["status"] == "succeeded"
-    assert "demo-s3cr3t-token" not in proc.stdout + proc.stderr
-    assert set(out["orders"]["build"]) == {"status", "exit_code", "duration_s", "log_tail"}
+    with stack:
+        code, body = stack.submit(
+            {
+                "name": "role",
+                "orders": [
+                    {
+                        "name": "a",
+                        "aws_role": role,
+                        "target": "lambda",
+                        "cmds": [
+                            "python -c \"import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])\"",
+                            'test -n "$AWS_SESSION_TOKEN"',
+                            'echo "key=$AWS_SECRET_ACCESS_KEY"',
+                        ],
+                    }
+                ],
+            }
+        )
+        assert code == 202, body
+        done = stack.wait(body["run_id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    tail = done["orders"]["a"]["log_tail"]
+    assert "assumed-role/deployer/" in tail and "key=***" in tail
 
 
-def test_cli_validate_and_schema(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\norders:\n  - name: a\n    cmds: [x]\n    depends_on: [zzz]\n")
-    proc = subprocess.run(["iac-ci", "validate", str(bad)], capture_output=True, text=True, env=_cli_env())
-    assert proc.returncode == 2 and "order 'a': depends_on: unknown order 'zzz'" in proc.stderr
-    proc = subprocess.run(["iac-ci", "run", str(bad)], capture_output=True, text=True, env=_cli_env())
-    assert proc.returncode == 2
-    schema = json.loads(subprocess.run(["iac-ci", "schema"], capture_output=True, text=True, env=_cli_env()).stdout)
-    assert "orders" in schema["properties"]
+def test_role_outside_the_allow_list_is_refused_at_intake(engine) -> None:
+    code, body = engine.submit(
+        {
+            "name": "role",
+            "orders": [{"name": "a", "aws_role": "arn:aws:iam::999999999999:role/admin", "cmds": ["true"]}],
+        }
+    )
+    assert code == 400 and body["problems"][0]["field"] == "aws_role"
 
 
-def _cli_env() -> dict[str, str]:
-    import os
-    import sys
+def test_s3_zip_source(engine, tmp_path) -> None:
+    import io
+    import zipfile
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MOTO_PORT"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("mod/main.tf", "resource {}\n")
+    engine.clients.s3.put_object(Bucket=engine.settings.state_bucket, Key="src/code.zip", Body=buf.getvalue())
+    done = run_job(
+        engine,
+        {
+            "name": "zip",
+            "orders": [
+                {
+                    "name": "a",
+                    "dir": "mod",
+                    "source": {"s3": f"s3://{engine.settings.state_bucket}/src/code.zip"},
+                    "cmds": ["grep -q resource main.tf"],
+                }
+            ],
+        },
+    )
+    assert done["status"] == "succeeded", done

@@ -1,0 +1,127 @@
+"""The ``iac-ci`` command as users run it: a real process, real exit codes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "MOTO_PORT"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return {**env, **extra}
+
+
+def iac_ci(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iac-ci", *args], capture_output=True, text=True, timeout=timeout, env=cli_env(), **kw)
+
+
+def write_job(tmp_path: Path, job: dict) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_run_demo_json() -> None:
+    proc = iac_ci(
+        "run",
+        str(REPO / "examples/demo/job.yaml"),
+        "--json",
+        "--quiet",
+        "--ssm",
+        "/iac-ci/demo/deploy-token=demo-s3cr3t-token",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["status"] == "succeeded"
+    assert out["orders"]["lint"]["status"] == "failed" and out["orders"]["deploy-dev"]["status"] == "succeeded"
+    assert "deploying demo-app to dev with token ***" in out["orders"]["deploy-dev"]["log_tail"]
+    assert "demo-s3cr3t-token" not in proc.stdout + proc.stderr
+    assert set(out["orders"]["build"]) == {"status", "exit_code", "duration_s", "log_tail"}
+
+
+def test_failed_job_exits_1(tmp_path: Path) -> None:
+    job = write_job(tmp_path, {"name": "f", "orders": [{"name": "a", "cmds": ["echo no; exit 5"]}]})
+    proc = iac_ci("run", str(job), "--json", "--quiet")
+    assert proc.returncode == 1
+    order = json.loads(proc.stdout)["orders"]["a"]
+    assert order["status"] == "failed" and order["exit_code"] == 5 and "no" in order["log_tail"]
+
+
+def test_validate_schema_and_invalid_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\norders:\n  - name: a\n    cmds: [x]\n    depends_on: [zzz]\n")
+    proc = iac_ci("validate", str(bad))
+    assert proc.returncode == 2 and "order 'a': depends_on: unknown order 'zzz'" in proc.stderr
+    assert iac_ci("run", str(bad)).returncode == 2
+    assert iac_ci("validate", str(tmp_path / "missing.yaml")).returncode == 2
+    assert iac_ci("validate", str(REPO / "examples/demo/job.yaml")).returncode == 0
+    schema = json.loads(iac_ci("schema").stdout)
+    assert "orders" in schema["properties"]
+
+
+def test_secret_seeding_with_json_key(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path,
+        {
+            "name": "s",
+            "orders": [
+                {
+                    "name": "a",
+                    "cmds": ['test "$PW" = hunter22', 'echo "pw=$PW"'],
+                    "secrets": [{"env": "PW", "secret": "iac-ci/db", "key": "pw"}],
+                }
+            ],
+        },
+    )
+    proc = iac_ci("run", str(job), "--json", "--quiet", "--secret", 'iac-ci/db={"pw": "hunter22"}')
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pw=***" in json.loads(proc.stdout)["orders"]["a"]["log_tail"]
+    assert "hunter22" not in proc.stdout + proc.stderr
+
+
+def test_ctrl_c_cancels_the_run(tmp_path: Path) -> None:
+    job = write_job(
+        tmp_path,
+        {
+            "name": "c",
+            "orders": [
+                {"name": "long", "cmds": ["sleep 120"]},
+                {"name": "next", "depends_on": ["long"], "cmds": ["true"]},
+            ],
+        },
+    )
+    proc = subprocess.Popen(
+        ["iac-ci", "run", str(job), "--json", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    time.sleep(6)  # accepted, packaged and the long order started
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err[-2000:]
+    result = json.loads(out)
+    assert result["status"] == "cancelled"
+    assert result["orders"]["next"]["status"] == "cancelled"
+    assert result["orders"]["long"]["status"] in ("cancelled",)
+
+
+def test_endpoint_url_reuses_a_running_server(aws, tmp_path: Path) -> None:
+    job = write_job(tmp_path, {"name": "ep", "orders": [{"name": "a", "cmds": ["echo hi"]}]})
+    for _ in range(2):  # the second run finds every resource already there
+        proc = iac_ci("run", str(job), "--json", "--quiet", "--endpoint-url", aws.endpoint)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout)["status"] == "succeeded"
