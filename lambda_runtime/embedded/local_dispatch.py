@@ -1,12 +1,15 @@
 """Workers as local subprocesses: what Lambda and CodeBuild do on AWS, done here.
 
-The CodeBuild target runs the buildspec's exact command with the payload in the same
-environment variable StartBuild sets; the Lambda target feeds the invoke payload to the
-handler. Workers get only what the real ones would have: the AWS endpoint and credentials
-(sops needs KMS) and nothing of the caller's environment.
+The CodeBuild target runs the buildspec's exact command, in a fresh process per build, with
+the payload in the environment variable StartBuild sets. The Lambda target hands the invoke
+payload to a local execution environment (``lambda_env``) that stays warm between
+invocations and is reused when idle, as Lambda reuses sandboxes. Workers get only what the
+real ones would have: the AWS endpoint and credentials (sops needs KMS) and nothing of the
+caller's environment.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,12 +21,47 @@ from lambda_runtime.schema.contract import WorkerPayload
 from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND, PAYLOAD_ENV
 
 
+LAMBDA_FUNCTION_TIMEOUT_S = 900
+
+
+class _LambdaEnv:
+    """One warm execution environment: a process serving one invocation at a time."""
+
+    def __init__(self, env: dict[str, str], log_path: Path | None, on_idle: callable) -> None:  # type: ignore[valid-type]
+        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "lambda_runtime.embedded.lambda_env"], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     start_new_session=True, text=True, bufsize=1)
+        self.busy = False
+        self._on_idle = on_idle
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def invoke(self, request_id: str, body: str) -> None:
+        assert self.proc.stdin is not None
+        self.busy = True
+        self.proc.stdin.write(json.dumps({"id": request_id, "event": json.loads(body),
+                                          "timeout_s": LAMBDA_FUNCTION_TIMEOUT_S}) + "\n")
+        self.proc.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for _line in self.proc.stdout:
+            self._on_idle(self)
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()  # type: ignore[union-attr]
+
+
 class LocalDispatcher:
     def __init__(self, aws_env: dict[str, str], *, log_dir: Path | None = None):
         self._aws_env = aws_env
         self._log_dir = log_dir
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._by_order: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
+        self._by_order: dict[tuple[str, str], subprocess.Popen] = {}  # type: ignore[type-arg]
+        self._envs: list[_LambdaEnv] = []
+        self._invocations = 0
         self._lock = threading.Lock()
         self.dispatched: list[tuple[str, str, str]] = []  # (run_id, order, target): what really started
 
@@ -33,23 +71,17 @@ class LocalDispatcher:
                 "LANG": "C.UTF-8", **self._aws_env}
 
     def dispatch(self, target: str, payload: WorkerPayload) -> str:
+        if target == "lambda":
+            return self._invoke(payload)
         env = self._env()
         body = payload.model_dump_json()
         out = subprocess.DEVNULL
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self._log_dir / f"{payload.run_id}-{payload.order}.out", "ab")  # noqa: SIM115
-        if target == "codebuild":
-            env[PAYLOAD_ENV] = body
-            proc = subprocess.Popen(["bash", "-c", BUILDSPEC_COMMAND], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        else:
-            proc = subprocess.Popen([sys.executable, "-m", "lambda_runtime.worker", "--event-file", "-"], env=env,
-                                    stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            assert proc.stdin is not None
-            proc.stdin.write(body.encode())
-            proc.stdin.close()
+        env[PAYLOAD_ENV] = body
+        proc = subprocess.Popen(["bash", "-c", BUILDSPEC_COMMAND], env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
         ref = f"local:{proc.pid}"
@@ -58,6 +90,33 @@ class LocalDispatcher:
             self._by_order[(payload.run_id, payload.order)] = proc
             self.dispatched.append((payload.run_id, payload.order, target))
         return ref
+
+    def _invoke(self, payload: WorkerPayload) -> str:
+        """An async invoke: a warm idle environment if there is one, else a new one (a cold start)."""
+        with self._lock:
+            self._envs = [e for e in self._envs if e.alive()]
+            env = next((e for e in self._envs if not e.busy), None)
+            if env is None:
+                log = self._log_dir / f"lambda-env-{len(self._envs)}.out" if self._log_dir else None
+                env = _LambdaEnv(self._env(), log, self._idle)
+                self._envs.append(env)
+            self._invocations += 1
+            ref = f"local:{env.proc.pid}"
+            env.invoke(f"{payload.run_id}-{payload.order}-{self._invocations}", payload.model_dump_json())
+            self._procs[ref] = env.proc
+            self._by_order[(payload.run_id, payload.order)] = env.proc
+            self.dispatched.append((payload.run_id, payload.order, "lambda"))
+        return ref
+
+    def _idle(self, env: _LambdaEnv) -> None:
+        with self._lock:
+            env.busy = False
+
+    @property
+    def environments(self) -> int:
+        """How many Lambda environments were needed (cold starts)."""
+        with self._lock:
+            return len(self._envs)
 
     def stop(self, target: str, ref: str) -> None:
         with self._lock:
@@ -86,8 +145,11 @@ class LocalDispatcher:
         return True
 
     def running(self) -> int:
+        """Workers currently executing an order (busy Lambda environments and live builds)."""
         with self._lock:
-            return sum(1 for p in self._procs.values() if p.poll() is None)
+            envs = {e.proc.pid for e in self._envs}
+            builds = sum(1 for p in self._procs.values() if p.pid not in envs and p.poll() is None)
+            return builds + sum(1 for e in self._envs if e.busy and e.alive())
 
     def reap(self) -> None:
         with self._lock:

@@ -10,8 +10,10 @@ message comes back from the queue.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +40,12 @@ from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
 logger = Logger(service="iac-ci", child=True)
 MAX_ROUNDS = 25
 DISPATCH_PARALLELISM = 16
+# what an order's item says that never changes after packaging (cached per run) ...
+STATIC_FIELDS = ("name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs")
+# ... and what every evaluation has to re-read (run item fields included)
+HOT_FIELDS = ("status", "deadline", "cancel_requested", "finalized", "packaging_error", "trace_id", "attempt",
+              "dispatched_at", "watchdog", "dispatch_ref")
+STATIC_CACHE_RUNS = 256
 
 
 class RetryLater(RuntimeError):
@@ -55,6 +63,8 @@ class Orchestrator:
     checkpoint: Callable[[str], None] = lambda _point: None
 
     def __post_init__(self) -> None:
+        self._static: OrderedDict[str, dict[str, dict[str, Any]]] = OrderedDict()
+        self._static_lock = threading.Lock()
         self.store = RunStore(
             self.clients.dynamodb,
             self.settings.orders_table,
@@ -101,8 +111,26 @@ class Orchestrator:
             raise
 
     # ---- one evaluation -----------------------------------------------------------------
+    def load(self, run_id: str) -> RunSnapshot:
+        """Read the run for a decision: static order fields come from a per-run cache after the
+        first full read, so each evaluation re-reads only what can change."""
+        with self._static_lock:
+            static = self._static.get(run_id)
+        if static is None:
+            snap = self.store.load(run_id)
+            if snap.run and snap.run.get("status") == RunStatus.RUNNING.value and snap.orders:
+                with self._static_lock:
+                    self._static[run_id] = {n: {k: o[k] for k in STATIC_FIELDS if k in o} for n, o in snap.orders.items()}
+                    while len(self._static) > STATIC_CACHE_RUNS:
+                        self._static.popitem(last=False)
+            return snap
+        snap = self.store.load(run_id, fields=HOT_FIELDS)
+        for name, item in snap.orders.items():
+            item.update(static.get(name, {}))
+        return snap
+
     def reconcile(self, run_id: str, lease: Lease) -> None:
-        snap = self.store.load(run_id)
+        snap = self.load(run_id)
         run = snap.run
         if run is None or run.get("finalized"):
             return
@@ -128,8 +156,8 @@ class Orchestrator:
             changed |= self._advance(run, snap, fence)
         if all(OrderStatus(o["status"]).terminal for o in snap.orders.values()):
             self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
-        elif changed:
-            notify(self.vcs, "run_updated", run_summary(snap))
+        elif changed and not isinstance(self.vcs, NoopVcs):
+            notify(self.vcs, "run_updated", run_summary(self.store.load(run_id)))
 
     def _callbacks(self, run_id: str) -> tuple[set[str], set[str]]:
         """One listing of the run's callback prefix: control signals present, orders with a result."""
@@ -346,6 +374,7 @@ class Orchestrator:
         run = snap.run or {}
         run_id = run["run_id"]
         status = dag.job_status(_nodes(snap), cancelled=cancelled, job_timed_out=job_timed_out)
+        snap = self.store.load(run_id)  # the full record (log tails, timings) for the summary
         if run.get("packaging_error") and status is RunStatus.SUCCEEDED:
             status = RunStatus.FAILED
         summary = run_summary(snap, status=status.value)

@@ -9,7 +9,7 @@ only if its transition happened.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -117,13 +117,15 @@ class RunStore:
                 return False
             raise
 
-    def load(self, run_id: str) -> RunSnapshot:
+    def load(self, run_id: str, fields: Sequence[str] | None = None) -> RunSnapshot:
+        """The run and all its orders in one strongly consistent Query (optionally only ``fields``)."""
         snap = RunSnapshot(run=None)
-        for raw in self._query(self.orders_table, run_id):
+        for raw in self._query(self.orders_table, run_id, fields):
             item = from_item(raw)
             if item["sk"] == RUN_SK:
                 snap.run = item
             elif item["sk"].startswith(ORDER_SK_PREFIX):
+                item.setdefault("name", item["sk"][len(ORDER_SK_PREFIX) :])
                 snap.orders[item["name"]] = item
         return snap
 
@@ -246,13 +248,17 @@ class RunStore:
                 return False
             raise
 
-    def _query(self, table: str, run_id: str) -> Iterable[dict[str, Any]]:
+    def _query(self, table: str, run_id: str, fields: Sequence[str] | None = None) -> Iterable[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": table,
             "KeyConditionExpression": "run_id = :r",
             "ExpressionAttributeValues": {":r": value(run_id)},
             "ConsistentRead": True,
         }
+        if fields:
+            names = {f"#p{i}": f for i, f in enumerate(dict.fromkeys(["run_id", "sk", *fields]))}
+            kwargs["ProjectionExpression"] = ", ".join(names)
+            kwargs["ExpressionAttributeNames"] = names
         while True:
             resp = self._ddb.query(**kwargs)
             yield from resp.get("Items", [])
