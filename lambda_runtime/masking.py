@@ -4,6 +4,7 @@ Values are replaced wherever they appear, including the forms a command is likel
 them in (JSON-escaped, URL-encoded, each line of a multi-line value). Very short values are
 not masked: masking "1" would destroy the log while protecting nothing.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 Every component gets its resource names from here, so a misconfigured function fails at
 start-up with the variable's name instead of deep inside a request.
 """
+
 from __future__ import annotations
 
 import os

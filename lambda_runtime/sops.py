@@ -4,6 +4,7 @@ Plaintext goes through stdin/stdout only, never a file. The KMS encryption conte
 bundle to its run and order, so a secrets file copied into another order's bundle cannot be
 decrypted there.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,25 @@ def sops_binary() -> str:
 
 def _aws_env() -> dict[str, str]:
     """Only what sops needs to reach KMS; nothing else from the engine's environment."""
-    keep = ("PATH", "HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-            "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_PROFILE",
-            "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
+    keep = (
+        "PATH",
+        "HOME",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KMS",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    )
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("HOME", tempfile.gettempdir())
     return env
@@ -47,9 +63,23 @@ def _aws_env() -> dict[str, str]:
 def encrypt(values: Mapping[str, str], *, kms_key_arn: str, context: Mapping[str, str]) -> bytes:
     ctx = ",".join(f"{k}:{v}" for k, v in sorted(context.items()))
     proc = subprocess.run(
-        [sops_binary(), "encrypt", "--input-type", "json", "--output-type", "json", "--kms", kms_key_arn,
-         "--encryption-context", ctx, "/dev/stdin"],
-        input=json.dumps(dict(values)).encode(), capture_output=True, env=_aws_env(), timeout=120,
+        [
+            sops_binary(),
+            "encrypt",
+            "--input-type",
+            "json",
+            "--output-type",
+            "json",
+            "--kms",
+            kms_key_arn,
+            "--encryption-context",
+            ctx,
+            "/dev/stdin",
+        ],
+        input=json.dumps(dict(values)).encode(),
+        capture_output=True,
+        env=_aws_env(),
+        timeout=120,
     )
     if proc.returncode != 0:
         raise SopsError("sops encrypt failed: " + redact_credentials(proc.stderr.decode(errors="replace")[-2000:]))
@@ -64,7 +94,9 @@ def decrypt(path: Path, *, expected_context: Mapping[str, str] | None = None) ->
                 raise SopsError("secrets file is bound to a different run or order")
     proc = subprocess.run(
         [sops_binary(), "decrypt", "--input-type", "json", "--output-type", "json", str(path)],
-        capture_output=True, env=_aws_env(), timeout=120,
+        capture_output=True,
+        env=_aws_env(),
+        timeout=120,
     )
     if proc.returncode != 0:
         raise SopsError("sops decrypt failed: " + redact_credentials(proc.stderr.decode(errors="replace")[-2000:]))

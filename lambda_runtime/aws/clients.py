@@ -4,6 +4,7 @@ Components take an ``AwsClients`` instead of calling ``boto3.client`` themselves
 point them at moto (or inject faults) without patching. ``AWS_ENDPOINT_URL`` is honoured by
 botocore itself, which is how the embedded runner redirects everything to loopback.
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,14 @@ _S3 = Config(signature_version="s3v4", s3={"addressing_style": "path"})
 
 
 class AwsClients:
-    def __init__(self, session: boto3.Session | None = None, *, region: str | None = None,
-                 config: Config | None = None, **overrides: Any):
+    def __init__(
+        self,
+        session: boto3.Session | None = None,
+        *,
+        region: str | None = None,
+        config: Config | None = None,
+        **overrides: Any,
+    ):
         self._session = session or boto3.Session(region_name=region)
         self._config = _RETRIES.merge(config) if config else _RETRIES
         self._clients: dict[str, Any] = dict(overrides)
@@ -86,5 +93,9 @@ def error_code(exc: BaseException) -> str:
 
 
 def is_conditional_failure(exc: BaseException) -> bool:
-    return error_code(exc) in ("ConditionalCheckFailedException", "TransactionCanceledException",
-                               "PreconditionFailed", "412")
+    return error_code(exc) in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+        "PreconditionFailed",
+        "412",
+    )

@@ -3,6 +3,7 @@
 Keys arrive URL-encoded (as real S3 sends them); the first message after configuring a bucket
 is an ``s3:TestEvent`` with no records. Both are handled here once for every consumer.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ def keys_by_message(event: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def process_by_subject(event: dict[str, Any], subject_of: Callable[[str], str | None],
-                       work: Callable[[str], object]) -> dict[str, list[dict[str, str]]]:
+def process_by_subject(
+    event: dict[str, Any], subject_of: Callable[[str], str | None], work: Callable[[str], object]
+) -> dict[str, list[dict[str, str]]]:
     """Call ``work`` once per distinct subject (run id) in the batch; fail only that subject's messages.
 
     Returns the ``batchItemFailures`` answer of an SQS event source mapping with

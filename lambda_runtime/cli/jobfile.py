@@ -1,4 +1,5 @@
 """Reading a job file the way the CLI submits it: YAML or JSON, local paths made absolute."""
+
 from __future__ import annotations
 
 import getpass
@@ -44,6 +45,7 @@ def prepare(doc: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     if "source" in out:
         out["source"] = resolve(out["source"])
     if isinstance(out.get("orders"), list):
-        out["orders"] = [{**o, "source": resolve(o["source"])} if isinstance(o, dict) and "source" in o else o
-                         for o in out["orders"]]
+        out["orders"] = [
+            {**o, "source": resolve(o["source"])} if isinstance(o, dict) and "source" in o else o for o in out["orders"]
+        ]
     return out

@@ -3,6 +3,7 @@
 Exit codes: 0 the job succeeded (or the file is valid); 1 it failed, timed out or was
 cancelled; 2 the job file is invalid (the message names order and field).
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,9 @@ def main() -> None:
 def validate(job_file: Path) -> None:
     """Check a job file; exit 0 if valid, 2 with every problem listed if not."""
     err = Console(stderr=True)
-    _, job = _load_or_exit(job_file, ValidationPolicy(allow_local_sources=True,
-                                                      role_arn_patterns=(EMBEDDED_ROLE_PATTERN,)), err)
+    _, job = _load_or_exit(
+        job_file, ValidationPolicy(allow_local_sources=True, role_arn_patterns=(EMBEDDED_ROLE_PATTERN,)), err
+    )
     err.print(f"[green]valid[/]: job '{job.name}' with {len(job.orders)} orders", highlight=False)
 
 
@@ -78,23 +80,36 @@ def schema() -> None:
 @click.option("--allow-role", multiple=True, metavar="PATTERN", help="Extra role ARN patterns orders may assume.")
 @click.option("--timeout", "wait_timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 @click.option("--quiet", is_flag=True, help="No live progress table.")
-def run(job_file: Path, as_json: bool, ssm: tuple[str, ...], secret: tuple[str, ...], endpoint_url: str | None,
-        allow_role: tuple[str, ...], wait_timeout: float | None, quiet: bool) -> None:
+def run(
+    job_file: Path,
+    as_json: bool,
+    ssm: tuple[str, ...],
+    secret: tuple[str, ...],
+    endpoint_url: str | None,
+    allow_role: tuple[str, ...],
+    wait_timeout: float | None,
+    quiet: bool,
+) -> None:
     """Run JOB_FILE end to end on an embedded AWS (moto on loopback, workers as local processes)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)
-    policy = ValidationPolicy(allow_local_sources=True, role_arn_patterns=roles,
-                              allowed_exact=frozenset(ssm_values) | frozenset(secret_values))
+    policy = ValidationPolicy(
+        allow_local_sources=True,
+        role_arn_patterns=roles,
+        allowed_exact=frozenset(ssm_values) | frozenset(secret_values),
+    )
     doc, job = _load_or_exit(job_file, policy, err)
 
     from lambda_runtime.embedded.server import EmbeddedAws
     from lambda_runtime.embedded.stack import EmbeddedStack
 
     aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
-    stack = EmbeddedStack(aws, settings_overrides={"allowed_role_arns": roles,
-                                                   "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values)})
+    stack = EmbeddedStack(
+        aws,
+        settings_overrides={"allowed_role_arns": roles, "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values)},
+    )
     try:
         for name, val in ssm_values.items():
             stack.clients.ssm.put_parameter(Name=name, Value=val, Type="SecureString", Overwrite=True)
@@ -108,8 +123,9 @@ def run(job_file: Path, as_json: bool, ssm: tuple[str, ...], secret: tuple[str, 
                     err.print(f"  - order '{p['order']}': {p['field']}: {p['message']}", markup=False)
                 sys.exit(EXIT_INVALID if code in (400, 413, 422) else EXIT_FAILED)
             run_id = body["run_id"]
-            err.print(f"run [bold]{run_id}[/] accepted ({len(job.orders)} orders); trace {body['trace_id']}",
-                      highlight=False)
+            err.print(
+                f"run [bold]{run_id}[/] accepted ({len(job.orders)} orders); trace {body['trace_id']}", highlight=False
+            )
             done = _follow(stack, run_id, err, live=not quiet and err.is_terminal, wait_timeout=wait_timeout)
     finally:
         aws.stop()
@@ -136,7 +152,7 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
         with Progress(err, run_id, enabled=live) as progress:
             while True:
                 try:
-                    return stack.wait(run_id, timeout=wait_timeout or 10 ** 9, on_progress=progress.update)
+                    return stack.wait(run_id, timeout=wait_timeout or 10**9, on_progress=progress.update)
                 except KeyboardInterrupt:
                     err.print("[yellow]cancelling...[/]")
                     stack.cancel(run_id)
@@ -152,9 +168,15 @@ def json_result(done: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": done["run_id"],
         "status": done["status"],
-        "orders": {name: {"status": o["status"], "exit_code": o.get("exit_code"), "duration_s": o.get("duration_s"),
-                          "log_tail": (o.get("log_tail") or "")[-LOG_TAIL_CHARS:]}
-                   for name, o in done.get("orders", {}).items()},
+        "orders": {
+            name: {
+                "status": o["status"],
+                "exit_code": o.get("exit_code"),
+                "duration_s": o.get("duration_s"),
+                "log_tail": (o.get("log_tail") or "")[-LOG_TAIL_CHARS:],
+            }
+            for name, o in done.get("orders", {}).items()
+        },
     }
 
 

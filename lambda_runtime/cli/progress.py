@@ -1,4 +1,5 @@
 """Live progress on stderr: a table of orders with status and elapsed time."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-STYLE = {"queued": "dim", "running": "cyan", "succeeded": "green", "failed": "red", "timed_out": "magenta",
-         "skipped": "yellow", "cancelled": "yellow"}
+STYLE = {
+    "queued": "dim",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "magenta",
+    "skipped": "yellow",
+    "cancelled": "yellow",
+}
 
 
 def orders_table(summary: dict[str, Any], *, title: str | None = None, now: float | None = None) -> Table:
@@ -20,9 +28,13 @@ def orders_table(summary: dict[str, Any], *, title: str | None = None, now: floa
     for name, o in summary.get("orders", {}).items():
         st = o.get("status") or "?"
         dur = o.get("duration_s")
-        table.add_row(name, o.get("target") or "", f"[{STYLE.get(st, '')}]{st}[/]",
-                      "" if o.get("exit_code") is None else str(o["exit_code"]),
-                      "" if dur is None else f"{dur:.1f}s")
+        table.add_row(
+            name,
+            o.get("target") or "",
+            f"[{STYLE.get(st, '')}]{st}[/]",
+            "" if o.get("exit_code") is None else str(o["exit_code"]),
+            "" if dur is None else f"{dur:.1f}s",
+        )
     return table
 
 
@@ -47,5 +59,6 @@ class Progress:
             for o in summary.get("orders", {}).values():
                 counts[o.get("status")] = counts.get(o.get("status"), 0) + 1
             title = f"run {self._run_id} — {summary.get('status')} — " + ", ".join(
-                f"{v} {k}" for k, v in sorted(counts.items()))
+                f"{v} {k}" for k, v in sorted(counts.items())
+            )
             self._live.update(orders_table(summary, title=title))

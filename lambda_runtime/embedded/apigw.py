@@ -1,4 +1,5 @@
 """API Gateway REST proxy events, built the way API Gateway builds them, for local callers."""
+
 from __future__ import annotations
 
 import base64
@@ -6,8 +7,13 @@ import uuid
 from typing import Any
 
 
-def proxy_event(method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-                query: dict[str, str] | None = None) -> dict[str, Any]:
+def proxy_event(
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+) -> dict[str, Any]:
     text: str | None = None
     is_b64 = False
     if body is not None:
@@ -27,9 +33,15 @@ def proxy_event(method: str, path: str, body: bytes | None = None, headers: dict
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {
-            "accountId": "123456789012", "apiId": "embedded", "stage": "prod", "httpMethod": method.upper(),
-            "path": f"/prod{path}", "protocol": "HTTP/1.1", "requestId": str(uuid.uuid4()),
-            "resourcePath": path, "identity": {"sourceIp": "127.0.0.1", "userAgent": hdrs.get("User-Agent", "")},
+            "accountId": "123456789012",
+            "apiId": "embedded",
+            "stage": "prod",
+            "httpMethod": method.upper(),
+            "path": f"/prod{path}",
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "resourcePath": path,
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": hdrs.get("User-Agent", "")},
         },
         "body": text,
         "isBase64Encoded": is_b64,

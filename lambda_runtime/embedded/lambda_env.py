@@ -9,6 +9,7 @@ Protocol: one JSON request per line on stdin, ``{"id", "event", "timeout_s"}``; 
 line per finished invocation on the original stdout, ``{"id", "ok"}``. The handler's own
 output goes to stderr, as a function's output goes to its log.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ invocations and is reused when idle, as Lambda reuses sandboxes. Workers get onl
 real ones would have: the AWS endpoint and credentials (sops needs KMS) and nothing of the
 caller's environment.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 from lambda_runtime.schema.contract import WorkerPayload
 from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND, PAYLOAD_ENV
 
-
 LAMBDA_FUNCTION_TIMEOUT_S = 900
 
 
@@ -29,9 +29,16 @@ class _LambdaEnv:
 
     def __init__(self, env: dict[str, str], log_path: Path | None, on_idle: callable) -> None:  # type: ignore[valid-type]
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "lambda_runtime.embedded.lambda_env"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     start_new_session=True, text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lambda_runtime.embedded.lambda_env"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            start_new_session=True,
+            text=True,
+            bufsize=1,
+        )
         self.busy = False
         self._on_idle = on_idle
         threading.Thread(target=self._read, daemon=True).start()
@@ -39,8 +46,9 @@ class _LambdaEnv:
     def invoke(self, request_id: str, body: str) -> None:
         assert self.proc.stdin is not None
         self.busy = True
-        self.proc.stdin.write(json.dumps({"id": request_id, "event": json.loads(body),
-                                          "timeout_s": LAMBDA_FUNCTION_TIMEOUT_S}) + "\n")
+        self.proc.stdin.write(
+            json.dumps({"id": request_id, "event": json.loads(body), "timeout_s": LAMBDA_FUNCTION_TIMEOUT_S}) + "\n"
+        )
         self.proc.stdin.flush()
 
     def alive(self) -> bool:
@@ -67,8 +75,12 @@ class LocalDispatcher:
 
     def _env(self) -> dict[str, str]:
         bindir = str(Path(sys.executable).parent)
-        return {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": os.environ.get("HOME", "/tmp"),
-                "LANG": "C.UTF-8", **self._aws_env}
+        return {
+            "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": "C.UTF-8",
+            **self._aws_env,
+        }
 
     def dispatch(self, target: str, payload: WorkerPayload) -> str:
         if target == "lambda":
@@ -80,8 +92,14 @@ class LocalDispatcher:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self._log_dir / f"{payload.run_id}-{payload.order}.out", "ab")  # noqa: SIM115
         env[PAYLOAD_ENV] = body
-        proc = subprocess.Popen(["bash", "-c", BUILDSPEC_COMMAND], env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", BUILDSPEC_COMMAND],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
         ref = f"local:{proc.pid}"

@@ -4,6 +4,7 @@ The same ``schema.tables`` and watchdog definition the CDK construct synthesizes
 embedded runner (and every test) exercises is what gets deployed. Idempotent: existing
 resources are reused, which is what ``--endpoint-url`` against a long-lived server needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,12 +45,22 @@ def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
 
 
 def table_name_for(table: TableDef, names: dict[str, str]) -> str:
-    return {"orders": names["orders_table"], "order_events": names["events_table"],
-            "orchestrator_locks": names["locks_table"], "idempotency": names["idempotency_table"]}[table.logical_name]
+    return {
+        "orders": names["orders_table"],
+        "order_events": names["events_table"],
+        "orchestrator_locks": names["locks_table"],
+        "idempotency": names["idempotency_table"],
+    }[table.logical_name]
 
 
-def provision(clients: AwsClients, *, prefix: str = "iac-ci", region: str = "us-east-1",
-              webhook_secret: str | None = None, overrides: dict[str, Any] | None = None) -> tuple[Settings, Queues]:
+def provision(
+    clients: AwsClients,
+    *,
+    prefix: str = "iac-ci",
+    region: str = "us-east-1",
+    webhook_secret: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Settings, Queues]:
     names = resource_names(prefix)
     for table in TABLES:
         _ensure_table(clients.dynamodb, table, table_name_for(table, names))
@@ -59,25 +70,42 @@ def provision(clients: AwsClients, *, prefix: str = "iac-ci", region: str = "us-
     callbacks_url, callbacks_arn = _ensure_queue(clients.sqs, names["callbacks_queue"])
     clients.s3.put_bucket_notification_configuration(
         Bucket=names["internal_bucket"],
-        NotificationConfiguration={"QueueConfigurations": [
-            _notification(packaging_arn, layout.JOBS_PREFIX), _notification(callbacks_arn, layout.CALLBACKS_PREFIX)]},
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                _notification(packaging_arn, layout.JOBS_PREFIX),
+                _notification(callbacks_arn, layout.CALLBACKS_PREFIX),
+            ]
+        },
     )
     kms_arn = _ensure_key(clients.kms, names["kms_alias"])
     secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
     watchdog_arn = _ensure_state_machine(clients.sfn, names["watchdog"])
     settings = Settings(
-        orders_table=names["orders_table"], events_table=names["events_table"], locks_table=names["locks_table"],
-        idempotency_table=names["idempotency_table"], internal_bucket=names["internal_bucket"],
-        done_bucket=names["done_bucket"], state_bucket=names["state_bucket"], kms_key_arn=kms_arn,
-        watchdog_arn=watchdog_arn, webhook_secret_id=secret_id, worker_function=f"{prefix}-worker",
-        codebuild_project=f"{prefix}-worker", region=region, embedded=True, **(overrides or {}),
+        orders_table=names["orders_table"],
+        events_table=names["events_table"],
+        locks_table=names["locks_table"],
+        idempotency_table=names["idempotency_table"],
+        internal_bucket=names["internal_bucket"],
+        done_bucket=names["done_bucket"],
+        state_bucket=names["state_bucket"],
+        kms_key_arn=kms_arn,
+        watchdog_arn=watchdog_arn,
+        webhook_secret_id=secret_id,
+        worker_function=f"{prefix}-worker",
+        codebuild_project=f"{prefix}-worker",
+        region=region,
+        embedded=True,
+        **(overrides or {}),
     )
     return settings, Queues(packaging_url, callbacks_url)
 
 
 def _notification(queue_arn: str, prefix: str) -> dict[str, Any]:
-    return {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}}
+    return {
+        "QueueArn": queue_arn,
+        "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+    }
 
 
 def _ensure_table(ddb: Any, table: TableDef, name: str) -> None:
@@ -88,8 +116,9 @@ def _ensure_table(ddb: Any, table: TableDef, name: str) -> None:
             raise
         return
     if table.ttl_attribute:
-        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
-            "Enabled": True, "AttributeName": table.ttl_attribute})
+        ddb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute}
+        )
 
 
 def _ensure_bucket(s3: Any, name: str) -> None:
@@ -138,6 +167,10 @@ def _ensure_state_machine(sfn: Any, name: str) -> str:
     except Exception as exc:
         if error_code(exc) != "StateMachineDoesNotExist":
             raise
-    resp = sfn.create_state_machine(name=name, definition=json.dumps(watchdog.definition()),
-                                    roleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", type="STANDARD")
+    resp = sfn.create_state_machine(
+        name=name,
+        definition=json.dumps(watchdog.definition()),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}",
+        type="STANDARD",
+    )
     return str(resp["stateMachineArn"])

@@ -1,6 +1,7 @@
 """An SQS event source mapping, locally: poll a queue, hand batches to a handler, honour
 ``batchItemFailures``. Failed messages become visible again after a short delay, as they do
 after the visibility timeout on AWS."""
+
 from __future__ import annotations
 
 import threading
@@ -14,8 +15,17 @@ logger = Logger(service="iac-ci-embedded", child=True)
 
 
 class QueuePump:
-    def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any]], dict[str, Any]], *,
-                 batch_size: int = 10, concurrency: int = 4, retry_delay_seconds: int = 1, name: str = "pump"):
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        batch_size: int = 10,
+        concurrency: int = 4,
+        retry_delay_seconds: int = 1,
+        name: str = "pump",
+    ):
         self._sqs = sqs
         self._url = queue_url
         self._handler = handler
@@ -45,8 +55,9 @@ class QueuePump:
                 self._slots.release()
                 return
             try:
-                resp = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=self._batch,
-                                                 WaitTimeSeconds=1, AttributeNames=["All"])
+                resp = self._sqs.receive_message(
+                    QueueUrl=self._url, MaxNumberOfMessages=self._batch, WaitTimeSeconds=1, AttributeNames=["All"]
+                )
             except Exception as exc:  # the endpoint is going away, or a transient error
                 self._slots.release()
                 if self._stop.wait(0.2):
@@ -61,11 +72,22 @@ class QueuePump:
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         try:
-            event = {"Records": [{
-                "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                "attributes": m.get("Attributes", {}), "messageAttributes": {}, "md5OfBody": m.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs", "eventSourceARN": self._url, "awsRegion": "us-east-1",
-            } for m in messages]}
+            event = {
+                "Records": [
+                    {
+                        "messageId": m["MessageId"],
+                        "receiptHandle": m["ReceiptHandle"],
+                        "body": m["Body"],
+                        "attributes": m.get("Attributes", {}),
+                        "messageAttributes": {},
+                        "md5OfBody": m.get("MD5OfBody", ""),
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": self._url,
+                        "awsRegion": "us-east-1",
+                    }
+                    for m in messages
+                ]
+            }
             try:
                 answer = self._handler(event) or {}
                 failed = {f["itemIdentifier"] for f in answer.get("batchItemFailures", [])}
@@ -78,8 +100,9 @@ class QueuePump:
             for m in messages:
                 try:
                     if m["MessageId"] in failed:
-                        self._sqs.change_message_visibility(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"],
-                                                            VisibilityTimeout=self._retry_delay)
+                        self._sqs.change_message_visibility(
+                            QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+                        )
                     else:
                         self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"])
                 except Exception:

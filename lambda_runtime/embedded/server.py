@@ -4,6 +4,7 @@ Step Functions executions are switched on (moto only parses definitions by defau
 ``MOTO_PORT`` is set because moto's state-machine interpreter reaches the other services
 (S3 for the watchdog) through its own HTTP endpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +73,8 @@ class EmbeddedAws:
         req = urllib.request.Request(
             f"{self.endpoint}/moto-api/config",
             data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         try:
             urllib.request.urlopen(req, timeout=5).read()
@@ -81,8 +83,12 @@ class EmbeddedAws:
 
     def env(self) -> dict[str, str]:
         """Environment that sends every AWS SDK (boto3, the sops binary) to this endpoint."""
-        return {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": self.region,
-                "AWS_DEFAULT_REGION": self.region}
+        return {
+            **FAKE_CREDENTIALS,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
 
     def stop(self) -> None:
         if self._server is not None:

@@ -7,6 +7,7 @@ Routes (API Gateway REST proxy events):
 Every request is authenticated before anything is parsed; a bad signature is a 401 that
 records nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,9 @@ class Api:
         if not self._verified(raw):
             return _json(Reply(401, {"error": "bad or missing signature"}))
         headers = self.app.current_event.headers
-        reply = self.intake.submit(raw, content_type=_header(headers, "Content-Type"),
-                                   idempotency_key=_header(headers, "Idempotency-Key"))
+        reply = self.intake.submit(
+            raw, content_type=_header(headers, "Content-Type"), idempotency_key=_header(headers, "Idempotency-Key")
+        )
         logger.info("submission", extra={"status": reply.status, "run_id": reply.body.get("run_id")})
         return _json(reply)
 

@@ -3,6 +3,7 @@
 The answer never waits for clones or encryption: accepting a run is one conditional PutItem
 and one S3 PutObject (whose event starts packaging). Invalid input changes nothing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -110,14 +111,23 @@ class Intake:
         self.settings = settings
         self.clients = clients
         self.clock = clock
-        self.store = RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=clock,
-                              event_ttl_days=settings.event_ttl_days)
+        self.store = RunStore(
+            clients.dynamodb,
+            settings.orders_table,
+            settings.events_table,
+            clock=clock,
+            event_ttl_days=settings.event_ttl_days,
+        )
         persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=clients.dynamodb)
-        self._idem_config = IdempotencyConfig(event_key_jmespath="idempotency_key",
-                                              payload_validation_jmespath="body_sha256",
-                                              expires_after_seconds=24 * 3600, raise_on_no_idempotency_key=False)
-        self._accept_once = idempotent_function(data_keyword_argument="submission", persistence_store=persistence,
-                                                config=self._idem_config)(self._accept)
+        self._idem_config = IdempotencyConfig(
+            event_key_jmespath="idempotency_key",
+            payload_validation_jmespath="body_sha256",
+            expires_after_seconds=24 * 3600,
+            raise_on_no_idempotency_key=False,
+        )
+        self._accept_once = idempotent_function(
+            data_keyword_argument="submission", persistence_store=persistence, config=self._idem_config
+        )(self._accept)
 
     def register_lambda_context(self, context: Any) -> None:
         self._idem_config.register_lambda_context(context)
@@ -136,8 +146,11 @@ class Intake:
                 raise BadRequest(400, "invalid job", exc.problems) from None
         except BadRequest as exc:
             return exc.reply()
-        submission = {"job": job.model_dump(mode="json", by_alias=True, exclude_none=True),
-                      "idempotency_key": idempotency_key, "body_sha256": hashlib.sha256(raw).hexdigest()}
+        submission = {
+            "job": job.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "idempotency_key": idempotency_key,
+            "body_sha256": hashlib.sha256(raw).hexdigest(),
+        }
         if idempotency_key is None:
             return Reply(202, self._accept(submission))
         try:
@@ -153,15 +166,33 @@ class Intake:
         username = job.username or "unknown"
         ids = new_ids(username, job.name, now)
         run_id = ids["run_id"]
-        self.store.create_run({
-            **ids, "status": RunStatus.ACCEPTED.value, "name": job.name, "username": username, "repo": job.repo,
-            "pr_number": job.pr_number, "commit": job.commit, "timeout": job.timeout, "created_at": now,
-            "order_total": len(job.orders), "idempotency_key": submission.get("idempotency_key"),
-        })
-        self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Key=layout.job_key(run_id),
-                                   Body=json.dumps(submission["job"]).encode(), ContentType="application/json")
-        return {**ids, "status": RunStatus.ACCEPTED.value, "orders": len(job.orders),
-                "done": f"s3://{self.settings.done_bucket}/{layout.done_key(run_id)}"}
+        self.store.create_run(
+            {
+                **ids,
+                "status": RunStatus.ACCEPTED.value,
+                "name": job.name,
+                "username": username,
+                "repo": job.repo,
+                "pr_number": job.pr_number,
+                "commit": job.commit,
+                "timeout": job.timeout,
+                "created_at": now,
+                "order_total": len(job.orders),
+                "idempotency_key": submission.get("idempotency_key"),
+            }
+        )
+        self.clients.s3.put_object(
+            Bucket=self.settings.internal_bucket,
+            Key=layout.job_key(run_id),
+            Body=json.dumps(submission["job"]).encode(),
+            ContentType="application/json",
+        )
+        return {
+            **ids,
+            "status": RunStatus.ACCEPTED.value,
+            "orders": len(job.orders),
+            "done": f"s3://{self.settings.done_bucket}/{layout.done_key(run_id)}",
+        }
 
     def status(self, run_id: str) -> Reply:
         snap = self.store.load(run_id)
@@ -177,7 +208,8 @@ class Intake:
         run = self.store.get_run(run_id)
         if run is None:
             return Reply(404, {"error": f"run '{run_id}' not found"})
-        if not request_cancel(self.store, self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id,
-                              now=self.clock()):
+        if not request_cancel(
+            self.store, self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id, now=self.clock()
+        ):
             return Reply(409, {"error": f"run '{run_id}' already finished", "status": run.get("status")})
         return Reply(202, {"run_id": run_id, "status": "cancelling"})

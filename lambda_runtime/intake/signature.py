@@ -1,4 +1,5 @@
 """HMAC-SHA256 request signatures (GitHub's scheme, with our header name)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Everything here takes plain dicts so the orchestrator, the validator and the tests share it
 without AWS in the way.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

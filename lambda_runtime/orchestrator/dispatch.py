@@ -3,6 +3,7 @@
 The orchestrator has already moved the order to ``running`` before calling ``dispatch``, so a
 crash or retry here can never start the same order twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ class AwsDispatcher:
         body = payload.model_dump_json()
         if target == "lambda":
             resp: dict[str, Any] = self._clients.lambda_.invoke(
-                FunctionName=self._function, InvocationType="Event", Payload=body.encode())
+                FunctionName=self._function, InvocationType="Event", Payload=body.encode()
+            )
             return "lambda:" + str(resp.get("ResponseMetadata", {}).get("RequestId", ""))
         resp = self._clients.codebuild.start_build(
             projectName=self._project,

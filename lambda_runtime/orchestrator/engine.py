@@ -33,18 +33,28 @@ from lambda_runtime.schema.contract import LOG_TAIL_CHARS, OrderResult
 from lambda_runtime.schema.status import WORKER_RESULT_STATUSES, OrderStatus, RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.locks import Lease, LeaseLost, RunLocks
-from lambda_runtime.store.runs import RunSnapshot, RunStore
+from lambda_runtime.store.runs import RunSnapshot, RunStore, Transition
 from lambda_runtime.summary import run_summary
 from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
 
 logger = Logger(service="iac-ci", child=True)
 MAX_ROUNDS = 25
-DISPATCH_PARALLELISM = 16
+PARALLELISM = 16  # concurrent result reads and dispatches within one evaluation
 # what an order's item says that never changes after packaging (cached per run) ...
 STATIC_FIELDS = ("name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs")
 # ... and what every evaluation has to re-read (run item fields included)
-HOT_FIELDS = ("status", "deadline", "cancel_requested", "finalized", "packaging_error", "trace_id", "attempt",
-              "dispatched_at", "watchdog", "dispatch_ref")
+HOT_FIELDS = (
+    "status",
+    "deadline",
+    "cancel_requested",
+    "finalized",
+    "packaging_error",
+    "trace_id",
+    "attempt",
+    "dispatched_at",
+    "watchdog",
+    "dispatch_ref",
+)
 STATIC_CACHE_RUNS = 256
 
 
@@ -120,7 +130,9 @@ class Orchestrator:
             snap = self.store.load(run_id)
             if snap.run and snap.run.get("status") == RunStatus.RUNNING.value and snap.orders:
                 with self._static_lock:
-                    self._static[run_id] = {n: {k: o[k] for k in STATIC_FIELDS if k in o} for n, o in snap.orders.items()}
+                    self._static[run_id] = {
+                        n: {k: o[k] for k in STATIC_FIELDS if k in o} for n, o in snap.orders.items()
+                    }
                     while len(self._static) > STATIC_CACHE_RUNS:
                         self._static.popitem(last=False)
             return snap
@@ -144,11 +156,8 @@ class Orchestrator:
             if cancelled or job_timed_out:
                 self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
             return  # packaging will wake us when the orders exist
-        changed = False
-        for name in sorted(result_orders):
-            item = snap.orders.get(name)
-            if item is not None and item["status"] == OrderStatus.RUNNING.value:
-                changed |= self._ingest(run_id, item, fence)
+        running = [n for n in sorted(result_orders) if snap.orders.get(n, {}).get("status") == OrderStatus.RUNNING]
+        changed = self._ingest(run_id, [snap.orders[n] for n in running], fence)
         if cancelled or job_timed_out:
             changed |= self._stop_all(run_id, snap, fence, cancelled=cancelled)
         elif not run.get("packaging_error"):
@@ -176,16 +185,52 @@ class Orchestrator:
                     signals.add(ref.signal)
         return signals, results
 
-    def _ingest(self, run_id: str, item: dict[str, Any], fence: dict[str, Any]) -> bool:
+    def _ingest(self, run_id: str, items: list[dict[str, Any]], fence: dict[str, Any]) -> bool:
+        """Record the results that arrived for running orders, all in as few transactions as possible."""
+        if not items:
+            return False
+        with ThreadPoolExecutor(min(PARALLELISM, len(items))) as pool:
+            results = list(pool.map(lambda item: self._read_result(run_id, item), items))
+        moves = []
+        for item, result in zip(items, results, strict=True):
+            if result is None:
+                continue
+            result, reported_at = result
+            fields = {
+                "exit_code": result.exit_code,
+                "started_at": result.started_at or item.get("dispatched_at"),
+                "finished_at": result.finished_at or reported_at,
+                "log_tail": result.log_tail[-LOG_TAIL_CHARS:],
+                "reason": result.error,
+                "reported_by": result.producer,
+            }
+            moves.append(
+                Transition(
+                    item["name"],
+                    (OrderStatus.RUNNING,),
+                    result.status,
+                    fields,
+                    {"exit_code": result.exit_code, "by": result.producer},
+                )
+            )
+        moved = self.store.transition_many(run_id, moves, fence=fence)
+        for m in moves:
+            if m.name in moved:
+                snap_item = next(i for i in items if i["name"] == m.name)
+                snap_item.update(status=m.to.value, **{k: v for k, v in m.fields.items() if v is not None})
+        if moved:
+            self.checkpoint("state_written")
+        return bool(moved)
+
+    def _read_result(self, run_id: str, item: dict[str, Any]) -> tuple[OrderResult, float] | None:
         name = item["name"]
-        key = layout.result_key(run_id, name)
         try:
-            obj = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=key)
+            obj = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=layout.result_key(run_id, name))
             raw = obj["Body"].read()
             reported_at = obj["LastModified"].timestamp()
         except Exception as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
-                return False
+                return None
             raise
         try:
             result = OrderResult.model_validate_json(raw)
@@ -200,70 +245,54 @@ class Orchestrator:
                 error=f"unreadable result: {str(exc)[:300]}",
                 producer="engine",
             )
-        finished = result.finished_at or reported_at
-        fields = {
-            "exit_code": result.exit_code,
-            "started_at": result.started_at or item.get("dispatched_at"),
-            "finished_at": finished,
-            "log_tail": result.log_tail[-LOG_TAIL_CHARS:],
-            "reason": result.error,
-            "reported_by": result.producer,
-        }
-        ok = self.store.transition(
-            run_id,
-            name,
-            from_status=[OrderStatus.RUNNING],
-            to=result.status,
-            fields=fields,
-            fence=fence,
-            event_detail={"exit_code": result.exit_code, "by": result.producer},
-        )
-        if ok:
-            item.update(status=result.status.value, **{k: v for k, v in fields.items() if v is not None})
-            self.checkpoint("state_written")
-        return ok
+        return result, reported_at
 
     def _advance(self, run: dict[str, Any], snap: RunSnapshot, fence: dict[str, Any]) -> bool:
-        nodes = _nodes(snap)
-        plan = dag.plan(nodes)
-        changed = False
-        for name, blocker in plan.skip.items():
-            reason = f"dependency '{blocker}' did not succeed"
-            if self.store.transition(
-                run["run_id"],
-                name,
-                from_status=[OrderStatus.QUEUED],
-                to=OrderStatus.SKIPPED,
-                fields={"reason": reason},
-                fence=fence,
-                event_detail={"blocked_by": blocker},
-            ):
-                snap.orders[name].update(status=OrderStatus.SKIPPED.value, reason=reason)
-                changed = True
-        if plan.ready:
-            with ThreadPoolExecutor(min(DISPATCH_PARALLELISM, len(plan.ready))) as pool:
-                changed |= any(pool.map(lambda n: self._dispatch(run, snap.orders[n], fence), plan.ready))
-        return changed
-
-    def _dispatch(self, run: dict[str, Any], item: dict[str, Any], fence: dict[str, Any]) -> bool:
-        run_id, name = run["run_id"], item["name"]
-        attempt = int(item.get("attempt", 0)) + 1
+        run_id = run["run_id"]
+        plan = dag.plan(_nodes(snap))
+        skips = [
+            Transition(
+                n,
+                (OrderStatus.QUEUED,),
+                OrderStatus.SKIPPED,
+                {"reason": f"dependency '{b}' did not succeed"},
+                {"blocked_by": b},
+            )
+            for n, b in plan.skip.items()
+        ]
+        skipped = self.store.transition_many(run_id, skips, fence=fence)
+        for m in skips:
+            if m.name in skipped:
+                snap.orders[m.name].update(status=OrderStatus.SKIPPED.value, **m.fields)
         now = self.clock()
-        # at most once: the order is running *before* any side effect; a retry finds it running
-        if not self.store.transition(
-            run_id,
-            name,
-            from_status=[OrderStatus.QUEUED],
-            to=OrderStatus.RUNNING,
-            fields={"attempt": attempt, "dispatched_at": now, "log_key": layout.log_key(run_id, name)},
-            fence=fence,
-            event_detail={"target": item["target"], "attempt": attempt},
-        ):
-            return False
-        item.update(status=OrderStatus.RUNNING.value, attempt=attempt, dispatched_at=now)
-        self.checkpoint("state_written")
+        starts = []
+        for name in plan.ready:
+            attempt = int(snap.orders[name].get("attempt", 0)) + 1
+            starts.append(
+                Transition(
+                    name,
+                    (OrderStatus.QUEUED,),
+                    OrderStatus.RUNNING,
+                    {"attempt": attempt, "dispatched_at": now, "log_key": layout.log_key(run_id, name)},
+                    {"target": snap.orders[name]["target"], "attempt": attempt},
+                )
+            )
+        # at most once: orders are running *before* any side effect; a retry finds them running
+        started = self.store.transition_many(run_id, starts, fence=fence)
+        for m in starts:
+            if m.name in started:
+                snap.orders[m.name].update(status=OrderStatus.RUNNING.value, **m.fields)
+        if started:
+            self.checkpoint("state_written")
+            names = [m.name for m in starts if m.name in started]
+            with ThreadPoolExecutor(min(PARALLELISM, len(names))) as pool:
+                list(pool.map(lambda n: self._dispatch(run, snap.orders[n]), names))
+        return bool(skipped or started)
+
+    def _dispatch(self, run: dict[str, Any], item: dict[str, Any]) -> None:
+        """Side effects for an order already marked running: its watchdog, then its worker."""
+        run_id, name, attempt = run["run_id"], item["name"], int(item["attempt"])
         execution = self._start_watchdog(run_id, item)
-        timeout = int(item["timeout"])
         payload = worker_payload(
             self.clients.s3,
             bucket=self.settings.internal_bucket,
@@ -271,7 +300,9 @@ class Orchestrator:
             order=item,
             trace_id=run["trace_id"],
             attempt=attempt,
-            expires_in=timeout + self.settings.watchdog_grace_seconds + self.settings.presign_margin_seconds,
+            expires_in=int(item["timeout"])
+            + self.settings.watchdog_grace_seconds
+            + self.settings.presign_margin_seconds,
         )
         ref = ""
         try:
@@ -282,7 +313,6 @@ class Orchestrator:
         self.checkpoint("dispatched")
         self.store.set_order_fields(run_id, name, {"watchdog": execution, "dispatch_ref": ref})
         item.update(watchdog=execution, dispatch_ref=ref)
-        return True
 
     def _start_watchdog(self, run_id: str, item: dict[str, Any]) -> str:
         name = item["name"]
@@ -343,7 +373,7 @@ class Orchestrator:
     def _stop_all(self, run_id: str, snap: RunSnapshot, fence: dict[str, Any], *, cancelled: bool) -> bool:
         """Cancellation or job timeout: nothing new starts, running builds are stopped, late results ignored."""
         reason = "run cancelled" if cancelled else "job timeout reached"
-        changed = False
+        moves = []
         for item in snap.orders.values():
             st = OrderStatus(item["status"])
             if st is OrderStatus.QUEUED:
@@ -352,23 +382,21 @@ class Orchestrator:
                 to = OrderStatus.CANCELLED if cancelled else OrderStatus.TIMED_OUT
             else:
                 continue
-            if self.store.transition(
-                run_id,
-                item["name"],
-                from_status=[st],
-                to=to,
-                fields={"reason": reason, "finished_at": self.clock()},
-                fence=fence,
-                event_detail={"reason": reason},
-            ):
-                item.update(status=to.value, reason=reason)
-                changed = True
-                if st is OrderStatus.RUNNING and item.get("dispatch_ref"):
-                    try:
-                        self.dispatcher.stop(item["target"], item["dispatch_ref"])
-                    except Exception:
-                        logger.exception("could not stop worker", extra={"run_id": run_id, "order": item["name"]})
-        return changed
+            moves.append(
+                Transition(item["name"], (st,), to, {"reason": reason, "finished_at": self.clock()}, {"reason": reason})
+            )
+        moved = self.store.transition_many(run_id, moves, fence=fence)
+        for m in moves:
+            if m.name not in moved:
+                continue
+            item = snap.orders[m.name]
+            if m.from_status[0] is OrderStatus.RUNNING and item.get("dispatch_ref"):
+                try:
+                    self.dispatcher.stop(item["target"], item["dispatch_ref"])
+                except Exception:
+                    logger.exception("could not stop worker", extra={"run_id": run_id, "order": m.name})
+            item.update(status=m.to.value, reason=reason)
+        return bool(moved)
 
     def _finalize(self, snap: RunSnapshot, fence: dict[str, Any], *, cancelled: bool, job_timed_out: bool) -> None:
         run = snap.run or {}

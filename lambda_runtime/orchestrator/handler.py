@@ -1,4 +1,5 @@
 """Lambda entrypoint: S3 callback events (via SQS) wake the orchestrator for their runs."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -25,9 +26,12 @@ def run_of(key: str) -> str | None:
 def _orchestrator() -> Orchestrator:
     settings = Settings.from_env()
     clients = AwsClients(region=settings.region)
-    dispatcher = AwsDispatcher(clients, worker_function=settings.worker_function,
-                               codebuild_project=settings.codebuild_project,
-                               grace_seconds=settings.watchdog_grace_seconds)
+    dispatcher = AwsDispatcher(
+        clients,
+        worker_function=settings.worker_function,
+        codebuild_project=settings.codebuild_project,
+        grace_seconds=settings.watchdog_grace_seconds,
+    )
     return Orchestrator(settings, clients, dispatcher)
 
 

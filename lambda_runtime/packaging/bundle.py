@@ -1,4 +1,5 @@
 """One bundle per order: its code, its manifest and its sops-encrypted secrets, as a gzip tar."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Errors that fail a run (as opposed to transient ones that the queue retries)."""
+
 from __future__ import annotations
 
 

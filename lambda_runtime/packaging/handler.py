@@ -1,4 +1,5 @@
 """Lambda entrypoint (``init_job``): accepted jobs (S3 ``jobs/`` events via SQS) get packaged."""
+
 from __future__ import annotations
 
 from functools import cache

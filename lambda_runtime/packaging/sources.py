@@ -4,6 +4,7 @@ Each distinct source is fetched once per run. Git fetches the exact ref or commi
 (a shallow fetch of that object, not of the default branch). Tokens reach git through its
 environment-config mechanism, never argv, and are masked out of every error.
 """
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,14 @@ def source_key(source: Source | None, default_ref: str | None) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def fetch(source: Source | None, dest: Path, *, clients: AwsClients, resolver: CredentialResolver,
-          default_ref: str | None = None) -> None:
+def fetch(
+    source: Source | None,
+    dest: Path,
+    *,
+    clients: AwsClients,
+    resolver: CredentialResolver,
+    default_ref: str | None = None,
+) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     if source is None:
         return
@@ -56,13 +63,23 @@ def fetch(source: Source | None, dest: Path, *, clients: AwsClients, resolver: C
 def fetch_git(url: str, ref: str | None, dest: Path, *, token: str | None = None) -> str:
     """Fetch ``ref`` (branch, tag or commit; default HEAD) of ``url`` into ``dest``; return the commit."""
     masker = Masker([token] if token else [])
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(dest.parent), "GIT_TERMINAL_PROMPT": "0",
-           "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "/bin/false"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(dest.parent),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_ASKPASS": "/bin/false",
+    }
     if token:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         masker = Masker([token, basic])
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        )
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", *args], cwd=dest, env=env, capture_output=True, text=True, timeout=GIT_TIMEOUT)

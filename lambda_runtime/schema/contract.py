@@ -4,6 +4,7 @@ Packaging writes the manifest, the orchestrator writes the payload, the worker (
 watchdog, and the orchestrator on a failed dispatch) write the result. They all import these
 models so a renamed field breaks the build instead of a run.
 """
+
 from __future__ import annotations
 
 from typing import Literal

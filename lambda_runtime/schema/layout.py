@@ -13,6 +13,7 @@ Done bucket::
 
     <run_id>/done                                  final status and summary, written once
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ def parse_callback_key(raw_key: str) -> CallbackRef | None:
     key = unquote_plus(raw_key)
     if not key.startswith(CALLBACKS_PREFIX):
         return None
-    parts = key[len(CALLBACKS_PREFIX):].split("/")
+    parts = key[len(CALLBACKS_PREFIX) :].split("/")
     if len(parts) == 4 and parts[1] == "orders" and parts[3] == "result.json":
         return CallbackRef(parts[0], parts[2], None)
     if len(parts) == 3 and parts[1] == "control":

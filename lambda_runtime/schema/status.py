@@ -1,4 +1,5 @@
 """Order and run statuses, and which of them are final."""
+
 from __future__ import annotations
 
 from enum import StrEnum

@@ -23,6 +23,7 @@ Final schema
     Expiry is the stored lease, never DynamoDB TTL (``expire_at`` only garbage-collects old items).
 ``idempotency`` — Powertools idempotency records for intake: pk ``id`` (S), TTL ``expiration``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

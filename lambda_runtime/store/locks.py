@@ -9,6 +9,7 @@ Why each part exists:
   still being held); the holder releases only if ``pending`` is what it saw when it last
   evaluated, otherwise it evaluates again. That closes the lost-wakeup window.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,15 @@ class Lease:
 
 
 class RunLocks:
-    def __init__(self, dynamodb: Any, table: str, *, lease_seconds: int = 120,
-                 clock: Callable[[], float] = time.time, gc_days: int = 30):
+    def __init__(
+        self,
+        dynamodb: Any,
+        table: str,
+        *,
+        lease_seconds: int = 120,
+        clock: Callable[[], float] = time.time,
+        gc_days: int = 30,
+    ):
         self._ddb = dynamodb
         self._table = table
         self._lease = lease_seconds
@@ -44,12 +52,17 @@ class RunLocks:
                 TableName=self._table,
                 Key={"run_id": value(run_id)},
                 UpdateExpression="SET #o = :o, lease_expires_at = :exp, pending = if_not_exists(pending, :zero), "
-                                 "expire_at = :gc ADD epoch :one",
+                "expire_at = :gc ADD epoch :one",
                 ConditionExpression="attribute_not_exists(#o) OR lease_expires_at < :now",
                 ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":o": value(owner), ":exp": value(now + self._lease), ":now": value(now),
-                                           ":zero": value(0), ":one": value(1),
-                                           ":gc": value(now + self._gc_days * 86400)},
+                ExpressionAttributeValues={
+                    ":o": value(owner),
+                    ":exp": value(now + self._lease),
+                    ":now": value(now),
+                    ":zero": value(0),
+                    ":one": value(1),
+                    ":gc": value(now + self._gc_days * 86400),
+                },
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
@@ -115,8 +128,11 @@ class RunLocks:
                 UpdateExpression="SET lease_expires_at = :exp",
                 ConditionExpression="#o = :o AND epoch = :e",
                 ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":o": value(lease.owner), ":e": value(lease.epoch),
-                                           ":exp": value(now + self._lease)},
+                ExpressionAttributeValues={
+                    ":o": value(lease.owner),
+                    ":e": value(lease.epoch),
+                    ":exp": value(now + self._lease),
+                },
             )
         except Exception as exc:
             if is_conditional_failure(exc):
@@ -129,13 +145,15 @@ class RunLocks:
 
     def fence_check(self, lease: Lease) -> dict[str, Any]:
         """A TransactWriteItems ConditionCheck that fails if ``lease`` is no longer current."""
-        return {"ConditionCheck": {
-            "TableName": self._table,
-            "Key": {"run_id": value(lease.run_id)},
-            "ConditionExpression": "#o = :o AND epoch = :e",
-            "ExpressionAttributeNames": {"#o": "owner"},
-            "ExpressionAttributeValues": {":o": value(lease.owner), ":e": value(lease.epoch)},
-        }}
+        return {
+            "ConditionCheck": {
+                "TableName": self._table,
+                "Key": {"run_id": value(lease.run_id)},
+                "ConditionExpression": "#o = :o AND epoch = :e",
+                "ExpressionAttributeNames": {"#o": "owner"},
+                "ExpressionAttributeValues": {":o": value(lease.owner), ":e": value(lease.epoch)},
+            }
+        }
 
 
 class LeaseLost(RuntimeError):

@@ -17,14 +17,25 @@ from typing import Any
 from lambda_runtime.aws.clients import error_code, is_conditional_failure
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.store.codec import from_item, to_item, update_expression, value
+from lambda_runtime.store.locks import LeaseLost
 
 RUN_SK = "#run"
+MAX_TRANSACT_ITEMS = 100
 ORDER_SK_PREFIX = "order#"
 JOB_EVENT_SUBJECT = "#job"
 
 
 def order_sk(name: str) -> str:
     return ORDER_SK_PREFIX + name
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    from_status: tuple[OrderStatus, ...]
+    to: OrderStatus
+    fields: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] | None = None
 
 
 @dataclass
@@ -156,11 +167,49 @@ class RunStore:
         fence: dict[str, Any] | None = None,
         event_detail: dict[str, Any] | None = None,
     ) -> bool:
-        """Conditionally move an order between statuses, with its event, in one transaction."""
-        items = [fence] if fence else []
-        items.append(self._status_update(run_id, order_sk(name), from_status, {"status": to.value, **(fields or {})}))
-        items.append(self.event_put(run_id, name, f"order_{to.value}", event_detail))
-        return self._transact(items, None)
+        """Conditionally move one order between statuses, with its event, in one transaction."""
+        move = Transition(name, tuple(from_status), to, fields or {}, event_detail)
+        return name in self.transition_many(run_id, [move], fence=fence)
+
+    def transition_many(
+        self, run_id: str, moves: Sequence[Transition], *, fence: dict[str, Any] | None = None
+    ) -> set[str]:
+        """Apply many conditional transitions (each with its event) in as few transactions as
+        possible; returns the orders that moved. An order whose condition no longer holds (it
+        was moved by someone else) is dropped and the rest retried; a failed fence raises
+        ``LeaseLost`` because nothing this holder writes may land any more."""
+        moved: set[str] = set()
+        offset = 1 if fence else 0
+        per_tx = (MAX_TRANSACT_ITEMS - offset) // 2
+        todo = list(moves)
+        while todo:
+            batch, todo = todo[:per_tx], todo[per_tx:]
+            while batch:
+                items = [fence] if fence else []
+                for m in batch:
+                    items.append(
+                        self._status_update(run_id, order_sk(m.name), m.from_status, {"status": m.to.value, **m.fields})
+                    )
+                    items.append(self.event_put(run_id, m.name, f"order_{m.to.value}", m.detail))
+                try:
+                    self._ddb.transact_write_items(TransactItems=items)
+                    moved.update(m.name for m in batch)
+                    break
+                except Exception as exc:
+                    if error_code(exc) != "TransactionCanceledException":
+                        raise
+                    codes = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+                    if fence and codes and codes[0] == "ConditionalCheckFailed":
+                        raise LeaseLost(run_id) from None
+                    stale = {
+                        batch[(i - offset) // 2].name
+                        for i, c in enumerate(codes)
+                        if i >= offset and c == "ConditionalCheckFailed"
+                    }
+                    if not stale:
+                        raise  # a conflict with a concurrent transaction: let the caller retry
+                    batch = [m for m in batch if m.name not in stale]
+        return moved
 
     def transition_run(
         self,

@@ -4,6 +4,7 @@ Providers get the same run summary at three moments and decide how to show it (t
 provider edits one comment in place). A provider failure never fails a run: callers go
 through ``notify``.
 """
+
 from __future__ import annotations
 
 import abc

@@ -3,6 +3,7 @@
 One execution per order (and one per run for the job timeout). Its name is derived from the
 run and order, so starting it twice is a no-op (Step Functions returns the same execution).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,9 @@ def execution_input(*, wait_seconds: int, bucket: str, key: str, body: str) -> s
     return json.dumps({"wait_seconds": int(wait_seconds), "bucket": bucket, "key": key, "body": body})
 
 
-def start(sfn: Any, state_machine_arn: str, *, run_id: str, subject: str, wait_seconds: int, bucket: str,
-          key: str, body: str) -> str:
+def start(
+    sfn: Any, state_machine_arn: str, *, run_id: str, subject: str, wait_seconds: int, bucket: str, key: str, body: str
+) -> str:
     """Start (idempotently) the watchdog for ``subject`` of ``run_id``; returns the execution ARN."""
     resp = sfn.start_execution(
         stateMachineArn=state_machine_arn,

@@ -1,4 +1,5 @@
 """``python -m lambda_runtime.worker``: the buildspec command."""
+
 from __future__ import annotations
 
 from lambda_runtime.worker.entrypoint import main

@@ -5,6 +5,7 @@ fixed command; ``--event-file`` serves local runs that pipe the payload in. The 
 tells CodeBuild's own status apart from the order's: 1 is an order that failed and was
 reported, 3 means nobody will hear about this order from this worker (the watchdog will).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ logger = logging.getLogger("lambda_runtime.worker")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s iac-ci-worker: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s iac-ci-worker: %(message)s"
+    )
     try:
         payload = parse_payload(_read_payload(args.event_file))
     except (PayloadError, OSError) as exc:
@@ -46,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lambda_runtime.worker", description="Run one iac-ci order.")
-    parser.add_argument("--event-file", metavar="PATH",
-                        help=f"payload JSON file, '-' for stdin (default: the {PAYLOAD_ENV} environment variable)")
+    parser.add_argument(
+        "--event-file",
+        metavar="PATH",
+        help=f"payload JSON file, '-' for stdin (default: the {PAYLOAD_ENV} environment variable)",
+    )
     return parser
 
 

@@ -4,6 +4,7 @@ Lambda freezes or kills the sandbox at its own timeout, leaving no chance to rep
 commands therefore get the remaining invocation time minus a margin for the artifact, log
 and result uploads, so a slow order still ends as a reported ``timed_out``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -9,6 +9,7 @@ disk, so a command cannot forge its own result or read another order's data.
 Every order ends in a reported result, whatever went wrong, because the orchestrator only
 moves on when a result object appears (or the watchdog writes one much later).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -111,6 +112,7 @@ class _Clock:
 
 # ---- public entry points -----------------------------------------------------------------------
 
+
 def parse_payload(raw: Mapping[str, object] | str | bytes) -> WorkerPayload:
     """Validate a payload without echoing its values: they are URLs that must not reach any log."""
     try:
@@ -121,20 +123,31 @@ def parse_payload(raw: Mapping[str, object] | str | bytes) -> WorkerPayload:
         raise PayloadError("invalid worker payload: " + _validation_summary(exc)) from None
 
 
-def run_order(payload: WorkerPayload, *, deadline_seconds: float | None = None,
-              log_stream: TextIO | None = sys.stdout, workdir_parent: str | None = None) -> OrderResult:
+def run_order(
+    payload: WorkerPayload,
+    *,
+    deadline_seconds: float | None = None,
+    log_stream: TextIO | None = sys.stdout,
+    workdir_parent: str | None = None,
+) -> OrderResult:
     """Run the order and report its result; returns the result this worker produced.
 
     Never raises for anything that happens to the order: every failure becomes a ``failed``
     (or ``timed_out``) result, uploaded like a success. If another producer reported first
     (412), this worker's result is still returned, but the stored one is left alone.
     """
-    return execute_order(payload, deadline_seconds=deadline_seconds, log_stream=log_stream,
-                         workdir_parent=workdir_parent).result
+    return execute_order(
+        payload, deadline_seconds=deadline_seconds, log_stream=log_stream, workdir_parent=workdir_parent
+    ).result
 
 
-def execute_order(payload: WorkerPayload, *, deadline_seconds: float | None = None,
-                  log_stream: TextIO | None = sys.stdout, workdir_parent: str | None = None) -> WorkerRun:
+def execute_order(
+    payload: WorkerPayload,
+    *,
+    deadline_seconds: float | None = None,
+    log_stream: TextIO | None = sys.stdout,
+    workdir_parent: str | None = None,
+) -> WorkerRun:
     """``run_order`` that also says whether the result was stored (or already present)."""
     clock = _Clock(deadline_seconds)
     started_at = time.time()
@@ -166,6 +179,7 @@ def execute_order(payload: WorkerPayload, *, deadline_seconds: float | None = No
 
 
 # ---- the order log -----------------------------------------------------------------------------
+
 
 class OrderLog:
     """Every line anyone will see passes through here, so no path can skip masking.
@@ -238,6 +252,7 @@ class OrderLog:
 
 
 # ---- the order, step by step ------------------------------------------------------------------
+
 
 def _attempt(payload: WorkerPayload, tmp: Path, log: OrderLog, clock: _Clock) -> _Outcome:
     """Everything that can go wrong inside the order becomes an outcome here, never an exception."""
@@ -317,12 +332,12 @@ def _rebased(members: list[tarfile.TarInfo], prefix: str) -> list[tarfile.TarInf
         name = _member_name(info)
         if not name.startswith(prefix + "/"):
             continue
-        changes = {"name": name[len(prefix) + 1:]}
+        changes = {"name": name[len(prefix) + 1 :]}
         if info.islnk():
             link = posixpath.normpath(info.linkname)
             if not link.startswith(prefix + "/"):
                 raise OrderFailure(f"refused to unpack the bundle: hard link {name} points outside {prefix}/")
-            changes["linkname"] = link[len(prefix) + 1:]
+            changes["linkname"] = link[len(prefix) + 1 :]
         out.append(info.replace(**changes, deep=False))
     return out
 
@@ -333,8 +348,10 @@ def _load_manifest(raw: bytes, payload: WorkerPayload) -> Manifest:
     except ValidationError as exc:
         raise OrderFailure(f"the bundle's {BUNDLE_MANIFEST} is invalid: {_validation_summary(exc)}") from None
     if (manifest.run_id, manifest.order) != (payload.run_id, payload.order):
-        raise OrderFailure(f"the bundle belongs to order {manifest.order!r} of run {manifest.run_id!r}, "
-                           f"not to order {payload.order!r} of run {payload.run_id!r}")
+        raise OrderFailure(
+            f"the bundle belongs to order {manifest.order!r} of run {manifest.run_id!r}, "
+            f"not to order {payload.order!r} of run {payload.run_id!r}"
+        )
     return manifest
 
 
@@ -392,8 +409,9 @@ def _place_inputs(payload: WorkerPayload, manifest: Manifest, workdir: Path, tmp
                     raise OrderFailure(f"input {rel!r} is not among the artifacts of order {item.from_order!r}")
                 _safe_extract(tar, members, workdir, what=f"the artifacts of order {item.from_order!r}")
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise OrderFailure(f"the artifacts of order {item.from_order!r} are not a readable gzip tar: {exc}") \
-                from None
+            raise OrderFailure(
+                f"the artifacts of order {item.from_order!r} are not a readable gzip tar: {exc}"
+            ) from None
         finally:
             archive.unlink(missing_ok=True)
         log.note(f"placed input {rel} from order {item.from_order}")
@@ -405,11 +423,16 @@ def _command_env(manifest: Manifest, secrets: Mapping[str, str], tmp: Path) -> d
     home, scratch = tmp / "home", tmp / "tmp"
     home.mkdir(exist_ok=True)
     scratch.mkdir(exist_ok=True)
-    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "HOME": str(home), "TMPDIR": str(scratch),
-           "LANG": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "HOME": str(home), "TMPDIR": str(scratch), "LANG": "C.UTF-8"}
     env.update(manifest.env)
-    env.update({"IAC_CI_RUN_ID": manifest.run_id, "IAC_CI_ORDER": manifest.order,
-                "IAC_CI_TRACE_ID": manifest.trace_id, "IAC_CI_FLOW_ID": manifest.flow_id})
+    env.update(
+        {
+            "IAC_CI_RUN_ID": manifest.run_id,
+            "IAC_CI_ORDER": manifest.order,
+            "IAC_CI_TRACE_ID": manifest.trace_id,
+            "IAC_CI_FLOW_ID": manifest.flow_id,
+        }
+    )
     if manifest.state_bucket:
         env["IAC_CI_STATE_BUCKET"] = manifest.state_bucket
     env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = manifest.region
@@ -420,6 +443,7 @@ def _command_env(manifest: Manifest, secrets: Mapping[str, str], tmp: Path) -> d
 
 
 # ---- running the commands ----------------------------------------------------------------------
+
 
 def _script(cmds: list[str]) -> str:
     """Each command is announced before it runs, so the log shows where a failure happened."""
@@ -438,8 +462,7 @@ def _time_limit(payload: WorkerPayload, manifest: Manifest, clock: _Clock) -> tu
     return min(limits, key=lambda item: item[0])
 
 
-def _run_commands(payload: WorkerPayload, prepared: _Prepared, tmp: Path, log: OrderLog,
-                  clock: _Clock) -> _Outcome:
+def _run_commands(payload: WorkerPayload, prepared: _Prepared, tmp: Path, log: OrderLog, clock: _Clock) -> _Outcome:
     manifest = prepared.manifest
     limit, source = _time_limit(payload, manifest, clock)
     if limit <= 0:
@@ -448,8 +471,13 @@ def _run_commands(payload: WorkerPayload, prepared: _Prepared, tmp: Path, log: O
     script.write_text(_script(manifest.cmds), encoding="utf-8")
     log.note(f"running {len(manifest.cmds)} command(s) in {manifest.dir or '.'} (limit {limit:.0f}s)")
     proc = subprocess.Popen(
-        [shutil.which("bash") or "/bin/bash", str(script)], cwd=prepared.workdir, env=prepared.env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [shutil.which("bash") or "/bin/bash", str(script)],
+        cwd=prepared.workdir,
+        env=prepared.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     reader = threading.Thread(target=_pump, args=(proc.stdout, log), name="iac-ci-output", daemon=True)
@@ -459,8 +487,10 @@ def _run_commands(payload: WorkerPayload, prepared: _Prepared, tmp: Path, log: O
     try:
         if not _wait_exit(proc.pid, limit):
             timed_out = True
-            log.note(f"time limit of {limit:.0f}s reached ({source}); sending SIGTERM, "
-                     f"SIGKILL after {payload.kill_grace_seconds}s")
+            log.note(
+                f"time limit of {limit:.0f}s reached ({source}); sending SIGTERM, "
+                f"SIGKILL after {payload.kill_grace_seconds}s"
+            )
             if not _terminate_group(proc.pid, reader, payload.kill_grace_seconds):
                 log.note(f"still running {payload.kill_grace_seconds}s after SIGTERM; sending SIGKILL")
         finished = True
@@ -550,6 +580,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 # ---- artifacts ---------------------------------------------------------------------------------
 
+
 def _publish_artifacts(payload: WorkerPayload, prepared: _Prepared, tmp: Path, log: OrderLog) -> None:
     if not payload.artifacts_url:
         raise OrderFailure("the order declares artifacts but the worker was given nowhere to upload them")
@@ -608,6 +639,7 @@ def _artifact_filter(log: OrderLog) -> Callable[[tarfile.TarInfo], tarfile.TarIn
 
 # ---- paths and archives ------------------------------------------------------------------------
 
+
 def _member_name(info: tarfile.TarInfo) -> str:
     """``./dist/`` and ``dist`` are the same member; ``..`` is kept so extraction can refuse it."""
     name = info.name
@@ -642,10 +674,13 @@ def _safe_extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Pa
 
 # ---- HTTP through presigned URLs ---------------------------------------------------------------
 
+
 def _http_get(url: str, dest: Path) -> None:
     def attempt() -> None:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=HTTP_TIMEOUT_SECONDS) as resp, \
-                open(dest, "wb") as out:
+        with (
+            urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=HTTP_TIMEOUT_SECONDS) as resp,
+            open(dest, "wb") as out,
+        ):
             shutil.copyfileobj(resp, out)
 
     _with_retries(attempt)
@@ -661,7 +696,7 @@ def _http_put(url: str, body: bytes | Path, content_type: str, headers: Mapping[
     def attempt() -> None:
         length = len(body) if isinstance(body, bytes) else body.stat().st_size
         all_headers = {"Content-Type": content_type, "Content-Length": str(length), **(headers or {})}
-        with (open(body, "rb") if isinstance(body, Path) else _NullContext(body)) as data:
+        with open(body, "rb") if isinstance(body, Path) else _NullContext(body) as data:
             req = urllib.request.Request(url, data=data, method="PUT", headers=all_headers)
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_SECONDS) as resp:
                 resp.read()
@@ -701,16 +736,25 @@ def _with_retries(attempt: Callable[[], None]) -> None:
 
 # ---- the result --------------------------------------------------------------------------------
 
-def _result(payload: WorkerPayload, outcome: _Outcome, started_at: float, log: OrderLog | None,
-            base_masker: Masker) -> OrderResult:
+
+def _result(
+    payload: WorkerPayload, outcome: _Outcome, started_at: float, log: OrderLog | None, base_masker: Masker
+) -> OrderResult:
     error = None
     if outcome.error:
         masked = (log.mask if log is not None else base_masker.mask)(redact_credentials(outcome.error))
         error = masked[:MAX_ERROR_CHARS]
     return OrderResult(
-        run_id=payload.run_id, order=payload.order, attempt=payload.attempt, status=outcome.status,
-        exit_code=outcome.exit_code, started_at=started_at, finished_at=time.time(),
-        log_tail=log.tail if log is not None else "", error=error, producer="worker",
+        run_id=payload.run_id,
+        order=payload.order,
+        attempt=payload.attempt,
+        status=outcome.status,
+        exit_code=outcome.exit_code,
+        started_at=started_at,
+        finished_at=time.time(),
+        log_tail=log.tail if log is not None else "",
+        error=error,
+        producer="worker",
     )
 
 
@@ -723,12 +767,14 @@ def _report(payload: WorkerPayload, result: OrderResult, log: OrderLog | None) -
         except TransferError as exc:
             logger.error("could not upload the order log: %s", exc)
     try:
-        _http_put(payload.result_url, result.model_dump_json().encode(), "application/json",
-                  headers={"If-None-Match": "*"})
+        _http_put(
+            payload.result_url, result.model_dump_json().encode(), "application/json", headers={"If-None-Match": "*"}
+        )
     except TransferError as exc:
         if exc.status == 412:
-            logger.warning("a result for %s/%s was already reported (by the watchdog?); leaving it",
-                           payload.run_id, payload.order)
+            logger.warning(
+                "a result for %s/%s was already reported (by the watchdog?); leaving it", payload.run_id, payload.order
+            )
             return True
         logger.error("could not report the result of %s/%s: %s", payload.run_id, payload.order, exc)
         return False
@@ -736,6 +782,7 @@ def _report(payload: WorkerPayload, result: OrderResult, log: OrderLog | None) -
 
 
 # ---- small helpers -----------------------------------------------------------------------------
+
 
 def _payload_urls(payload: WorkerPayload) -> list[str]:
     urls = [payload.bundle_url, payload.log_url, payload.result_url, *(i.url for i in payload.inputs)]
