@@ -152,7 +152,8 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
         with Progress(err, run_id, enabled=live) as progress:
             while True:
                 try:
-                    return stack.wait(run_id, timeout=wait_timeout or 10**9, on_progress=progress.update)
+                    return stack.wait(run_id, timeout=wait_timeout or 10**9,
+                                      on_progress=progress.update if live else None)
                 except KeyboardInterrupt:
                     err.print("[yellow]cancelling...[/]")
                     stack.cancel(run_id)

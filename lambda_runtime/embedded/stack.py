@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,10 @@ class EmbeddedStack:
             self.clients,
             self.dispatcher,
             vcs=self.vcs,
-            **({"checkpoint": checkpoint} if checkpoint else {}),
+            checkpoint=self._checkpoint,
         )
+        self._user_checkpoint = checkpoint
+        self._finished = threading.Condition()
         self.store = RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table)
         self._pumps = [
             QueuePump(
@@ -144,14 +147,22 @@ class EmbeddedStack:
             raise
         return json.loads(obj["Body"].read())
 
+    def _checkpoint(self, point: str) -> None:
+        if self._user_checkpoint is not None:
+            self._user_checkpoint(point)
+        if point == "finalized":  # a run may be done: wake waiters now instead of at their next poll
+            with self._finished:
+                self._finished.notify_all()
+
     def wait(
         self,
         run_id: str,
         *,
         timeout: float = 120,
-        poll: float = 0.2,
+        poll: float = 1.0,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
+        """Block until the run's done object exists (the contract), reporting progress each ``poll``."""
         deadline = time.monotonic() + timeout
         while True:
             done = self.done(run_id)
@@ -163,7 +174,8 @@ class EmbeddedStack:
                     on_progress(body)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} did not finish within {timeout}s")
-            time.sleep(poll)
+            with self._finished:
+                self._finished.wait(poll)
 
     @property
     def pump_errors(self) -> list[BaseException]:

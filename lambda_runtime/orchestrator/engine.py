@@ -290,9 +290,13 @@ class Orchestrator:
         return bool(skipped or started)
 
     def _dispatch(self, run: dict[str, Any], item: dict[str, Any]) -> None:
-        """Side effects for an order already marked running: its watchdog, then its worker."""
+        """Side effects for an order already marked running: its worker, then its watchdog.
+
+        The worker goes first because it is on the run's critical path; an order whose
+        holder dies before the watchdog starts is found by ``_repair_watchdogs`` (no
+        ``watchdog`` recorded) on the next evaluation.
+        """
         run_id, name, attempt = run["run_id"], item["name"], int(item["attempt"])
-        execution = self._start_watchdog(run_id, item)
         payload = worker_payload(
             self.clients.s3,
             bucket=self.settings.internal_bucket,
@@ -300,9 +304,7 @@ class Orchestrator:
             order=item,
             trace_id=run["trace_id"],
             attempt=attempt,
-            expires_in=int(item["timeout"])
-            + self.settings.watchdog_grace_seconds
-            + self.settings.presign_margin_seconds,
+            expires_in=self._url_lifetime(int(item["timeout"])),
         )
         ref = ""
         try:
@@ -311,8 +313,13 @@ class Orchestrator:
             logger.exception("dispatch failed", extra={"run_id": run_id, "order": name})
             self._engine_result(run_id, name, attempt, f"dispatch failed: {redact_credentials(str(exc))[:500]}")
         self.checkpoint("dispatched")
+        execution = self._start_watchdog(run_id, item)
         self.store.set_order_fields(run_id, name, {"watchdog": execution, "dispatch_ref": ref})
         item.update(watchdog=execution, dispatch_ref=ref)
+
+    def _url_lifetime(self, timeout: int) -> int:
+        """Presigned URLs must outlive the order's timeout, the watchdog grace and a start-up margin."""
+        return timeout + self.settings.watchdog_grace_seconds + self.settings.presign_margin_seconds
 
     def _start_watchdog(self, run_id: str, item: dict[str, Any]) -> str:
         name = item["name"]
