@@ -6,7 +6,6 @@ crash or retry here can never start the same order twice.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Protocol
 
@@ -49,7 +48,3 @@ class AwsDispatcher:
         if target == "codebuild" and ref:
             self._clients.codebuild.stop_build(id=ref)
         # an async Lambda invocation cannot be stopped; its late result is ignored
-
-
-def payload_json(payload: WorkerPayload) -> str:
-    return json.dumps(payload.model_dump(mode="json"))

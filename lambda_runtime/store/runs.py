@@ -81,12 +81,6 @@ class RunStore:
         }
         return {"Put": {"TableName": self.events_table, "Item": to_item(item)}}
 
-    def record_event(
-        self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None, **attrs: Any
-    ) -> None:
-        put = self.event_put(run_id, subject, event_type, detail, **attrs)["Put"]
-        self._ddb.put_item(**put)
-
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return [from_item(i) for i in self._query(self.events_table, run_id)]
 
