@@ -10,9 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-logger = Logger(service="iac-ci", child=True)
+from lambda_runtime.logs import logger
 
 
 def keys_by_message(event: dict[str, Any]) -> dict[str, list[str]]:

@@ -104,6 +104,9 @@ def run(
 
     from lambda_runtime.embedded.server import EmbeddedAws
     from lambda_runtime.embedded.stack import EmbeddedStack
+    from lambda_runtime.logs import logger
+
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
 
     aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
     stack = EmbeddedStack(

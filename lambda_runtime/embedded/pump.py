@@ -9,9 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-logger = Logger(service="iac-ci-embedded", child=True)
+from lambda_runtime.logs import logger
 
 
 class QueuePump:

@@ -17,16 +17,15 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.logic import Intake, Reply
+from lambda_runtime.logs import logger
 from lambda_runtime.settings import Settings
 
-logger = Logger(service="iac-ci-intake")
 SECRET_MAX_AGE = 300
 
 

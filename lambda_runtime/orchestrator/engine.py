@@ -19,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients, error_code, is_conditional_failure
 from lambda_runtime.job import dag
+from lambda_runtime.logs import logger
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.orchestrator.dispatch import Dispatcher
 from lambda_runtime.orchestrator.presign import worker_payload
@@ -37,7 +37,6 @@ from lambda_runtime.store.runs import RunSnapshot, RunStore, Transition
 from lambda_runtime.summary import run_summary
 from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
 
-logger = Logger(service="iac-ci", child=True)
 MAX_ROUNDS = 25
 PARALLELISM = 16  # concurrent result reads and dispatches within one evaluation
 # what an order's item says that never changes after packaging (cached per run) ...
@@ -93,6 +92,13 @@ class Orchestrator:
     def wake(self, run_id: str) -> str:
         """Evaluate ``run_id`` until no wake-up is left pending; returns what happened."""
         owner = uuid.uuid4().hex
+        logger.thread_safe_append_keys(run_id=run_id, lease_owner=owner)  # every log line of this wake-up
+        try:
+            return self._wake(run_id, owner)
+        finally:
+            logger.thread_safe_remove_keys(["run_id", "lease_owner"])
+
+    def _wake(self, run_id: str, owner: str) -> str:
         while True:
             lease = self.locks.acquire(run_id, owner)
             if lease is not None:

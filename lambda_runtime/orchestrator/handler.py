@@ -5,16 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.aws.s3_events import process_by_subject
+from lambda_runtime.logs import logger
 from lambda_runtime.orchestrator.dispatch import AwsDispatcher
 from lambda_runtime.orchestrator.engine import Orchestrator
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
-
-logger = Logger(service="iac-ci-orchestrator")
 
 
 def run_of(key: str) -> str | None:

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from lambda_runtime import sops, watchdog
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job, Order
 from lambda_runtime.job.validate import JobValidationError, parse_job
+from lambda_runtime.logs import logger
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
@@ -36,7 +35,6 @@ from lambda_runtime.store.runs import RunStore
 from lambda_runtime.summary import run_summary
 from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
 
-logger = Logger(service="iac-ci", child=True)
 PARALLELISM = 8
 
 
@@ -59,6 +57,13 @@ class Packager:
 
     def package(self, run_id: str) -> str:
         """Package ``run_id``; returns what happened (for logs and tests)."""
+        logger.thread_safe_append_keys(run_id=run_id)
+        try:
+            return self._package(run_id)
+        finally:
+            logger.thread_safe_remove_keys(["run_id"])
+
+    def _package(self, run_id: str) -> str:
         store = self.store
         run = store.get_run(run_id)
         if run is None:

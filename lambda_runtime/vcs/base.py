@@ -10,9 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-logger = Logger(service="iac-ci", child=True)
+from lambda_runtime.logs import logger
 
 
 class VcsProvider(abc.ABC):

@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
+from lambda_runtime.logs import logger
 from lambda_runtime.schema.contract import WorkerPayload
 from lambda_runtime.worker.runner import parse_payload, run_order
-
-logger = Logger(service="iac-ci-worker")
 
 REPORTING_MARGIN_SECONDS = 30
 
