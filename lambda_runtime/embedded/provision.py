@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets as pysecrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,16 @@ def provision(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Settings, Queues]:
     names = resource_names(prefix)
+    # moto's state-machine parser is slow to load the first time: create the watchdog alongside the rest
+    with ThreadPoolExecutor(1) as pool:
+        watchdog_arn = pool.submit(_ensure_state_machine, clients.sfn, names["watchdog"])
+        settings, queues = _provision_rest(clients, prefix, names, region, webhook_secret)
+    final = {**settings.model_dump(), "watchdog_arn": watchdog_arn.result(), **(overrides or {})}
+    return Settings.model_validate(final), queues
+
+
+def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], region: str,
+                    webhook_secret: str | None) -> tuple[Settings, Queues]:
     for table in TABLES:
         _ensure_table(clients.dynamodb, table, table_name_for(table, names))
     for b in ("internal_bucket", "done_bucket", "state_bucket"):
@@ -79,7 +90,6 @@ def provision(
     )
     kms_arn = _ensure_key(clients.kms, names["kms_alias"])
     secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
-    watchdog_arn = _ensure_state_machine(clients.sfn, names["watchdog"])
     settings = Settings(
         orders_table=names["orders_table"],
         events_table=names["events_table"],
@@ -89,13 +99,12 @@ def provision(
         done_bucket=names["done_bucket"],
         state_bucket=names["state_bucket"],
         kms_key_arn=kms_arn,
-        watchdog_arn=watchdog_arn,
+        watchdog_arn="pending",
         webhook_secret_id=secret_id,
         worker_function=f"{prefix}-worker",
         codebuild_project=f"{prefix}-worker",
         region=region,
         embedded=True,
-        **(overrides or {}),
     )
     return settings, Queues(packaging_url, callbacks_url)
 

@@ -41,9 +41,13 @@ class QueuePump:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+
+    def stop(self) -> None:
+        """Stop polling and wait for batches in flight; a long poll still open is abandoned (daemon)."""
+        self._stop.set()
+        self._thread.join(timeout=0.1)
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     def _loop(self) -> None:
@@ -66,7 +70,10 @@ class QueuePump:
             if not messages:
                 self._slots.release()
                 continue
-            self._pool.submit(self._deliver, messages)
+            try:
+                self._pool.submit(self._deliver, messages)
+            except RuntimeError:  # stopped meanwhile: the messages become visible again later
+                return
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         try:

@@ -97,6 +97,8 @@ class EmbeddedStack:
 
     def close(self) -> None:
         for p in self._pumps:
+            p.signal_stop()  # all at once: each may be in a one-second long poll
+        for p in self._pumps:
             p.stop()
         self.dispatcher.reap()
 
