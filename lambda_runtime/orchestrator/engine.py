@@ -128,24 +128,43 @@ class Orchestrator:
 
     # ---- one evaluation -----------------------------------------------------------------
     def load(self, run_id: str) -> RunSnapshot:
-        """Read the run for a decision: static order fields come from a per-run cache after the
-        first full read, so each evaluation re-reads only what can change."""
+        """Read the run for a decision, re-reading only what can still change.
+
+        After one full read, a per-run cache holds what never changes again: each order's
+        static fields, and the status of orders that reached a final status. Later reads fetch
+        the run item and the open orders only. Any order found in neither place (another
+        invocation finished it) makes the read a full one again.
+        """
         with self._static_lock:
-            static = self._static.get(run_id)
-        if static is None:
-            snap = self.store.load(run_id)
-            if snap.run and snap.run.get("status") == RunStatus.RUNNING.value and snap.orders:
-                with self._static_lock:
-                    self._static[run_id] = {
-                        n: {k: o[k] for k in STATIC_FIELDS if k in o} for n, o in snap.orders.items()
-                    }
-                    while len(self._static) > STATIC_CACHE_RUNS:
-                        self._static.popitem(last=False)
-            return snap
-        snap = self.store.load(run_id, fields=HOT_FIELDS)
-        for name, item in snap.orders.items():
-            item.update(static.get(name, {}))
+            cached = self._static.get(run_id)
+        if cached is not None:
+            snap = self.store.load(run_id, fields=HOT_FIELDS, open_only=True)
+            static, final = cached["static"], cached["final"]
+            if snap.run is not None and all(n in snap.orders or n in final for n in static):
+                for name, item in snap.orders.items():
+                    item.update(static.get(name, {}))
+                for name, status in final.items():
+                    snap.orders.setdefault(name, {**static[name], "status": status})
+                return snap
+        snap = self.store.load(run_id)
+        if snap.run and snap.run.get("status") == RunStatus.RUNNING.value and snap.orders:
+            with self._static_lock:
+                self._static[run_id] = {
+                    "static": {n: {k: o[k] for k in STATIC_FIELDS if k in o} for n, o in snap.orders.items()},
+                    "final": {},
+                }
+                while len(self._static) > STATIC_CACHE_RUNS:
+                    self._static.popitem(last=False)
+            self._remember_final(run_id, snap)
         return snap
+
+    def _remember_final(self, run_id: str, snap: RunSnapshot) -> None:
+        with self._static_lock:
+            cached = self._static.get(run_id)
+            if cached is not None:
+                for name, item in snap.orders.items():
+                    if OrderStatus(item["status"]).terminal:
+                        cached["final"][name] = item["status"]
 
     def reconcile(self, run_id: str, lease: Lease) -> None:
         snap = self.load(run_id)
@@ -169,6 +188,7 @@ class Orchestrator:
         elif not run.get("packaging_error"):
             self._repair_watchdogs(run, snap)
             changed |= self._advance(run, snap, fence)
+        self._remember_final(run_id, snap)
         if all(OrderStatus(o["status"]).terminal for o in snap.orders.values()):
             self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
         elif changed and not isinstance(self.vcs, NoopVcs):

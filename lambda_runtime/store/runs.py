@@ -122,10 +122,11 @@ class RunStore:
                 return False
             raise
 
-    def load(self, run_id: str, fields: Sequence[str] | None = None) -> RunSnapshot:
-        """The run and all its orders in one strongly consistent Query (optionally only ``fields``)."""
+    def load(self, run_id: str, fields: Sequence[str] | None = None, *, open_only: bool = False) -> RunSnapshot:
+        """The run and its orders in one strongly consistent Query: optionally only ``fields``, and
+        optionally only orders not yet final (``open_only``; the run item always comes back)."""
         snap = RunSnapshot(run=None)
-        for raw in self._query(self.orders_table, run_id, fields):
+        for raw in self._query(self.orders_table, run_id, fields, open_only=open_only):
             item = from_item(raw)
             if item["sk"] == RUN_SK:
                 snap.run = item
@@ -291,16 +292,24 @@ class RunStore:
                 return False
             raise
 
-    def _query(self, table: str, run_id: str, fields: Sequence[str] | None = None) -> Iterable[dict[str, Any]]:
+    def _query(self, table: str, run_id: str, fields: Sequence[str] | None = None, *,
+               open_only: bool = False) -> Iterable[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": table,
             "KeyConditionExpression": "run_id = :r",
             "ExpressionAttributeValues": {":r": value(run_id)},
             "ConsistentRead": True,
         }
+        names: dict[str, str] = {}
         if fields:
             names = {f"#p{i}": f for i, f in enumerate(dict.fromkeys(["run_id", "sk", *fields]))}
             kwargs["ProjectionExpression"] = ", ".join(names)
+        if open_only:  # the run item is the one with order_total
+            names.update({"#fst": "status", "#fot": "order_total"})
+            kwargs["ExpressionAttributeValues"].update(
+                {":fq": value(OrderStatus.QUEUED.value), ":fr": value(OrderStatus.RUNNING.value)})
+            kwargs["FilterExpression"] = "#fst IN (:fq, :fr) OR attribute_exists(#fot)"
+        if names:
             kwargs["ExpressionAttributeNames"] = names
         while True:
             resp = self._ddb.query(**kwargs)
