@@ -1,0 +1,50 @@
+"""What the CDK construct and the runtime must agree on about a deployment.
+
+The construct builds one container image and selects each function's handler with the image
+command; stack outputs are read back by ``iac-ci submit/status/cancel/smoke``. Both sides
+import these names so neither can drift.
+"""
+from __future__ import annotations
+
+from lambda_runtime.schema import layout
+
+# Image command (handler) of each Lambda function in the single container image.
+HANDLERS = {
+    "intake": "lambda_runtime.intake.handler.handler",
+    "packaging": "lambda_runtime.packaging.handler.handler",
+    "orchestrator": "lambda_runtime.orchestrator.handler.handler",
+    "worker": "lambda_runtime.worker.handler.handler",
+}
+
+# S3 -> SQS notifications on the internal bucket: key prefix -> consuming function.
+NOTIFICATIONS = {
+    layout.JOBS_PREFIX: "packaging",
+    layout.CALLBACKS_PREFIX: "orchestrator",
+}
+
+# HTTP API routes served by the intake function (API Gateway proxy integration).
+ROUTES = (
+    ("POST", "/jobs"),
+    ("GET", "/runs/{run_id}"),
+    ("POST", "/runs/{run_id}/cancel"),
+)
+
+# Stack outputs (CfnOutput ids) the CLI reads from CloudFormation.
+OUTPUT_API_URL = "ApiUrl"
+OUTPUT_WEBHOOK_SECRET_ARN = "WebhookSecretArn"
+OUTPUT_DONE_BUCKET = "DoneBucket"
+OUTPUT_INTERNAL_BUCKET = "InternalBucket"
+OUTPUT_STATE_BUCKET = "StateBucket"
+OUTPUT_ORDERS_TABLE = "OrdersTable"
+OUTPUT_EVENTS_TABLE = "OrderEventsTable"
+
+# Worker Lambda: never retried by Lambda (an apply must not run twice), and its timeout is the
+# Lambda maximum so an order's own timeout (<= 900 s) is what ends it.
+WORKER_ASYNC_RETRIES = 0
+WORKER_FUNCTION_TIMEOUT_SECONDS = 900
+# The orchestrator's lease must end before SQS redelivers the message of a holder that died
+# (queue visibility >= 6 x function timeout, as AWS recommends for event source mappings).
+ORCHESTRATOR_TIMEOUT_SECONDS = 120
+PACKAGING_TIMEOUT_SECONDS = 900
+INTAKE_TIMEOUT_SECONDS = 10
+QUEUE_VISIBILITY_FACTOR = 6
