@@ -45,7 +45,7 @@ def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console) -> tuple[d
     except JobValidationError as exc:
         err.print(f"[red]invalid job[/] {path}:", highlight=False)
         for p in exc.problems:
-            err.print(f"  - {p}", highlight=False, markup=False)
+            err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
     sys.exit(EXIT_INVALID)
 
 
@@ -120,11 +120,7 @@ def run(
             _put_secret(stack.clients.secrets, sid, val)
         with stack:
             code, body = stack.submit(doc)
-            if code != 202:
-                err.print(f"[red]rejected ({code})[/]: {body.get('error')}", highlight=False)
-                for p in body.get("problems", []):
-                    err.print(f"  - order '{p['order']}': {p['field']}: {p['message']}", markup=False)
-                sys.exit(EXIT_INVALID if code in (400, 413, 422) else EXIT_FAILED)
+            _exit_if_rejected(code, body, err)
             run_id = body["run_id"]
             err.print(
                 f"run [bold]{run_id}[/] accepted ({len(job.orders)} orders); trace {body['trace_id']}", highlight=False
@@ -132,12 +128,17 @@ def run(
             done = _follow(stack, run_id, err, live=not quiet and err.is_terminal, wait_timeout=wait_timeout)
     finally:
         aws.stop()
+    sys.exit(_report(done, as_json, err))
+
+
+def _report(done: dict[str, Any], as_json: bool, err: Console) -> int:
+    """The final table on stderr, the JSON result on stdout; returns the exit code."""
     err.print(orders_table(done, title=f"run {done['run_id']}: {done['status']}"))
     if done.get("error"):
         err.print(f"[red]error:[/] {done['error']}", highlight=False, markup=False)
     if as_json:
         click.echo(json.dumps(json_result(done)))
-    sys.exit(EXIT_OK if done["status"] == "succeeded" else EXIT_FAILED)
+    return EXIT_OK if done["status"] == "succeeded" else EXIT_FAILED
 
 
 def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: float | None) -> dict[str, Any]:
@@ -168,6 +169,16 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
         signal.signal(signal.SIGINT, previous)
 
 
+def _exit_if_rejected(code: int, body: dict[str, Any], err: Console) -> None:
+    if code == 202:
+        return
+    err.print(f"[red]rejected ({code})[/]: {body.get('error')}", highlight=False)
+    for p in body.get("problems", []):
+        where = f"order '{p['order']}'" if p.get("order") is not None else "job"
+        err.print(f"  - {where}: {p['field']}: {p['message']}", markup=False, soft_wrap=True)
+    sys.exit(EXIT_INVALID if code in (400, 413, 422) else EXIT_FAILED)
+
+
 def json_result(done: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": done["run_id"],
@@ -193,3 +204,134 @@ def _put_secret(sm: Any, sid: str, value: str) -> None:
         if error_code(exc) != "ResourceExistsException":
             raise
         sm.put_secret_value(SecretId=sid, SecretString=value)
+
+
+# ---- commands for a deployed stack ------------------------------------------------------
+SMOKE_JOB = {
+    "name": "iac-ci-smoke",
+    "timeout": 900,
+    "orders": [
+        {"name": "hello", "target": "lambda", "timeout": 120, "cmds": ["echo hello from $IAC_CI_ORDER", "mkdir -p out",
+                                                                         "date > out/stamp"],
+         "artifacts": ["out"]},
+        {"name": "world", "target": "codebuild", "timeout": 600, "depends_on": ["hello"],
+         "inputs": [{"from": "hello", "path": "out"}], "cmds": ["cat out/stamp", "echo world"]},
+    ],
+}
+
+
+def _stack_client(stack: str, region: str | None) -> Any:
+    import boto3
+
+    from lambda_runtime.remote.client import ApiClient, StackError, StackInfo
+
+    session = boto3.Session(region_name=region)
+    try:
+        info = StackInfo.from_cloudformation(stack, session.client("cloudformation"))
+        secret = session.client("secretsmanager").get_secret_value(SecretId=info.secret_arn)["SecretString"]
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot read the secret of stack '{stack}': {exc}") from None
+    return ApiClient(info.api_url, secret)
+
+
+def _follow_remote(client: Any, run_id: str, err: Console, *, live: bool) -> dict[str, Any]:
+    """Follow a deployed run; Ctrl-C asks the stack to cancel it and keeps following."""
+    cancelled = False
+    with Progress(err, run_id, enabled=live) as progress:
+        while True:
+            try:
+                return client.follow(run_id, on_progress=progress.update)
+            except KeyboardInterrupt:
+                if cancelled:
+                    raise
+                cancelled = True
+                err.print("[yellow]cancelling...[/]")
+                client.cancel(run_id)
+
+
+stack_option = click.option("--stack", required=True, help="Name of the deployed CloudFormation stack.")
+region_option = click.option("--region", default=None, help="AWS region of the stack (default: your AWS config).")
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
+@stack_option
+@region_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result on stdout.")
+@click.option("--idempotency-key", help="Retrying with the same key returns the first run instead of a new one.")
+@click.option("--no-wait", is_flag=True, help="Print the run id and return once the job is accepted.")
+@click.option("--quiet", is_flag=True, help="No live progress table.")
+def submit(job_file: Path, stack: str, region: str | None, as_json: bool, idempotency_key: str | None,
+           no_wait: bool, quiet: bool) -> None:
+    """Submit JOB_FILE to a deployed stack and follow it to the end (same exit codes as `run`)."""
+    err = Console(stderr=True)
+    doc, job = _load_or_exit(job_file, ValidationPolicy(role_arn_patterns=("*",), secret_prefixes=("",),
+                                                        ssm_prefixes=("",)), err)
+    client = _stack_client(stack, region)
+    code, body = client.submit(json.dumps(doc).encode(), idempotency_key=idempotency_key)
+    _exit_if_rejected(code, body, err)
+    run_id = body["run_id"]
+    err.print(f"run [bold]{run_id}[/] accepted by {stack} ({len(job.orders)} orders); trace {body['trace_id']}",
+              highlight=False)
+    if no_wait:
+        click.echo(json.dumps(body) if as_json else run_id)
+        return
+    done = _follow_remote(client, run_id, err, live=not quiet and err.is_terminal)
+    sys.exit(_report(done, as_json, err))
+
+
+@main.command()
+@click.argument("run_id")
+@stack_option
+@region_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+def status(run_id: str, stack: str, region: str | None, as_json: bool) -> None:
+    """Show a run of a deployed stack (exit 0 succeeded, 1 failed/not final, 2 unknown run)."""
+    err = Console(stderr=True)
+    code, body = _stack_client(stack, region).status(run_id)
+    if code == 404:
+        err.print(f"[red]{body.get('error')}[/]", highlight=False)
+        sys.exit(EXIT_INVALID)
+    if code != 200:
+        raise click.ClickException(f"status failed ({code}): {body.get('error')}")
+    sys.exit(_report(body, as_json, err))
+
+
+@main.command()
+@click.argument("run_id")
+@stack_option
+@region_option
+def cancel(run_id: str, stack: str, region: str | None) -> None:
+    """Cancel a run of a deployed stack: queued orders are cancelled, running builds stopped."""
+    err = Console(stderr=True)
+    code, body = _stack_client(stack, region).cancel(run_id)
+    if code == 202:
+        err.print(f"run {run_id}: cancelling", highlight=False)
+        return
+    err.print(f"[red]cannot cancel ({code})[/]: {body.get('error')}", highlight=False)
+    sys.exit(EXIT_INVALID if code == 404 else EXIT_FAILED)
+
+
+@main.command()
+@stack_option
+@region_option
+@click.option("--timeout", "wait_timeout", type=float, default=1200, help="Seconds to wait for the smoke job.")
+def smoke(stack: str, region: str | None, wait_timeout: float) -> None:
+    """Post-deploy check: run a two-order job (Lambda, then CodeBuild with an artifact) on the stack."""
+    err = Console(stderr=True)
+    client = _stack_client(stack, region)
+    code, body = client.submit(json.dumps({**SMOKE_JOB, "username": "smoke"}).encode())
+    _exit_if_rejected(code, body, err)
+    run_id = body["run_id"]
+    err.print(f"smoke run {run_id} accepted", highlight=False)
+    try:
+        done = client.follow(run_id, timeout=wait_timeout)
+    except TimeoutError:
+        client.cancel(run_id)
+        err.print(f"[red]smoke run {run_id} did not finish within {wait_timeout:.0f}s[/]", highlight=False)
+        sys.exit(EXIT_FAILED)
+    code = _report(done, False, err)
+    err.print("[green]smoke test passed[/]" if code == EXIT_OK else "[red]smoke test failed[/]")
+    sys.exit(code)
