@@ -40,6 +40,7 @@ class Settings(BaseModel):
     allowed_ssm_prefixes: tuple[str, ...] = ("/iac-ci/",)
     allowed_secret_prefixes: tuple[str, ...] = ("iac-ci/",)
     allowed_role_arns: tuple[str, ...] = ()
+    allowed_source_buckets: tuple[str, ...] = ()
     allowed_exact_refs: tuple[str, ...] = ()
     lock_lease_seconds: int = Field(default=120, ge=5)
     watchdog_grace_seconds: int = Field(default=300, ge=1)
@@ -84,6 +85,7 @@ class Settings(BaseModel):
             ssm_prefixes=self.allowed_ssm_prefixes,
             secret_prefixes=self.allowed_secret_prefixes,
             role_arn_patterns=self.allowed_role_arns,
+            source_bucket_patterns=self.allowed_source_buckets,
             allow_local_sources=self.embedded,
             allowed_exact=frozenset(self.allowed_exact_refs),
         )

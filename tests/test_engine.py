@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture()
 def engine(aws):
-    stack = EmbeddedStack(aws, prefix="e" + secrets.token_hex(4), settings_overrides={"watchdog_grace_seconds": 3})
+    overrides = {"watchdog_grace_seconds": 3, "allowed_source_buckets": ("e*-state",)}
+    stack = EmbeddedStack(aws, prefix="e" + secrets.token_hex(4), settings_overrides=overrides)
     with stack:
         yield stack
     assert not stack.pump_errors
@@ -332,6 +333,18 @@ def test_role_outside_the_allow_list_is_refused_at_intake(engine) -> None:
     assert code == 400 and body["problems"][0]["field"] == "aws_role"
 
 
+def test_s3_source_outside_the_allowed_buckets_is_refused(engine) -> None:
+    code, body = engine.submit(
+        {
+            "name": "zip",
+            "orders": [
+                {"name": "a", "source": {"s3": f"s3://{engine.settings.internal_bucket}/jobs/x.zip"}, "cmds": ["true"]}
+            ],
+        }
+    )
+    assert code == 400 and body["problems"][0]["field"] == "source.s3"
+
+
 def test_s3_zip_source(engine, tmp_path) -> None:
     import io
     import zipfile
@@ -355,3 +368,70 @@ def test_s3_zip_source(engine, tmp_path) -> None:
         },
     )
     assert done["status"] == "succeeded", done
+
+
+def test_a_late_duplicate_packaging_cannot_reset_a_started_order(engine) -> None:
+    """Two deliveries of the same job: the one that finishes second must not re-queue anything."""
+    code, body = engine.submit({"name": "dup", "orders": [{"name": "apply", "cmds": ["sleep 3"]}]})
+    run_id = body["run_id"]
+    deadline = time.monotonic() + 30
+    while engine.dispatcher.running() == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    queued_again = {
+        "name": "apply",
+        "status": "queued",
+        "target": "codebuild",
+        "timeout": 600,
+        "depends_on": [],
+        "must_succeed": True,
+        "attempt": 0,
+    }
+    assert engine.store.put_orders(run_id, [queued_again]) is False  # refused: the run is running
+    assert engine.store.load(run_id).orders["apply"]["status"] == "running"
+    assert engine.packager.package(run_id) == "already-packaged"
+    done = engine.wait(run_id)
+    assert done["status"] == "succeeded"
+    assert dispatch_counts(engine, run_id) == Counter({"apply": 1})
+
+
+def test_lambda_invokes_are_never_retried_by_the_sdk(engine) -> None:
+    retries = engine.clients.lambda_.meta.config.retries
+    assert retries.get("total_max_attempts") == 1
+
+
+class _RefusingDispatcher:
+    """Stands in for the Lambda service answering an invoke with an error."""
+
+    def __init__(self, status: int):
+        self.status = status
+
+    def dispatch(self, target, payload):
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {"Error": {"Code": "Boom", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": self.status}}, "Invoke"
+        )
+
+    def stop(self, target, ref):
+        return None
+
+
+@pytest.mark.parametrize("status,reported", [(400, True), (503, False)])
+def test_dispatch_errors_report_only_definite_refusals(engine, status, reported) -> None:
+    engine.orchestrator.dispatcher = _RefusingDispatcher(status)
+    code, body = engine.submit({"name": "refused", "orders": [{"name": "a", "target": "lambda", "cmds": ["true"]}]})
+    run_id = body["run_id"]
+    deadline = time.monotonic() + 30
+    while engine.store.load(run_id).orders.get("a", {}).get("status") != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)
+    objects = engine.clients.s3.list_objects_v2(
+        Bucket=engine.settings.internal_bucket, Prefix=layout.result_key(run_id, "a")
+    ).get("KeyCount", 0)
+    assert bool(objects) is reported  # a 5xx may hide a started worker: the watchdog decides
+    if reported:
+        done = engine.wait(run_id)
+        assert done["orders"]["a"]["status"] == "failed" and "dispatch failed" in done["orders"]["a"]["reason"]
+    engine.cancel(run_id)

@@ -148,3 +148,18 @@ def test_status_and_cancel_routes(api) -> None:
         proxy_event("POST", "/runs/nope/cancel", body, {signature.HEADER: signature.sign(secret, body)}), None
     )
     assert resp["statusCode"] == 404
+
+
+def test_job_timeout_is_armed_at_intake(api, clients) -> None:
+    """Even a run whose packaging never happens ends at its deadline."""
+    app, secret, settings = api
+    run_id = post(app, secret, json.dumps({**JOB, "timeout": 1}).encode())[1]["run_id"]
+    arn = settings.watchdog_arn.replace(":stateMachine:", ":execution:") + f":{run_id}-job"
+    execution = clients.sfn.describe_execution(executionArn=arn)
+    assert json.loads(execution["input"])["key"] == layout.control_key(run_id, layout.SIGNAL_JOB_TIMEOUT)
+    deadline = time.monotonic() + 20
+    while "Contents" not in clients.s3.list_objects_v2(
+        Bucket=settings.internal_bucket, Prefix=layout.control_key(run_id, layout.SIGNAL_JOB_TIMEOUT)
+    ):
+        assert time.monotonic() < deadline, "the job timeout signal was never written"
+        time.sleep(0.3)

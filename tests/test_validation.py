@@ -225,3 +225,14 @@ def test_duplicate_secret_env() -> None:
         mutate(orders={0: {"secrets": [{"env": "A", "ssm": "/iac-ci/a"}, {"env": "A", "ssm": "/iac-ci/b"}]}})
     )
     assert ("build", "secrets", "env A declared more than once") in found
+
+
+@pytest.mark.parametrize("field,value", [("artifacts", ["."]), ("artifacts", ["./"]), ("artifacts", ["a/.."])])
+def test_dot_is_not_an_artifact(field: str, value: Any) -> None:
+    assert problems(mutate(orders={0: {field: value}}))[0][:2] == ("build", field)
+
+
+def test_paths_are_normalised() -> None:
+    job = parse_job(mutate(orders={0: {"dir": "./src/", "artifacts": ["./dist/"]}}))
+    assert job.order("build").dir == "src" and job.order("build").artifacts == ["dist"]
+    assert parse_job(mutate(orders={0: {"dir": "."}})).order("build").dir is None

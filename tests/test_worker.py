@@ -473,3 +473,30 @@ def test_sigterm_to_the_worker_stops_commands_and_reports(aws, clients, settings
     while _live_group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _live_group_members(pgid) == []
+
+
+def test_commands_cannot_read_the_payload_from_the_worker_process(aws, clients, settings):
+    """A command reading /proc/<worker>/environ must not find the presigned URLs (result forgery)."""
+    order = make_order(clients, settings, cmds=[
+        "tr '\\0' '\\n' < /proc/$PPID/environ > seen.txt || true",
+        "if grep -q -e X-Amz-Signature -e result.json seen.txt; then echo LEAKED; else echo CLEAN; fi"])
+    proc = subprocess.run([sys.executable, "-m", "lambda_runtime.worker"], cwd=REPO_ROOT, capture_output=True,
+                          env=_worker_env(aws, **{PAYLOAD_ENV: order.payload.model_dump_json()}), timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    lines = order.log().splitlines()
+    assert "CLEAN" in lines and "LEAKED" not in lines
+
+
+def test_a_worker_past_the_watchdog_deadline_does_not_start_commands(clients, settings, work):
+    order = make_order(clients, settings, cmds=["echo SHOULD-NOT-RUN"])
+    order.payload = order.payload.model_copy(update={"not_after": time.time() - 1})
+    result, stream = _run(order, work)
+    assert result.status is OrderStatus.TIMED_OUT and "watchdog" in result.error
+    assert "SHOULD-NOT-RUN" not in stream
+
+
+def test_the_watchdog_deadline_caps_the_time_limit(clients, settings, work):
+    order = make_order(clients, settings, timeout=600, cmds=["sleep 1000"])
+    order.payload = order.payload.model_copy(update={"not_after": time.time() + 8})
+    result, _ = _run(order, work)
+    assert result.status is OrderStatus.TIMED_OUT and "watchdog's deadline" in result.error

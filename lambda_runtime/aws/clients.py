@@ -16,6 +16,9 @@ from botocore.config import Config
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
 # SigV4 for presigned URLs everywhere (SigV2 is deprecated and not accepted in newer regions)
 _S3 = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+# Invoke has no idempotency key: a retry after a lost response would start the worker twice
+_NO_RETRY = Config(retries={"mode": "standard", "total_max_attempts": 1})
+_SERVICE_CONFIG = {"s3": _S3, "lambda": _NO_RETRY}
 
 
 class AwsClients:
@@ -38,7 +41,8 @@ class AwsClients:
             with self._lock:  # boto3 sessions are not thread-safe; clients are
                 c = self._clients.get(service)
                 if c is None:
-                    config = self._config.merge(_S3) if service == "s3" else self._config
+                    extra = _SERVICE_CONFIG.get(service)
+                    config = self._config.merge(extra) if extra else self._config
                     c = self._session.client(service, config=config)
                     self._clients[service] = c
         return c
@@ -90,6 +94,13 @@ def error_code(exc: BaseException) -> str:
     if isinstance(resp, dict):
         return str(resp.get("Error", {}).get("Code", ""))
     return ""
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """A definite refusal (HTTP 4xx): the request was not acted on. Timeouts and 5xx are unknown."""
+    resp = getattr(exc, "response", None)
+    status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(resp, dict) else None
+    return isinstance(status, int) and 400 <= status < 500
 
 
 def is_conditional_failure(exc: BaseException) -> bool:

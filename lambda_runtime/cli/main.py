@@ -26,6 +26,15 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EMBEDDED_ROLE_PATTERN = "arn:aws:iam::123456789012:role/*"
 
 
+def embedded_policy(
+    *, roles: tuple[str, ...] = (EMBEDDED_ROLE_PATTERN,), allowed_exact: frozenset[str] = frozenset()
+) -> ValidationPolicy:
+    """What a local run accepts: local sources, any S3 bucket of the embedded AWS, its roles."""
+    return ValidationPolicy(
+        allow_local_sources=True, role_arn_patterns=roles, source_bucket_patterns=("*",), allowed_exact=allowed_exact
+    )
+
+
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     out = {}
     for v in values:
@@ -59,9 +68,7 @@ def main() -> None:
 def validate(job_file: Path) -> None:
     """Check a job file; exit 0 if valid, 2 with every problem listed if not."""
     err = Console(stderr=True)
-    _, job = _load_or_exit(
-        job_file, ValidationPolicy(allow_local_sources=True, role_arn_patterns=(EMBEDDED_ROLE_PATTERN,)), err
-    )
+    _, job = _load_or_exit(job_file, embedded_policy(), err)
     err.print(f"[green]valid[/]: job '{job.name}' with {len(job.orders)} orders", highlight=False)
 
 
@@ -95,9 +102,8 @@ def run(
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)
-    policy = ValidationPolicy(
-        allow_local_sources=True,
-        role_arn_patterns=roles,
+    policy = embedded_policy(
+        roles=roles,
         allowed_exact=frozenset(ssm_values) | frozenset(secret_values),
     )
     doc, job = _load_or_exit(job_file, policy, err)
@@ -111,7 +117,11 @@ def run(
     aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
     stack = EmbeddedStack(
         aws,
-        settings_overrides={"allowed_role_arns": roles, "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values)},
+        settings_overrides={
+            "allowed_role_arns": roles,
+            "allowed_source_buckets": ("*",),
+            "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values),
+        },
     )
     try:
         for name, val in ssm_values.items():
@@ -156,8 +166,9 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
         with Progress(err, run_id, enabled=live) as progress:
             while True:
                 try:
-                    return stack.wait(run_id, timeout=wait_timeout or 10**9,
-                                      on_progress=progress.update if live else None)
+                    return stack.wait(
+                        run_id, timeout=wait_timeout or 10**9, on_progress=progress.update if live else None
+                    )
                 except KeyboardInterrupt:
                     err.print("[yellow]cancelling...[/]")
                     stack.cancel(run_id)
@@ -211,11 +222,21 @@ SMOKE_JOB = {
     "name": "iac-ci-smoke",
     "timeout": 900,
     "orders": [
-        {"name": "hello", "target": "lambda", "timeout": 120, "cmds": ["echo hello from $IAC_CI_ORDER", "mkdir -p out",
-                                                                         "date > out/stamp"],
-         "artifacts": ["out"]},
-        {"name": "world", "target": "codebuild", "timeout": 600, "depends_on": ["hello"],
-         "inputs": [{"from": "hello", "path": "out"}], "cmds": ["cat out/stamp", "echo world"]},
+        {
+            "name": "hello",
+            "target": "lambda",
+            "timeout": 120,
+            "cmds": ["echo hello from $IAC_CI_ORDER", "mkdir -p out", "date > out/stamp"],
+            "artifacts": ["out"],
+        },
+        {
+            "name": "world",
+            "target": "codebuild",
+            "timeout": 600,
+            "depends_on": ["hello"],
+            "inputs": [{"from": "hello", "path": "out"}],
+            "cmds": ["cat out/stamp", "echo world"],
+        },
     ],
 }
 
@@ -263,18 +284,33 @@ region_option = click.option("--region", default=None, help="AWS region of the s
 @click.option("--idempotency-key", help="Retrying with the same key returns the first run instead of a new one.")
 @click.option("--no-wait", is_flag=True, help="Print the run id and return once the job is accepted.")
 @click.option("--quiet", is_flag=True, help="No live progress table.")
-def submit(job_file: Path, stack: str, region: str | None, as_json: bool, idempotency_key: str | None,
-           no_wait: bool, quiet: bool) -> None:
+def submit(
+    job_file: Path,
+    stack: str,
+    region: str | None,
+    as_json: bool,
+    idempotency_key: str | None,
+    no_wait: bool,
+    quiet: bool,
+) -> None:
     """Submit JOB_FILE to a deployed stack and follow it to the end (same exit codes as `run`)."""
     err = Console(stderr=True)
-    doc, job = _load_or_exit(job_file, ValidationPolicy(role_arn_patterns=("*",), secret_prefixes=("",),
-                                                        ssm_prefixes=("",)), err)
+    # the stack enforces its own allow-lists; locally only what does not depend on them
+    doc, job = _load_or_exit(
+        job_file,
+        ValidationPolicy(
+            role_arn_patterns=("*",), secret_prefixes=("",), ssm_prefixes=("",), source_bucket_patterns=("*",)
+        ),
+        err,
+    )
     client = _stack_client(stack, region)
     code, body = client.submit(json.dumps(doc).encode(), idempotency_key=idempotency_key)
     _exit_if_rejected(code, body, err)
     run_id = body["run_id"]
-    err.print(f"run [bold]{run_id}[/] accepted by {stack} ({len(job.orders)} orders); trace {body['trace_id']}",
-              highlight=False)
+    err.print(
+        f"run [bold]{run_id}[/] accepted by {stack} ({len(job.orders)} orders); trace {body['trace_id']}",
+        highlight=False,
+    )
     if no_wait:
         click.echo(json.dumps(body) if as_json else run_id)
         return

@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 
+from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
@@ -166,6 +167,11 @@ class Intake:
         username = job.username or "unknown"
         ids = new_ids(username, job.name, now)
         run_id = ids["run_id"]
+        deadline = now + job.timeout
+        # the job timeout is armed before anything else exists, so no run can outlive it, even
+        # one whose packaging never happens (a lost message, a poison job in the dead-letter queue)
+        watchdog.start_job_timeout(self.clients.sfn, self.settings.watchdog_arn, bucket=self.settings.internal_bucket,
+                                   run_id=run_id, deadline=deadline)
         self.store.create_run(
             {
                 **ids,
@@ -176,6 +182,7 @@ class Intake:
                 "pr_number": job.pr_number,
                 "commit": job.commit,
                 "timeout": job.timeout,
+                "deadline": deadline,
                 "created_at": now,
                 "order_total": len(job.orders),
                 "idempotency_key": submission.get("idempotency_key"),

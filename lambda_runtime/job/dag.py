@@ -180,8 +180,8 @@ def job_status(nodes: Mapping[str, NodeState], *, cancelled: bool = False, job_t
     if cancelled:
         return RunStatus.CANCELLED
     required = [s for s in nodes.values() if s.must_succeed]
-    if all(s.status is OrderStatus.SUCCEEDED for s in required) and not job_timed_out:
-        return RunStatus.SUCCEEDED
+    if all(s.status is OrderStatus.SUCCEEDED for s in required):
+        return RunStatus.SUCCEEDED  # the work is done, even if the deadline passed before we noticed
     if job_timed_out or any(s.status is OrderStatus.TIMED_OUT for s in required):
         return RunStatus.TIMED_OUT
     return RunStatus.FAILED

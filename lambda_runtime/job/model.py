@@ -7,6 +7,7 @@ ignored dependency. Cross-order rules (dependencies, cycles, inputs, allow-lists
 
 from __future__ import annotations
 
+import posixpath
 import re
 from typing import Annotated, Any, Literal
 
@@ -33,8 +34,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-def check_relative_path(value: str) -> str:
-    """Reject paths that could escape the order's folder (absolute, ``..``, NUL, empty)."""
+def check_relative_path(value: str, *, allow_root: bool = False) -> str:
+    """Reject paths that could escape the order's folder (absolute, ``..``, NUL, empty) and
+    return them normalised (``./dist/`` -> ``dist``), as the worker will resolve them.
+    ``.`` (the folder itself) is only meaningful for ``dir``."""
     if not value or "\x00" in value:
         raise ValueError("must be a non-empty relative path")
     if value.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", value):
@@ -42,7 +45,10 @@ def check_relative_path(value: str) -> str:
     parts = re.split(r"[/\\]", value)
     if ".." in parts:
         raise ValueError("must not contain '..'")
-    return value
+    normal = posixpath.normpath(value.replace("\\", "/"))
+    if normal == "." and not allow_root:
+        raise ValueError("must name a file or folder inside the working directory, not '.' itself")
+    return normal
 
 
 RelPath = Annotated[str, Field(max_length=1024)]
@@ -158,7 +164,10 @@ class Order(_Strict):
     @field_validator("dir")
     @classmethod
     def _dir(cls, v: str | None) -> str | None:
-        return None if v is None else check_relative_path(v)
+        if v is None:
+            return None
+        normal = check_relative_path(v, allow_root=True)
+        return None if normal == "." else normal
 
     @field_validator("artifacts")
     @classmethod

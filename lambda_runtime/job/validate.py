@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambda_runtime.job import dag
-from lambda_runtime.job.model import GitSource, Job, Order, PathSource, SecretsManagerRef, SsmRef
+from lambda_runtime.job.model import GitSource, Job, Order, PathSource, S3Source, SecretsManagerRef, SsmRef
 
 MAX_ORDERS = 5000
 
@@ -46,6 +46,7 @@ class ValidationPolicy:
     ssm_prefixes: tuple[str, ...] = ("/iac-ci/",)
     secret_prefixes: tuple[str, ...] = ("iac-ci/",)
     role_arn_patterns: tuple[str, ...] = ()
+    source_bucket_patterns: tuple[str, ...] = ()  # buckets S3 zip sources may come from
     allow_local_sources: bool = False  # path sources and file:// git URLs: embedded mode only
     allowed_exact: frozenset[str] = field(default_factory=frozenset)
 
@@ -267,6 +268,10 @@ def _policy_problems(
     def check_source(order: str | None, fld: str, src: Any) -> None:
         if isinstance(src, PathSource) and not policy.allow_local_sources:
             problems.append(Problem(order, fld + ".path", "local path sources are accepted in embedded mode only"))
+        if isinstance(src, S3Source):
+            bucket = src.s3.removeprefix("s3://").split("/", 1)[0]
+            if not any(fnmatch.fnmatchcase(bucket, p) for p in policy.source_bucket_patterns):
+                problems.append(Problem(order, fld + ".s3", f"bucket '{bucket}' is not in the allowed source buckets"))
         if isinstance(src, GitSource):
             if src.git.url.startswith("file://") and not policy.allow_local_sources:
                 problems.append(Problem(order, fld + ".git.url", "file:// URLs are accepted in embedded mode only"))

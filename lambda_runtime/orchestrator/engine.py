@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lambda_runtime import watchdog
-from lambda_runtime.aws.clients import AwsClients, error_code, is_conditional_failure
+from lambda_runtime.aws.clients import AwsClients, error_code, is_client_error, is_conditional_failure
 from lambda_runtime.job import dag
 from lambda_runtime.logs import logger
 from lambda_runtime.masking import redact_credentials
@@ -244,6 +244,8 @@ class Orchestrator:
             if m.name in moved:
                 snap_item = next(i for i in items if i["name"] == m.name)
                 snap_item.update(status=m.to.value, **{k: v for k, v in m.fields.items() if v is not None})
+                if m.fields.get("reported_by") == "watchdog":  # a worker that is merely late must not go on
+                    self._stop_worker(run_id, snap_item)
         if moved:
             self.checkpoint("state_written")
         return bool(moved)
@@ -331,13 +333,16 @@ class Orchestrator:
             trace_id=run["trace_id"],
             attempt=attempt,
             expires_in=self._url_lifetime(int(item["timeout"])),
+            not_after=self._watchdog_deadline(item),
         )
         ref = ""
         try:
             ref = self.dispatcher.dispatch(item["target"], payload)
-        except Exception as exc:  # never re-dispatch: report the failure as the order's result
+        except Exception as exc:  # never re-dispatch
             logger.exception("dispatch failed", extra={"run_id": run_id, "order": name})
-            self._engine_result(run_id, name, attempt, f"dispatch failed: {redact_credentials(str(exc))[:500]}")
+            if is_client_error(exc):  # refused for sure: report it as the order's result now
+                self._engine_result(run_id, name, attempt, f"dispatch failed: {redact_credentials(str(exc))[:500]}")
+            # else the worker may have started after all: its result or the watchdog's will tell
         self.checkpoint("dispatched")
         execution = self._start_watchdog(run_id, item)
         self.store.set_order_fields(run_id, name, {"watchdog": execution, "dispatch_ref": ref})
@@ -358,21 +363,14 @@ class Orchestrator:
             producer="watchdog",
             error=f"no result within the {item['timeout']}s timeout plus {grace}s: the worker died or never started",
         ).model_dump_json()
-        try:
-            return watchdog.start(
-                self.clients.sfn,
-                self.settings.watchdog_arn,
-                run_id=run_id,
-                subject=name,
-                wait_seconds=int(item["timeout"]) + grace,
-                bucket=self.settings.internal_bucket,
-                key=layout.result_key(run_id, name),
-                body=body,
-            )
-        except Exception as exc:
-            if error_code(exc) == "ExecutionAlreadyExists":
-                return watchdog.execution_name(run_id, name)
-            raise
+        return watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=name,
+                              deadline=self._watchdog_deadline(item), bucket=self.settings.internal_bucket,
+                              key=layout.result_key(run_id, name), body=body)
+
+    def _watchdog_deadline(self, item: dict[str, Any]) -> float:
+        """When the watchdog speaks for a silent worker; fixed by the dispatch time, so a repair
+        after a crash computes the same deadline (and the same execution input)."""
+        return float(item["dispatched_at"]) + int(item["timeout"]) + self.settings.watchdog_grace_seconds
 
     def _repair_watchdogs(self, run: dict[str, Any], snap: RunSnapshot) -> None:
         """A holder that died between ``running`` and the watchdog start left an order unguarded."""
@@ -423,13 +421,18 @@ class Orchestrator:
             if m.name not in moved:
                 continue
             item = snap.orders[m.name]
-            if m.from_status[0] is OrderStatus.RUNNING and item.get("dispatch_ref"):
-                try:
-                    self.dispatcher.stop(item["target"], item["dispatch_ref"])
-                except Exception:
-                    logger.exception("could not stop worker", extra={"run_id": run_id, "order": m.name})
+            if m.from_status[0] is OrderStatus.RUNNING:
+                self._stop_worker(run_id, item)
             item.update(status=m.to.value, reason=reason)
         return bool(moved)
+
+    def _stop_worker(self, run_id: str, item: dict[str, Any]) -> None:
+        if not item.get("dispatch_ref"):
+            return
+        try:
+            self.dispatcher.stop(item["target"], item["dispatch_ref"])
+        except Exception:
+            logger.exception("could not stop worker", extra={"run_id": run_id, "order": item["name"]})
 
     def _finalize(self, snap: RunSnapshot, fence: dict[str, Any], *, cancelled: bool, job_timed_out: bool) -> None:
         run = snap.run or {}

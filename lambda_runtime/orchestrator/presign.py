@@ -9,7 +9,8 @@ from lambda_runtime.schema.contract import InputUrl, WorkerPayload
 
 
 def worker_payload(
-    s3: Any, *, bucket: str, run_id: str, order: dict[str, Any], trace_id: str, attempt: int, expires_in: int
+    s3: Any, *, bucket: str, run_id: str, order: dict[str, Any], trace_id: str, attempt: int, expires_in: int,
+    not_after: float | None = None,
 ) -> WorkerPayload:
     name = order["name"]
 
@@ -23,6 +24,7 @@ def worker_payload(
         order=name,
         attempt=attempt,
         trace_id=trace_id,
+        not_after=not_after,
         timeout=int(order["timeout"]),
         bundle_url=url("get_object", layout.bundle_key(run_id, name)),
         log_url=url("put_object", layout.log_key(run_id, name)),

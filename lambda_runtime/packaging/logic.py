@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lambda_runtime import sops, watchdog
+from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job, Order
 from lambda_runtime.job.validate import JobValidationError, parse_job
@@ -75,24 +75,18 @@ class Packager:
             return "already-packaged"
         now = self.clock()
         if status is RunStatus.ACCEPTED:
-            store.transition_run(
-                run_id,
-                from_status=[RunStatus.ACCEPTED],
-                fields={
-                    "status": RunStatus.PACKAGING.value,
-                    "packaging_started_at": now,
-                    "deadline": now + int(run["timeout"]),
-                },
-            )
+            store.transition_run(run_id, from_status=[RunStatus.ACCEPTED],
+                                 fields={"status": RunStatus.PACKAGING.value, "packaging_started_at": now})
             run = store.get_run(run_id) or run
-        self._start_job_watchdog(run)
         try:
             job = self._load_job(run_id)
             orders = self._build_and_upload(run, job)
         except PackagingError as exc:
             self._fail(run, str(exc))
             return "failed"
-        store.put_orders(run_id, orders)
+        if not store.put_orders(run_id, orders):
+            self._wake(run_id)  # another delivery of this job packaged it first
+            return "raced"
         began = store.transition_run(
             run_id,
             from_status=[RunStatus.PACKAGING],
@@ -113,19 +107,6 @@ class Packager:
             return parse_job(json.loads(body.read()), self.settings.validation_policy())
         except JobValidationError as exc:  # validated at intake; a policy change since then lands here
             raise PackagingError(str(exc)) from None
-
-    def _start_job_watchdog(self, run: dict[str, Any]) -> None:
-        remaining = max(1, int(run["deadline"] - self.clock()))
-        watchdog.start(
-            self.clients.sfn,
-            self.settings.watchdog_arn,
-            run_id=run["run_id"],
-            subject="job",
-            wait_seconds=remaining,
-            bucket=self.settings.internal_bucket,
-            key=layout.control_key(run["run_id"], layout.SIGNAL_JOB_TIMEOUT),
-            body=json.dumps({"signal": layout.SIGNAL_JOB_TIMEOUT, "run_id": run["run_id"]}),
-        )
 
     def _build_and_upload(self, run: dict[str, Any], job: Job) -> list[dict[str, Any]]:
         run_id = run["run_id"]

@@ -71,6 +71,11 @@ class WorkerPayload(_Model):
     inputs: list[InputUrl] = Field(default_factory=list)
     timeout: int
     kill_grace_seconds: int = 10
+    not_after: float | None = Field(
+        default=None,
+        description="epoch seconds when the watchdog reports the order timed out: the worker must have reported "
+        "by then, so it does not start commands that could outlive it (a slow CodeBuild queue, a throttled invoke)",
+    )
 
 
 class OrderResult(_Model):

@@ -136,20 +136,30 @@ class RunStore:
         return snap
 
     # ---- orders -------------------------------------------------------------------------
-    def put_orders(self, run_id: str, orders: Iterable[dict[str, Any]]) -> None:
-        """Insert queued orders. Only called while the run is still ``packaging``, before any
-        order can start, so re-running it after a crash cannot reset a started order."""
-        batch = [{"PutRequest": {"Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}} for o in orders]
-        for i in range(0, len(batch), 25):
-            pending = {self.orders_table: batch[i : i + 25]}
-            for attempt in range(10):
-                resp = self._ddb.batch_write_item(RequestItems=pending)
-                pending = resp.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-                time.sleep(min(0.05 * 2**attempt, 2))
-            if pending:
-                raise RuntimeError("DynamoDB kept returning unprocessed items while inserting orders")
+    def put_orders(self, run_id: str, orders: Iterable[dict[str, Any]]) -> bool:
+        """Insert queued orders, in transactions that also check the run is still ``packaging``.
+
+        No order can start before the run leaves ``packaging``, so overwriting an order here
+        is harmless; once the run is ``running`` (another delivery of the same job finished
+        first) every further write is refused and this returns False, so a duplicate delivery
+        can never reset an order that already started.
+        """
+        puts = [{"Put": {"TableName": self.orders_table,
+                         "Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}} for o in orders]
+        guard = {"ConditionCheck": {
+            "TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
+            "ConditionExpression": "#st = :p", "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":p": value(RunStatus.PACKAGING.value)},
+        }}
+        step = MAX_TRANSACT_ITEMS - 1
+        for i in range(0, len(puts), step):
+            try:
+                self._ddb.transact_write_items(TransactItems=[guard, *puts[i : i + step]])
+            except Exception as exc:
+                if error_code(exc) == "TransactionCanceledException":
+                    return False
+                raise
+        return True
 
     def transition(
         self,
@@ -219,7 +229,7 @@ class RunStore:
         items = [self._status_update(run_id, RUN_SK, from_status, fields)]
         if event:
             items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, event[0], event[1], **event_attrs))
-        return self._transact(items, None)
+        return self._transact(items)
 
     def _status_update(
         self, run_id: str, sk: str, from_status: Iterable[StrEnum], fields: dict[str, Any]
@@ -273,23 +283,18 @@ class RunStore:
             }
         )
         items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, "job_completed", summary))
-        return self._transact(items, f"fin-{run_id}"[:36])
+        return self._transact(items)
 
     # ---- helpers ------------------------------------------------------------------------
-    def _transact(self, items: list[dict[str, Any]], token: str | None) -> bool:
-        kwargs: dict[str, Any] = {"TransactItems": items}
-        if token:
-            kwargs["ClientRequestToken"] = token
+    def _transact(self, items: list[dict[str, Any]]) -> bool:
         try:
-            self._ddb.transact_write_items(**kwargs)
+            self._ddb.transact_write_items(TransactItems=items)
             return True
         except Exception as exc:
             if error_code(exc) == "TransactionCanceledException":
                 reasons = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
                 if any(r in ("ConditionalCheckFailed",) for r in reasons) or not reasons:
                     return False
-            if error_code(exc) == "IdempotentParameterMismatchException":
-                return False
             raise
 
     def _query(self, table: str, run_id: str, fields: Sequence[str] | None = None, *,

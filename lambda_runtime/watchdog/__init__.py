@@ -1,16 +1,19 @@
 """The watchdog state machine: one definition file shared by the construct and the embedded runner.
 
 One execution per order (and one per run for the job timeout). Its name is derived from the
-run and order, so starting it twice is a no-op (Step Functions returns the same execution).
+run and the subject and its input holds an absolute deadline, so starting it again (a retry,
+a repair after a crash) is a no-op: Step Functions returns the same execution.
 """
-
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+
+from lambda_runtime.schema import layout
 
 DEFINITION_FILE = "definition.json"
 
@@ -33,17 +36,47 @@ def execution_name(run_id: str, subject: str) -> str:
     return name[:80]
 
 
-def execution_input(*, wait_seconds: int, bucket: str, key: str, body: str) -> str:
-    return json.dumps({"wait_seconds": int(wait_seconds), "bucket": bucket, "key": key, "body": body})
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    return state_machine_arn.replace(":stateMachine:", ":execution:") + ":" + name
 
 
-def start(
-    sfn: Any, state_machine_arn: str, *, run_id: str, subject: str, wait_seconds: int, bucket: str, key: str, body: str
-) -> str:
-    """Start (idempotently) the watchdog for ``subject`` of ``run_id``; returns the execution ARN."""
-    resp = sfn.start_execution(
-        stateMachineArn=state_machine_arn,
-        name=execution_name(run_id, subject),
-        input=execution_input(wait_seconds=wait_seconds, bucket=bucket, key=key, body=body),
+def timestamp(epoch: float) -> str:
+    """The ISO-8601 form ``TimestampPath`` wants (UTC, whole seconds, rounded up)."""
+    return datetime.fromtimestamp(int(epoch) + (epoch % 1 > 0), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def execution_input(*, deadline: float, bucket: str, key: str, body: str, wake_key: str) -> str:
+    return json.dumps(
+        {"deadline": timestamp(deadline), "bucket": bucket, "key": key, "body": body, "wake_key": wake_key},
+        sort_keys=True,
     )
+
+
+def start(sfn: Any, state_machine_arn: str, *, run_id: str, subject: str, deadline: float, bucket: str, key: str,
+          body: str) -> str:
+    """Start (idempotently) the watchdog for ``subject`` of ``run_id``; returns the execution ARN.
+
+    At ``deadline`` it writes ``body`` to ``key`` unless something is there already, and in
+    that case wakes the orchestrator with an object of its own, in case the notification of
+    the existing one was lost.
+    """
+    name = execution_name(run_id, subject)
+    wake_key = layout.control_key(run_id, f"wake-{name[len(run_id) + 1:]}")
+    try:
+        resp = sfn.start_execution(
+            stateMachineArn=state_machine_arn,
+            name=name,
+            input=execution_input(deadline=deadline, bucket=bucket, key=key, body=body, wake_key=wake_key),
+        )
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+        return execution_arn(state_machine_arn, name)  # this subject is guarded already
     return str(resp["executionArn"])
+
+
+def start_job_timeout(sfn: Any, state_machine_arn: str, *, bucket: str, run_id: str, deadline: float) -> str:
+    """The run's own watchdog: at the job deadline, the ``job_timeout`` signal for the orchestrator."""
+    return start(sfn, state_machine_arn, run_id=run_id, subject="job", deadline=deadline, bucket=bucket,
+                 key=layout.control_key(run_id, layout.SIGNAL_JOB_TIMEOUT),
+                 body=json.dumps({"signal": layout.SIGNAL_JOB_TIMEOUT, "run_id": run_id}))

@@ -16,6 +16,7 @@ import sys
 from types import FrameType
 
 from lambda_runtime.schema.status import OrderStatus
+from lambda_runtime.worker.hardening import erase_environment_variable, make_undumpable
 from lambda_runtime.worker.runner import PayloadError, execute_order, parse_payload
 
 BUILDSPEC_COMMAND = "python -m lambda_runtime.worker"
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("%s", exc)
         return EXIT_NOT_REPORTED
     _stop_on_sigterm()
+    make_undumpable()
     run = execute_order(payload)
     if not run.reported:
         return EXIT_NOT_REPORTED
@@ -65,6 +67,7 @@ def _read_payload(event_file: str | None) -> str:
     raw = os.environ.get(PAYLOAD_ENV)
     if not raw:
         raise PayloadError(f"no payload: pass --event-file or set {PAYLOAD_ENV}")
+    erase_environment_variable(PAYLOAD_ENV)  # the URLs in it must not be readable by the commands
     return raw
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from lambda_runtime.logs import logger
 from lambda_runtime.schema.contract import WorkerPayload
+from lambda_runtime.worker.hardening import make_undumpable
 from lambda_runtime.worker.runner import parse_payload, run_order
 
 REPORTING_MARGIN_SECONDS = 30
@@ -21,6 +22,7 @@ def handler(event: Mapping[str, Any] | str, context: Any) -> dict[str, Any]:
     """Run the order; the return value (without the log tail) is for a synchronous caller only,
     the real report is the result object in S3."""
     payload = parse_payload(event)  # raises without echoing values: they are capabilities
+    make_undumpable()  # the function's credentials and the URLs stay out of the commands' reach
     logger.append_keys(run_id=payload.run_id, order=payload.order)
     try:
         deadline = deadline_seconds(payload, context)
