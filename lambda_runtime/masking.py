@@ -35,7 +35,8 @@ class Masker:
         return self._pattern.sub(MASK, text) if self._pattern else text
 
 
-_CREDENTIAL_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]*(:[^/@\s]*)?@", re.I)
+# bounded repetitions keep both patterns linear on long lines (e.g. 10 KB of one character)
+_CREDENTIAL_URL = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]{0,30}://)[^/@\s:]{0,256}(:[^/@\s]{0,1024})?@", re.I)
 _TOKEN_LIKE = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,})\b")
 
 

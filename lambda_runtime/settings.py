@@ -42,6 +42,14 @@ class Settings(BaseModel):
     allowed_role_arns: tuple[str, ...] = ()
     allowed_source_buckets: tuple[str, ...] = ()
     allowed_exact_refs: tuple[str, ...] = ()
+    # GitHub (all optional: without a webhook secret, /webhooks/github answers 404)
+    github_webhook_secret_id: str = ""
+    github_token_secret_id: str = ""
+    github_app_secret_id: str = ""  # JSON {"app_id": ..., "private_key": ...}
+    github_api_url: str = "https://api.github.com"
+    github_config_file: str = ".iac-ci.yml"
+    vcs_update_interval_seconds: int = Field(default=10, ge=0)
+    github_seconds_between_writes: float = Field(default=1.0, ge=0)
     lock_lease_seconds: int = Field(default=120, ge=5)
     watchdog_grace_seconds: int = Field(default=300, ge=1)
     presign_margin_seconds: int = Field(default=3600, ge=60)

@@ -40,6 +40,8 @@ def run_summary(snap: RunSnapshot, *, status: str | None = None) -> dict[str, An
         "repo": run.get("repo"),
         "pr_number": run.get("pr_number"),
         "commit": run.get("commit"),
+        "vcs": run.get("vcs"),
+        "installation_id": run.get("installation_id"),
         "created_at": run.get("created_at"),
         "error": run.get("packaging_error"),
         "order_layers": layers(deps) if deps else [],

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +372,71 @@ def smoke(stack: str, region: str | None, wait_timeout: float) -> None:
     code = _report(done, False, err)
     err.print("[green]smoke test passed[/]" if code == EXIT_OK else "[red]smoke test failed[/]")
     sys.exit(code)
+
+
+# ---- a local stand-in for a deployed stack ------------------------------------------------
+GITHUB_WEBHOOK_SECRET_ID = "iac-ci/github-webhook-secret"
+GITHUB_TOKEN_SECRET_ID = "iac-ci/github-token"
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on (0: any free port).")
+@click.option("--webhook-secret", envvar="IAC_CI_GITHUB_WEBHOOK_SECRET", help="Secret of the GitHub webhook.")
+@click.option("--github-api-url", default="https://api.github.com", show_default=True, help="GitHub REST API base.")
+@click.option("--github-token", envvar="IAC_CI_GITHUB_TOKEN", help="Token for the GitHub API and for cloning.")
+@click.option("--endpoint-url", help="Use this AWS-compatible endpoint instead of starting one.")
+@click.option("--ssm", multiple=True, metavar="NAME=VALUE", help="Seed an SSM parameter in the embedded AWS.")
+@click.option("--secret", multiple=True, metavar="ID=VALUE", help="Seed a Secrets Manager secret.")
+def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
+          endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...]) -> None:
+    """Serve the engine's HTTP API (jobs, runs, GitHub webhooks) on an embedded AWS until Ctrl-C."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    err = Console(stderr=True)
+    ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
+
+    from lambda_runtime.embedded.http_api import HttpApi
+    from lambda_runtime.embedded.server import EmbeddedAws
+    from lambda_runtime.embedded.stack import EmbeddedStack
+    from lambda_runtime.logs import logger
+
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
+    try:
+        from lambda_runtime.aws.clients import AwsClients
+
+        seed = AwsClients(region=aws.region)
+        for k, v in aws.env().items():
+            os.environ.setdefault(k, v)
+        os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
+        overrides: dict[str, Any] = {
+            "allowed_role_arns": (EMBEDDED_ROLE_PATTERN,), "allowed_source_buckets": ("*",),
+            "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values),
+            "github_api_url": github_api_url, "github_seconds_between_writes": 0.05,
+        }
+        if webhook_secret:
+            _put_secret(seed.secrets, GITHUB_WEBHOOK_SECRET_ID, webhook_secret)
+            overrides["github_webhook_secret_id"] = GITHUB_WEBHOOK_SECRET_ID
+        if github_token:
+            _put_secret(seed.secrets, GITHUB_TOKEN_SECRET_ID, github_token)
+            overrides["github_token_secret_id"] = GITHUB_TOKEN_SECRET_ID
+        for name, val in ssm_values.items():
+            seed.ssm.put_parameter(Name=name, Value=val, Type="SecureString", Overwrite=True)
+        for sid, val in secret_values.items():
+            _put_secret(seed.secrets, sid, val)
+        stack = EmbeddedStack(aws, settings_overrides=overrides)
+        with stack, HttpApi(stack.api, host=host, port=port) as http:
+            err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, POST /runs/ID/cancel, "
+                      f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",
+                      highlight=False, soft_wrap=True)
+            err.print(f"job signing secret (X-IacCi-Signature-256): {stack.webhook_secret}", highlight=False,
+                      soft_wrap=True)
+            click.echo(http.url, nl=True)
+            sys.stdout.flush()
+            stopped = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stopped.set())
+            stopped.wait()
+            err.print("stopping")
+    finally:
+        aws.stop()

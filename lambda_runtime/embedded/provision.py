@@ -15,7 +15,7 @@ from typing import Any
 
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients, error_code
-from lambda_runtime.schema import layout
+from lambda_runtime.schema import deployment
 from lambda_runtime.schema.tables import TABLES, TableDef
 from lambda_runtime.settings import Settings
 
@@ -79,14 +79,12 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
         _ensure_bucket(clients.s3, names[b])
     packaging_url, packaging_arn = _ensure_queue(clients.sqs, names["packaging_queue"])
     callbacks_url, callbacks_arn = _ensure_queue(clients.sqs, names["callbacks_queue"])
+    queue_of = {"packaging": packaging_arn, "orchestrator": callbacks_arn}
     clients.s3.put_bucket_notification_configuration(
         Bucket=names["internal_bucket"],
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                _notification(packaging_arn, layout.JOBS_PREFIX),
-                _notification(callbacks_arn, layout.CALLBACKS_PREFIX),
-            ]
-        },
+        NotificationConfiguration={"QueueConfigurations": [
+            _notification(queue_of[function], prefix) for prefix, function in deployment.NOTIFICATIONS.items()
+        ]},
     )
     kms_arn = _ensure_key(clients.kms, names["kms_alias"])
     secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)

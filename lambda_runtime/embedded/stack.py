@@ -27,12 +27,14 @@ from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import Api
 from lambda_runtime.orchestrator.engine import Orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
+from lambda_runtime.packaging.github_events import GitHubEvents
 from lambda_runtime.packaging.handler import process as packaging_process
 from lambda_runtime.packaging.logic import Packager
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.runs import RunStore
 from lambda_runtime.vcs.base import NoopVcs, VcsProvider
+from lambda_runtime.vcs.github import GitHubVcs
 
 
 class EmbeddedStack:
@@ -59,9 +61,12 @@ class EmbeddedStack:
         )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
-        self.vcs = vcs or NoopVcs()
+        github = GitHubVcs(self.settings, self.clients) if GitHubVcs.configured(self.settings) else None
+        self.vcs = vcs or github or NoopVcs()
         self.api = Api(self.settings, self.clients)
         self.packager = Packager(self.settings, self.clients, vcs=self.vcs)
+        self.github_events = (GitHubEvents(self.settings, self.clients, github, self.api.intake)
+                              if github is not None else None)
         self.orchestrator = Orchestrator(
             self.settings,
             self.clients,
@@ -76,7 +81,7 @@ class EmbeddedStack:
             QueuePump(
                 self.clients.sqs,
                 self.queues.packaging_url,
-                lambda e: packaging_process(e, self.packager),
+                lambda e: packaging_process(e, self.packager, self.github_events),
                 concurrency=2,
                 name="packaging",
             ),

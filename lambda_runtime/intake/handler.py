@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake import signature
+from lambda_runtime.intake.github import GitHubWebhooks
 from lambda_runtime.intake.logic import Intake, Reply
 from lambda_runtime.logs import logger
 from lambda_runtime.settings import Settings
@@ -41,6 +42,8 @@ class Api:
         self.app.post("/jobs")(self._submit)
         self.app.get("/runs/<run_id>")(self._status)
         self.app.post("/runs/<run_id>/cancel")(self._cancel)
+        self.app.post("/webhooks/github")(self._github)
+        self.github = GitHubWebhooks(settings, clients, self._secret, clock=clock)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if context is not None:
@@ -79,7 +82,15 @@ class Api:
             return _json(Reply(401, {"error": "stale or mismatched cancel request"}))
         return _json(self.intake.cancel(run_id))
 
+    def _github(self) -> Response:
+        reply = self.github.receive(self._raw_body(), self.app.current_event.headers or {})
+        logger.info("github webhook", extra={"status": reply.status})
+        return _json(reply)
+
     # ---- helpers ------------------------------------------------------------------------
+    def _secret(self, secret_id: str) -> str:
+        return str(self._secrets.get(secret_id, max_age=SECRET_MAX_AGE))
+
     def _raw_body(self) -> bytes:
         event = self.app.current_event
         if event.body is None:
@@ -87,7 +98,7 @@ class Api:
         return base64.b64decode(event.body) if event.is_base64_encoded else event.body.encode()
 
     def _verified(self, data: bytes) -> bool:
-        secret = str(self._secrets.get(self._secret_id, max_age=SECRET_MAX_AGE))
+        secret = self._secret(self._secret_id)
         return signature.verify(secret, data, _header(self.app.current_event.headers, signature.HEADER))
 
     def _fresh(self, ts: str) -> bool:

@@ -186,6 +186,7 @@ class Intake:
                 "created_at": now,
                 "order_total": len(job.orders),
                 "idempotency_key": submission.get("idempotency_key"),
+                **submission.get("run_fields", {}),
             }
         )
         self.clients.s3.put_object(
@@ -200,6 +201,13 @@ class Intake:
             "orders": len(job.orders),
             "done": f"s3://{self.settings.done_bucket}/{layout.done_key(run_id)}",
         }
+
+    def accept_job(self, job: Job, *, idempotency_key: str, run_fields: dict[str, Any]) -> dict[str, Any]:
+        """Accept an already validated job from inside the engine (a VCS event), idempotently."""
+        doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        submission = {"job": doc, "idempotency_key": idempotency_key, "run_fields": run_fields,
+                      "body_sha256": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()}
+        return dict(self._accept_once(submission=submission))
 
     def status(self, run_id: str) -> Reply:
         snap = self.store.load(run_id)

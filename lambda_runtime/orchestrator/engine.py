@@ -53,6 +53,8 @@ HOT_FIELDS = (
     "dispatched_at",
     "watchdog",
     "dispatch_ref",
+    "vcs",
+    "vcs_updated_at",
 )
 STATIC_CACHE_RUNS = 256
 
@@ -191,8 +193,17 @@ class Orchestrator:
         self._remember_final(run_id, snap)
         if all(OrderStatus(o["status"]).terminal for o in snap.orders.values()):
             self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
-        elif changed and not isinstance(self.vcs, NoopVcs):
-            notify(self.vcs, "run_updated", run_summary(self.store.load(run_id)))
+        elif changed and not isinstance(self.vcs, NoopVcs) and run.get("vcs"):
+            self._publish_progress(run_id, run)
+
+    def _publish_progress(self, run_id: str, run: dict[str, Any]) -> None:
+        """Coalesced progress for the PR: at most one update per interval per run, however many
+        orders change (GitHub's secondary rate limits); the final update is never skipped."""
+        now = self.clock()
+        if now - float(run.get("vcs_updated_at") or 0) < self.settings.vcs_update_interval_seconds:
+            return
+        self.store.update_run(run_id, {"vcs_updated_at": now})
+        notify(self.vcs, "run_updated", run_summary(self.store.load(run_id)))
 
     def _callbacks(self, run_id: str) -> tuple[set[str], set[str]]:
         """One listing of the run's callback prefix: control signals present, orders with a result."""

@@ -12,6 +12,8 @@ from lambda_runtime.orchestrator.dispatch import AwsDispatcher
 from lambda_runtime.orchestrator.engine import Orchestrator
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
+from lambda_runtime.vcs.base import NoopVcs
+from lambda_runtime.vcs.github import GitHubVcs
 
 
 def run_of(key: str) -> str | None:
@@ -29,7 +31,8 @@ def _orchestrator() -> Orchestrator:
         codebuild_project=settings.codebuild_project,
         grace_seconds=settings.watchdog_grace_seconds,
     )
-    return Orchestrator(settings, clients, dispatcher)
+    vcs = GitHubVcs(settings, clients) if GitHubVcs.configured(settings) else NoopVcs()
+    return Orchestrator(settings, clients, dispatcher, vcs=vcs)
 
 
 def process(event: dict[str, Any], orchestrator: Orchestrator) -> dict[str, Any]:

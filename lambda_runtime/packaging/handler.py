@@ -7,22 +7,47 @@ from typing import Any
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.aws.s3_events import process_by_subject
+from lambda_runtime.intake.logic import Intake
 from lambda_runtime.logs import logger
+from lambda_runtime.packaging.github_events import GitHubEvents
 from lambda_runtime.packaging.logic import Packager
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
+from lambda_runtime.vcs.base import NoopVcs
+from lambda_runtime.vcs.github import GitHubVcs
 
 
 @cache
-def _packager() -> Packager:
+def _components() -> tuple[Packager, GitHubEvents | None]:
     settings = Settings.from_env()
-    return Packager(settings, AwsClients(region=settings.region))
+    clients = AwsClients(region=settings.region)
+    vcs = GitHubVcs(settings, clients) if GitHubVcs.configured(settings) else None
+    packager = Packager(settings, clients, vcs=vcs or NoopVcs())
+    events = GitHubEvents(settings, clients, vcs, Intake(settings, clients)) if vcs else None
+    return packager, events
 
 
-def process(event: dict[str, Any], packager: Packager) -> dict[str, Any]:
-    return process_by_subject(event, layout.parse_job_key, packager.package)
+def subject_of(key: str) -> str | None:
+    """``job:<run id>`` for an accepted job, ``github:<delivery>`` for a queued GitHub event."""
+    run_id = layout.parse_job_key(key)
+    if run_id:
+        return f"job:{run_id}"
+    hook = layout.parse_webhook_key(key)
+    return f"{hook[0]}:{hook[1]}" if hook else None
+
+
+def process(event: dict[str, Any], packager: Packager, github: GitHubEvents | None = None) -> dict[str, Any]:
+    def work(subject: str) -> str:
+        kind, _, ident = subject.partition(":")
+        if kind == "job":
+            return packager.package(ident)
+        if kind == "github" and github is not None:
+            return github.handle(ident)
+        return "ignored"
+
+    return process_by_subject(event, subject_of, work)
 
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return process(event, _packager())
+    return process(event, *_components())

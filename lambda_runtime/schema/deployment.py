@@ -19,6 +19,7 @@ HANDLERS = {
 # S3 -> SQS notifications on the internal bucket: key prefix -> consuming function.
 NOTIFICATIONS = {
     layout.JOBS_PREFIX: "packaging",
+    layout.WEBHOOKS_PREFIX: "packaging",
     layout.CALLBACKS_PREFIX: "orchestrator",
 }
 
@@ -27,6 +28,7 @@ ROUTES = (
     ("POST", "/jobs"),
     ("GET", "/runs/{run_id}"),
     ("POST", "/runs/{run_id}/cancel"),
+    ("POST", "/webhooks/github"),
 )
 
 # Stack outputs (CfnOutput ids) the CLI reads from CloudFormation.

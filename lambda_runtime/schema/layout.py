@@ -3,6 +3,7 @@
 Internal bucket::
 
     jobs/<run_id>/job.json                         accepted submission  (S3 -> packaging queue)
+    webhooks/github/<delivery>.json                verified GitHub event (S3 -> packaging queue)
     runs/<run_id>/orders/<order>/bundle.tar.gz     code + manifest + sops-encrypted secrets
     runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker
     runs/<run_id>/orders/<order>/artifacts.tar.gz  declared artifacts of a succeeded order
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 JOBS_PREFIX = "jobs/"
+WEBHOOKS_PREFIX = "webhooks/"
 CALLBACKS_PREFIX = "callbacks/"
 RUNS_PREFIX = "runs/"
 
@@ -30,6 +32,19 @@ SIGNAL_JOB_TIMEOUT = "job_timeout"
 
 def job_key(run_id: str) -> str:
     return f"{JOBS_PREFIX}{run_id}/job.json"
+
+
+def webhook_key(provider: str, delivery: str) -> str:
+    return f"{WEBHOOKS_PREFIX}{provider}/{delivery}.json"
+
+
+def parse_webhook_key(raw_key: str) -> tuple[str, str] | None:
+    """(provider, delivery id) named by a ``webhooks/<provider>/<delivery>.json`` key, or None."""
+    key = unquote_plus(raw_key)
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] + "/" == WEBHOOKS_PREFIX and parts[2].endswith(".json"):
+        return parts[1], parts[2][: -len(".json")]
+    return None
 
 
 def order_prefix(run_id: str, order: str) -> str:

@@ -1,0 +1,146 @@
+"""GitHub webhooks: verify, deduplicate, queue. Nothing slow happens before the answer.
+
+The verified payload is written to ``webhooks/github/<delivery>.json``; its S3 event hands it
+to the packaging function (``GitHubEvents``), which reads ``.iac-ci.yml`` at the PR's head
+commit and starts the job. Deliveries are recorded with a status so a redelivery of one
+that is queued or done is answered without a second job, while one that failed can be
+redelivered from GitHub's UI and is processed again.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lambda_runtime.aws.clients import AwsClients, is_conditional_failure
+from lambda_runtime.intake import signature
+from lambda_runtime.intake.logic import Reply
+from lambda_runtime.schema import layout
+from lambda_runtime.settings import Settings
+from lambda_runtime.store.codec import value
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+PR_ACTIONS = {"opened", "synchronize", "reopened"}
+DELIVERY_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+DELIVERY_TTL_SECONDS = 14 * 86400
+PROCESSING_LEASE_SECONDS = 900
+
+
+class Deliveries:
+    """Delivery records in the idempotency table (key ``github-delivery#<id>``)."""
+
+    def __init__(self, dynamodb: Any, table: str, clock: Callable[[], float] = time.time):
+        self._ddb, self._table, self._clock = dynamodb, table, clock
+
+    @staticmethod
+    def _key(delivery: str) -> dict[str, Any]:
+        return {"id": value(f"github-delivery#{delivery}")}
+
+    def record(self, delivery: str) -> bool:
+        """True if this delivery is new (or failed before); False for a duplicate."""
+        now = int(self._clock())
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item={**self._key(delivery), "status": value("queued"), "received_at": value(now),
+                      "expiration": value(now + DELIVERY_TTL_SECONDS)},
+                ConditionExpression="attribute_not_exists(id) OR #s = :failed",
+                ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":failed": value("failed")},
+            )
+            return True
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+
+    def claim(self, delivery: str) -> bool:
+        """Move queued -> processing (or take over a stale processing); False if done elsewhere."""
+        now = int(self._clock())
+        try:
+            self._ddb.update_item(
+                TableName=self._table, Key=self._key(delivery),
+                UpdateExpression="SET #s = :p, lease_until = :until",
+                ConditionExpression="#s = :q OR (#s = :p AND lease_until < :now)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":p": value("processing"), ":q": value("queued"), ":now": value(now),
+                                           ":until": value(now + PROCESSING_LEASE_SECONDS)},
+            )
+            return True
+        except Exception as exc:
+            if is_conditional_failure(exc):
+                return False
+            raise
+
+    def finish(self, delivery: str, status: str, **fields: Any) -> None:
+        names = {"#s": "status", **{f"#f{i}": k for i, k in enumerate(fields)}}
+        values = {":s": value(status), **{f":f{i}": value(v) for i, v in enumerate(fields.values())}}
+        sets = ", ".join(["#s = :s", *(f"#f{i} = :f{i}" for i in range(len(fields)))])
+        self._ddb.update_item(TableName=self._table, Key=self._key(delivery), UpdateExpression=f"SET {sets}",
+                              ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def forget(self, delivery: str) -> None:
+        self._ddb.delete_item(TableName=self._table, Key=self._key(delivery))
+
+
+class GitHubWebhooks:
+    def __init__(self, settings: Settings, clients: AwsClients, secret: Callable[[str], str],
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clients = clients
+        self._secret = secret
+        self.deliveries = Deliveries(clients.dynamodb, settings.idempotency_table, clock)
+
+    def receive(self, raw: bytes, headers: Mapping[str, str]) -> Reply:
+        if not self.settings.github_webhook_secret_id:
+            return Reply(404, {"error": "GitHub webhooks are not configured on this stack"})
+        if len(raw) > self.settings.max_body_bytes:
+            return Reply(413, {"error": f"payload larger than {self.settings.max_body_bytes} bytes"})
+        if not signature.verify(self._secret(self.settings.github_webhook_secret_id), raw,
+                                _get(headers, SIGNATURE_HEADER)):
+            return Reply(401, {"error": "bad or missing X-Hub-Signature-256"})
+        event = _get(headers, "X-GitHub-Event") or ""
+        delivery = _get(headers, "X-GitHub-Delivery") or ""
+        if event == "ping":
+            return Reply(200, {"pong": True})
+        if not DELIVERY_RE.match(delivery):
+            return Reply(400, {"error": "missing or malformed X-GitHub-Delivery"})
+        try:
+            payload = json.loads(raw)
+        except (ValueError, RecursionError):
+            return Reply(400, {"error": "body is not valid JSON"})
+        if event != "pull_request" or not isinstance(payload, dict) or payload.get("action") not in PR_ACTIONS:
+            return Reply(200, {"ignored": f"{event} {payload.get('action') if isinstance(payload, dict) else ''}"})
+        problem = _pull_request_problem(payload)
+        if problem:
+            return Reply(400, {"error": problem})
+        if not self.deliveries.record(delivery):
+            return Reply(200, {"duplicate": True, "delivery": delivery})
+        try:
+            self.clients.s3.put_object(Bucket=self.settings.internal_bucket,
+                                       Key=layout.webhook_key("github", delivery), Body=raw,
+                                       ContentType="application/json")
+        except Exception:
+            self.deliveries.forget(delivery)  # let GitHub's redelivery try again
+            raise
+        return Reply(202, {"queued": True, "delivery": delivery})
+
+
+def _pull_request_problem(payload: dict[str, Any]) -> str | None:
+    try:
+        pr = payload["pull_request"]
+        checks = [payload["repository"]["full_name"], pr["head"]["sha"], pr["head"]["repo"]["clone_url"],
+                  pr["number"]]
+    except (KeyError, TypeError):
+        return "not a pull_request payload"
+    if not all(checks) or not isinstance(pr["number"], int):
+        return "pull_request payload lacks repository, number or head"
+    return None
+
+
+def _get(headers: Mapping[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name.lower():
+            return v
+    return None
