@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import requests
+from fakes.github_server import FakeGitHub
 
 from lambda_runtime.intake.signature import sign
-from fakes.github_server import FakeGitHub
 
 pytestmark = pytest.mark.slow
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
