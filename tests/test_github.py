@@ -178,3 +178,23 @@ def test_github_5xx_and_rate_limits_are_retried(world) -> None:
     assert deliver(world, payload(world, number=11, action="synchronize")).status_code == 202
     wait_for(lambda: next((c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 11)
                            and "**succeeded**" in c["body"]), None), what="the final comment despite failures")
+
+
+def test_300_orders_with_10kb_logs_fit_one_comment(world) -> None:
+    import yaml
+
+    fake = world["fake"]
+    git(world["repo"], "commit", "-q", "--allow-empty", "-m", "many services")
+    sha = git(world["repo"], "rev-parse", "HEAD")
+    noisy = "head -c 10240 /dev/zero | tr '\\0' x; echo"
+    orders = [{"name": f"svc-{i:03d}", "target": "lambda", "cmds": [noisy]} for i in range(300)]
+    fake.files[("acme/infra", sha, ".iac-ci.yml")] = yaml.safe_dump({"orders": orders})
+    assert deliver(world, payload(world, sha=sha, number=12)).status_code == 202
+    status = wait_for(lambda: final_status(fake, sha), timeout=240, what="the 300-order run")
+    assert status["state"] == "success"
+    ours = [c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 12)]
+    assert len(ours) == 1
+    body = ours[0]["body"]
+    assert len(body) <= 65536
+    assert all(f"`svc-{i:03d}`" in body for i in range(300))
+    assert "xxxxxxxxxx" in body  # some log tails survive, shortened

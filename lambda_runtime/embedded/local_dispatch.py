@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 
 from lambda_runtime.schema.contract import WorkerPayload
@@ -63,8 +64,11 @@ class _LambdaEnv:
 
 
 class LocalDispatcher:
-    def __init__(self, aws_env: dict[str, str], *, log_dir: Path | None = None):
+    def __init__(self, aws_env: dict[str, str], *, log_dir: Path | None = None, max_lambda_environments: int = 16):
         self._aws_env = aws_env
+        self._max_envs = max_lambda_environments
+        # async invocations beyond the concurrency limit wait, as Lambda queues throttled async invokes
+        self._queued: deque[tuple[str, str, WorkerPayload]] = deque()
         self._log_dir = log_dir
         self._procs: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
         self._by_order: dict[tuple[str, str], subprocess.Popen] = {}  # type: ignore[type-arg]
@@ -114,21 +118,31 @@ class LocalDispatcher:
         with self._lock:
             self._envs = [e for e in self._envs if e.alive()]
             env = next((e for e in self._envs if not e.busy), None)
-            if env is None:
+            if env is None and len(self._envs) < self._max_envs:
                 log = self._log_dir / f"lambda-env-{len(self._envs)}.out" if self._log_dir else None
                 env = _LambdaEnv(self._env(), log, self._idle)
                 self._envs.append(env)
             self._invocations += 1
-            ref = f"local:{env.proc.pid}"
-            env.invoke(f"{payload.run_id}-{payload.order}-{self._invocations}", payload.model_dump_json())
-            self._procs[ref] = env.proc
-            self._by_order[(payload.run_id, payload.order)] = env.proc
+            request_id = f"{payload.run_id}-{payload.order}-{self._invocations}"
             self.dispatched.append((payload.run_id, payload.order, "lambda"))
+            if env is None:
+                self._queued.append((request_id, payload.model_dump_json(), payload))
+                return f"queued:{request_id}"
+            return self._start(env, request_id, payload.model_dump_json(), payload)
+
+    def _start(self, env: _LambdaEnv, request_id: str, body: str, payload: WorkerPayload) -> str:
+        ref = f"local:{env.proc.pid}"
+        env.invoke(request_id, body)
+        self._procs[ref] = env.proc
+        self._by_order[(payload.run_id, payload.order)] = env.proc
         return ref
 
     def _idle(self, env: _LambdaEnv) -> None:
         with self._lock:
-            env.busy = False
+            if self._queued and env.alive():
+                self._start(env, *self._queued.popleft())
+            else:
+                env.busy = False
 
     @property
     def environments(self) -> int:
@@ -138,6 +152,9 @@ class LocalDispatcher:
 
     def stop(self, target: str, ref: str) -> None:
         with self._lock:
+            if ref.startswith("queued:"):
+                self._queued = deque(q for q in self._queued if q[0] != ref.removeprefix("queued:"))
+                return
             proc = self._procs.get(ref)
         if proc is None or proc.poll() is not None:
             return
