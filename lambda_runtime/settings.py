@@ -88,6 +88,11 @@ class Settings(BaseModel):
             out[ENV_PREFIX + name.upper()] = str(value)
         return out
 
+    @property
+    def github_enabled(self) -> bool:
+        """Whether runs report to GitHub (a token or an App is configured)."""
+        return bool(self.github_token_secret_id or self.github_app_secret_id)
+
     def validation_policy(self) -> ValidationPolicy:
         return ValidationPolicy(
             ssm_prefixes=self.allowed_ssm_prefixes,

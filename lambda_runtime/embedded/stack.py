@@ -61,7 +61,7 @@ class EmbeddedStack:
         )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
-        github = GitHubVcs(self.settings, self.clients) if GitHubVcs.configured(self.settings) else None
+        github = GitHubVcs(self.settings, self.clients) if self.settings.github_enabled else None
         self.vcs = vcs or github or NoopVcs()
         self.api = Api(self.settings, self.clients)
         self.packager = Packager(self.settings, self.clients, vcs=self.vcs)

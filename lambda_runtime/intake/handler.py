@@ -18,7 +18,6 @@ from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake import signature
@@ -30,13 +29,31 @@ from lambda_runtime.settings import Settings
 SECRET_MAX_AGE = 300
 
 
+class SecretCache:
+    """Secret values kept for ``max_age`` seconds, so a warm function does not call Secrets
+    Manager per request but still sees a rotation within minutes. (Powertools' parameters
+    utility does the same but imports every provider it has: ~100 ms of cold start.)"""
+
+    def __init__(self, client: Any, *, max_age: float, clock: Callable[[], float] = time.time):
+        self._client, self._max_age, self._clock = client, max_age, clock
+        self._values: dict[str, tuple[float, str]] = {}
+
+    def get(self, secret_id: str) -> str:
+        hit = self._values.get(secret_id)
+        now = self._clock()
+        if hit is None or now - hit[0] > self._max_age:
+            hit = (now, str(self._client.get_secret_value(SecretId=secret_id)["SecretString"]))
+            self._values[secret_id] = hit
+        return hit[1]
+
+
 class Api:
     """The router plus its dependencies; one per process (or per embedded stack)."""
 
     def __init__(self, settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time):
         self.intake = Intake(settings, clients, clock=clock)
         self.clock = clock
-        self._secrets = SecretsProvider(boto3_client=clients.secrets)
+        self._secrets = SecretCache(clients.secrets, max_age=SECRET_MAX_AGE, clock=clock)
         self._secret_id = settings.webhook_secret_id
         self.app = APIGatewayRestResolver()
         self.app.post("/jobs")(self._submit)
@@ -89,7 +106,7 @@ class Api:
 
     # ---- helpers ------------------------------------------------------------------------
     def _secret(self, secret_id: str) -> str:
-        return str(self._secrets.get(secret_id, max_age=SECRET_MAX_AGE))
+        return self._secrets.get(secret_id)
 
     def _raw_body(self) -> bytes:
         event = self.app.current_event

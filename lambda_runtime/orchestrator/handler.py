@@ -12,8 +12,7 @@ from lambda_runtime.orchestrator.dispatch import AwsDispatcher
 from lambda_runtime.orchestrator.engine import Orchestrator
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
-from lambda_runtime.vcs.base import NoopVcs
-from lambda_runtime.vcs.github import GitHubVcs
+from lambda_runtime.vcs.base import NoopVcs, VcsProvider
 
 
 def run_of(key: str) -> str | None:
@@ -31,7 +30,11 @@ def _orchestrator() -> Orchestrator:
         codebuild_project=settings.codebuild_project,
         grace_seconds=settings.watchdog_grace_seconds,
     )
-    vcs = GitHubVcs(settings, clients) if GitHubVcs.configured(settings) else NoopVcs()
+    vcs: VcsProvider = NoopVcs()
+    if settings.github_enabled:  # imported only when used: PyGithub adds ~100 ms to a cold start
+        from lambda_runtime.vcs.github import GitHubVcs
+
+        vcs = GitHubVcs(settings, clients)
     return Orchestrator(settings, clients, dispatcher, vcs=vcs)
 
 

@@ -7,24 +7,26 @@ from typing import Any
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.aws.s3_events import process_by_subject
-from lambda_runtime.intake.logic import Intake
 from lambda_runtime.logs import logger
-from lambda_runtime.packaging.github_events import GitHubEvents
 from lambda_runtime.packaging.logic import Packager
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
 from lambda_runtime.vcs.base import NoopVcs
-from lambda_runtime.vcs.github import GitHubVcs
 
 
 @cache
-def _components() -> tuple[Packager, GitHubEvents | None]:
+def _components() -> tuple[Packager, Any]:
     settings = Settings.from_env()
     clients = AwsClients(region=settings.region)
-    vcs = GitHubVcs(settings, clients) if GitHubVcs.configured(settings) else None
-    packager = Packager(settings, clients, vcs=vcs or NoopVcs())
-    events = GitHubEvents(settings, clients, vcs, Intake(settings, clients)) if vcs else None
-    return packager, events
+    if not settings.github_enabled:
+        return Packager(settings, clients, vcs=NoopVcs()), None
+    # imported only when used: PyGithub adds ~100 ms to a cold start
+    from lambda_runtime.intake.logic import Intake
+    from lambda_runtime.packaging.github_events import GitHubEvents
+    from lambda_runtime.vcs.github import GitHubVcs
+
+    vcs = GitHubVcs(settings, clients)
+    return Packager(settings, clients, vcs=vcs), GitHubEvents(settings, clients, vcs, Intake(settings, clients))
 
 
 def subject_of(key: str) -> str | None:
@@ -36,7 +38,8 @@ def subject_of(key: str) -> str | None:
     return f"{hook[0]}:{hook[1]}" if hook else None
 
 
-def process(event: dict[str, Any], packager: Packager, github: GitHubEvents | None = None) -> dict[str, Any]:
+def process(event: dict[str, Any], packager: Packager, github: Any = None) -> dict[str, Any]:
+    """``github``: the GitHubEvents of a stack with GitHub configured, else None."""
     def work(subject: str) -> str:
         kind, _, ident = subject.partition(":")
         if kind == "job":

@@ -38,10 +38,6 @@ class GitHubVcs(VcsProvider):
         self._app_auth: Auth.AppAuth | None = None
         self._token: str | None = None
 
-    @classmethod
-    def configured(cls, settings: Settings) -> bool:
-        return bool(settings.github_token_secret_id or settings.github_app_secret_id)
-
     # ---- VcsProvider ----------------------------------------------------------------------
     def run_started(self, summary: dict[str, Any]) -> None:
         if self._applies(summary):

@@ -1,0 +1,188 @@
+"""`make bench`: every figure the project publishes, printed as one table.
+
+1. control-plane overhead: `iac-ci run` vs `make -j10` on a 10x10 DAG of `sleep 1`;
+2. AWS API calls per order, by service and action, for 10, 100 and 1000 no-op orders,
+   counted at the embedded endpoint (queue polling excluded: the event source mapping's);
+3. intake acknowledgement latency for a 500-order job (p50/p95 of 30 submissions);
+4. import time of each Lambda entrypoint vs a bare boto3 + pydantic + powertools import;
+5. estimated AWS cost of the control plane per 1,000 orders, from the counted calls.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+from api_calls import CallCounter  # noqa: E402
+
+# US East (N. Virginia) list prices, 2026; control plane only (workers' own compute excluded)
+PRICES = {
+    "dynamodb_write_unit": 1.25 / 1e6,  # on-demand WRU
+    "dynamodb_read_call": 0.25 / 1e6 * 2,  # ~2 RRU per strongly consistent read/query of small items
+    "s3_put_list": 0.005 / 1000,  # PUT, COPY, POST, LIST
+    "s3_get_head": 0.0004 / 1000,
+    "sqs_request": 0.40 / 1e6,  # includes the event source mapping's polling
+    "sfn_transition": 0.025 / 1000,  # standard workflows; a watchdog execution uses ~4 transitions
+    "kms_request": 0.03 / 10000,
+    "secrets_request": 0.05 / 10000,
+    "lambda_request": 0.20 / 1e6,
+    "lambda_gb_second_arm": 0.0000133334,
+}
+ENTRYPOINTS = ["lambda_runtime.intake.handler", "lambda_runtime.packaging.handler",
+               "lambda_runtime.orchestrator.handler", "lambda_runtime.worker.handler"]
+BASELINE = "boto3, pydantic, aws_lambda_powertools"
+
+
+def row(section: str, metric: str, value: str, note: str = "") -> None:
+    print(f"| {section} | {metric} | {value} | {note} |")
+
+
+def overhead() -> None:
+    from dag_overhead import dag, makefile, timed
+
+    import yaml
+
+    orders = dag(10, 10, "lambda")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "job.yaml").write_text(yaml.safe_dump({"name": "bench", "orders": orders}))
+        (Path(tmp) / "Makefile").write_text(makefile(orders))
+        make_s, _ = timed(["make", "-s", "-j10", "-C", tmp, "all"])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        run_s, proc = timed([str(Path(sys.executable).with_name("iac-ci")), "run", str(Path(tmp) / "job.yaml"),
+                             "--quiet"], env=env)
+    row("overhead", "make -j10 (s)", f"{make_s:.2f}")
+    row("overhead", "iac-ci run, lambda (s)", f"{run_s:.2f}", "exit %d" % proc.returncode)
+    row("overhead", "ratio", f"{run_s / make_s:.2f}", "target <= 1.3")
+
+
+def api_calls(sizes: list[int]) -> Counter:
+    from lambda_runtime.embedded.server import EmbeddedAws
+    from lambda_runtime.embedded.stack import EmbeddedStack
+
+    counter = CallCounter()
+    counter.install()
+    aws = EmbeddedAws.start()
+    last: Counter = Counter()
+    try:
+        for n in sizes:
+            stack = EmbeddedStack(aws, prefix=f"b{n}")
+            with stack:
+                counter.reset()
+                code, body = stack.submit({"name": "noop", "username": "bench", "orders": [
+                    {"name": f"o{i}", "target": "lambda", "cmds": ["true"]} for i in range(n)]})
+                assert code == 202, body
+                done = stack.wait(body["run_id"], timeout=3600)
+                calls = counter.engine_calls()
+                total = sum(calls.values())
+                row("api calls", f"{n} orders: per order", f"{total / n:.2f}",
+                    f"{total} calls, {counter.write_units} DynamoDB WRU, status {done['status']}")
+                last = Counter(calls)
+                last["_wru"] = counter.write_units
+                last["_sqs_polling"] = sum(v for k, v in counter.calls.items() if k[0] == "sqs") - sum(
+                    v for k, v in calls.items() if k[0] == "sqs")
+                last["_n"] = n
+        n = last["_n"]
+        for (service, action), count in sorted(((k, v) for k, v in last.items() if isinstance(k, tuple)),
+                                               key=lambda kv: -kv[1]):
+            row("api calls", f"{n} orders: {service}.{action}", f"{count / n:.2f} per order")
+    finally:
+        aws.stop()
+    return last
+
+
+def intake_latency(orders: int = 500, submissions: int = 30) -> None:
+    from lambda_runtime.embedded.server import EmbeddedAws
+    from lambda_runtime.embedded.stack import EmbeddedStack
+
+    aws = EmbeddedAws.start()
+    try:
+        stack = EmbeddedStack(aws, prefix="lat")  # pumps not started: intake alone
+        job = {"name": "lat", "username": "bench", "orders": [
+            {"name": f"o{i}", "cmds": ["terraform plan"], "depends_on": [f"o{i - 1}"] if i % 10 else []}
+            for i in range(orders)]}
+        times = []
+        for _ in range(submissions):
+            t = time.perf_counter()
+            code, _ = stack.submit(job)
+            times.append((time.perf_counter() - t) * 1000)
+            assert code == 202
+    finally:
+        aws.stop()
+    times.sort()
+    row("intake", f"ack latency, {orders}-order job, p50 (ms)", f"{statistics.median(times):.0f}")
+    row("intake", f"ack latency, {orders}-order job, p95 (ms)", f"{times[int(0.95 * (len(times) - 1))]:.0f}",
+        "target <= 300")
+
+
+def import_times(repeat: int = 5) -> None:
+    def measure(stmt: str) -> float:
+        code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
+        runs = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                     check=True).stdout) for _ in range(repeat)]
+        return statistics.median(runs) * 1000
+
+    base = measure(f"import {BASELINE}")
+    row("cold start", "baseline import (ms)", f"{base:.0f}", BASELINE)
+    for module in ENTRYPOINTS:
+        ms = measure(f"import {module}")
+        row("cold start", f"{module} (ms)", f"{ms:.0f}", f"{ms / base:.2f}x baseline (target <= 1.3x)")
+
+
+def cost(calls: Counter) -> None:
+    n = calls["_n"]
+    per = 1000 / n
+    dynamo_reads = sum(v for (s, a), v in ((k, v) for k, v in calls.items() if isinstance(k, tuple))
+                       if s == "dynamodb" and a in ("Query", "GetItem"))
+    s3_put = sum(v for k, v in calls.items() if isinstance(k, tuple) and k[0] == "s3" and k[1] in
+                 ("PutObject", "ListObjectsV2", "ListObjects", "PostObject"))
+    s3_get = sum(v for k, v in calls.items() if isinstance(k, tuple) and k[0] == "s3" and k[1] in
+                 ("GetObject", "HeadObject"))
+    sqs = sum(v for k, v in calls.items() if isinstance(k, tuple) and k[0] == "sqs") + calls["_sqs_polling"]
+    executions = calls[("stepfunctions", "StartExecution")]
+    kms = sum(v for k, v in calls.items() if isinstance(k, tuple) and k[0] == "kms")
+    secrets = sum(v for k, v in calls.items() if isinstance(k, tuple) and k[0] == "secretsmanager")
+    items = {
+        "DynamoDB writes": calls["_wru"] * PRICES["dynamodb_write_unit"],
+        "DynamoDB reads": dynamo_reads * PRICES["dynamodb_read_call"],
+        "S3 PUT/LIST": s3_put * PRICES["s3_put_list"],
+        "S3 GET/HEAD": s3_get * PRICES["s3_get_head"],
+        "SQS": sqs * PRICES["sqs_request"],
+        "Step Functions": executions * 4 * PRICES["sfn_transition"],
+        "KMS + Secrets Manager": kms * PRICES["kms_request"] + secrets * PRICES["secrets_request"],
+    }
+    for name, usd in items.items():
+        row("cost per 1,000 orders", name, f"${usd * per:.4f}")
+    row("cost per 1,000 orders", "total (control plane)", f"${sum(items.values()) * per:.4f}",
+        "excludes Lambda/CodeBuild compute of the orders themselves")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", default="10,100,1000", help="order counts for the API-call section")
+    ap.add_argument("--skip-overhead", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print("| section | metric | value | note |\n|---|---|---|---|")
+    if not args.skip_overhead:
+        overhead()
+    calls = api_calls([int(s) for s in args.sizes.split(",")])
+    intake_latency()
+    import_times()
+    cost(calls)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
