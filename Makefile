@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean synth
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,17 @@ run: $(STAMP)
 	$(BIN)/iac-ci run examples/demo/job.yaml --ssm /iac-ci/demo/deploy-token=demo-s3cr3t-token
 
 test: $(STAMP)
-	$(BIN)/ruff check lambda_runtime tests benchmarks
+	$(BIN)/ruff check lambda_runtime iac_ci_constructs sample_app tests benchmarks
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
+# The sample app (sample_app/app.py) with the CDK CLI pinned in package.json; no Docker needed to synth.
+synth: $(STAMP)
+	npm ci --no-audit --no-fund
+	npx --no-install cdk synth --quiet --app "$(BIN)/python sample_app/app.py"
+	$(BIN)/cfn-lint --non-zero-exit-code error cdk.out/*.template.json
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/dag_overhead.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,186 @@
+"""Least-privilege policy statements, one function per runtime component.
+
+Each statement names the runtime call it exists for, and every object-key pattern comes from
+``lambda_runtime.schema.layout`` (with ``*`` for the run id and order name), so the policies
+cannot drift from where the code reads and writes. Presigned URLs carry the permissions of the
+role that signed them: the orchestrator's role therefore also covers what the workers do with
+their URLs (bundle and input downloads, log, artifact and result uploads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+
+from lambda_runtime.schema import deployment, layout
+
+ANY = "*"  # a run id or an order name inside an object key pattern
+# the wake-up signals the watchdog writes (lambda_runtime.watchdog.start; tests/test_construct_iam.py checks it)
+WATCHDOG_WAKE_SIGNAL = "wake-*"
+
+# KMS encryption context the packaging step pins every sops file to (lambda_runtime.packaging.logic)
+SOPS_CONTEXT_KEYS = ("order", "run_id")
+
+# Powertools DynamoDBPersistenceLayer: conditional put, get, update and delete of its records
+IDEMPOTENCY_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+
+def allow(sid: str, actions: Sequence[str], resources: Sequence[str],
+          conditions: dict | None = None) -> iam.PolicyStatement:
+    return iam.PolicyStatement(sid=sid, actions=list(actions), resources=list(resources), conditions=conditions)
+
+
+def objects(bucket: s3.IBucket, *keys: str) -> list[str]:
+    return [bucket.arn_for_objects(k) for k in keys]
+
+
+def submission_keys() -> list[str]:
+    """What intake accepts and packaging consumes: every prefix ``schema.deployment.NOTIFICATIONS``
+    routes to the packaging function (``jobs/<run_id>/job.json``, verified webhook events, ...)."""
+    return [layout.job_key(ANY) if prefix == layout.JOBS_PREFIX else prefix + ANY
+            for prefix, consumer in deployment.NOTIFICATIONS.items() if consumer == "packaging"]
+
+
+def sops_context_condition() -> dict:
+    """The request's encryption context has exactly our keys (values differ per run and order)."""
+    return {
+        "ForAllValues:StringEquals": {"kms:EncryptionContextKeys": list(SOPS_CONTEXT_KEYS)},
+        "Null": {"kms:EncryptionContextKeys": "false"},
+    }
+
+
+def callbacks_listing(bucket: s3.IBucket, sid: str) -> iam.PolicyStatement:
+    """ListBucket limited to the callbacks prefix: the orchestrator lists ``callbacks/<run>/``, and
+    without any ListBucket S3 answers 403 instead of 404 for an absent key."""
+    return allow(sid, ["s3:ListBucket"], [bucket.bucket_arn],
+                 {"StringLike": {"s3:prefix": [layout.CALLBACKS_PREFIX + "*"]}})
+
+
+@dataclass(frozen=True)
+class Tables:
+    orders: dynamodb.ITable
+    events: dynamodb.ITable
+    locks: dynamodb.ITable
+    idempotency: dynamodb.ITable
+
+
+def intake(*, tables: Tables, internal: s3.IBucket, watchdog: sfn.IStateMachine) -> list[iam.PolicyStatement]:
+    """``lambda_runtime.intake``: arm the job-timeout watchdog, create the run item, answer status
+    (Query) and cancel requests, record idempotency keys, put the accepted job and the cancel signal."""
+    return [
+        allow("RunItems", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+              [tables.orders.table_arn]),
+        allow("IdempotencyRecords", IDEMPOTENCY_ACTIONS, [tables.idempotency.table_arn]),
+        allow("PutSubmissionsAndCancelSignals", ["s3:PutObject"],
+              objects(internal, *submission_keys(), layout.control_key(ANY, layout.SIGNAL_CANCEL))),
+        allow("StartJobWatchdog", ["states:StartExecution"], [watchdog.state_machine_arn]),
+    ]
+
+
+def packaging(
+    *,
+    tables: Tables,
+    internal: s3.IBucket,
+    source_buckets: Sequence[s3.IBucket],
+    sops_key: kms.IKey,
+    ssm_prefixes: Sequence[str],
+    secret_prefixes: Sequence[str],
+    role_arns: Sequence[str],
+    stack: Stack,
+) -> list[iam.PolicyStatement]:
+    """``lambda_runtime.packaging``: run transitions (with their events), order inserts (transactions
+    guarded by a ConditionCheck on the run), the job object, bundles, the packaged signal, and the
+    secrets and roles orders reference."""
+    statements = [
+        allow("RunAndOrderItems",
+              ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem",
+               "dynamodb:ConditionCheckItem"],
+              [tables.orders.table_arn]),
+        allow("AppendEvents", ["dynamodb:PutItem"], [tables.events.table_arn]),
+        allow("ReadSubmissions", ["s3:GetObject"], objects(internal, *submission_keys())),
+        allow("WriteBundles", ["s3:PutObject", "s3:AbortMultipartUpload"],
+              objects(internal, layout.bundle_key(ANY, ANY))),
+        allow("PutPackagedSignals", ["s3:PutObject"],
+              objects(internal, layout.control_key(ANY, layout.SIGNAL_PACKAGED))),
+        allow("EncryptBundleSecrets", ["kms:Encrypt"], [sops_key.key_arn], sops_context_condition()),
+        allow("ReadAllowedParameters", ["ssm:GetParameter"], [ssm_parameter_arn(stack, p) for p in ssm_prefixes]),
+        allow("ReadAllowedSecrets", ["secretsmanager:GetSecretValue"],
+              [secret_arn(stack, p) for p in secret_prefixes]),
+    ]
+    if source_buckets:
+        statements.append(allow("ReadZipSources", ["s3:GetObject"], [b.arn_for_objects("*") for b in source_buckets]))
+    if role_arns:
+        statements.append(allow("AssumeAllowedRoles", ["sts:AssumeRole"], list(role_arns)))
+    return statements
+
+
+def orchestrator(
+    *,
+    tables: Tables,
+    internal: s3.IBucket,
+    done: s3.IBucket,
+    watchdog: sfn.IStateMachine,
+    worker_function: lambda_.IFunction,
+    worker_project: codebuild.IProject,
+) -> list[iam.PolicyStatement]:
+    """``lambda_runtime.orchestrator``: consistent Query of a run, fenced transactions (Update on
+    orders, Put on events, ConditionCheck on the lease), lease updates, callback listing and
+    result reads, engine results, presigned worker URLs, the done object, watchdogs, dispatch."""
+    return [
+        allow("RunAndOrderItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [tables.orders.table_arn]),
+        allow("AppendEvents", ["dynamodb:PutItem"], [tables.events.table_arn]),
+        allow("Leases", ["dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"], [tables.locks.table_arn]),
+        callbacks_listing(internal, "ListCallbacks"),
+        allow("ReadResultsAndPresignDownloads", ["s3:GetObject"],
+              objects(internal, layout.result_key(ANY, ANY), layout.bundle_key(ANY, ANY),
+                      layout.artifacts_key(ANY, ANY))),
+        allow("WriteResultsAndPresignUploads", ["s3:PutObject"],
+              objects(internal, layout.result_key(ANY, ANY), layout.log_key(ANY, ANY),
+                      layout.artifacts_key(ANY, ANY))),
+        allow("WriteDone", ["s3:PutObject"], objects(done, layout.done_key(ANY))),
+        allow("StartOrderWatchdogs", ["states:StartExecution"], [watchdog.state_machine_arn]),
+        allow("DispatchLambdaWorker", ["lambda:InvokeFunction"], [worker_function.function_arn]),
+        allow("DispatchCodeBuildWorker", ["codebuild:StartBuild", "codebuild:StopBuild"],
+              [worker_project.project_arn]),
+    ]
+
+
+def worker(*, sops_key: kms.IKey) -> list[iam.PolicyStatement]:
+    """``lambda_runtime.worker`` (Lambda and CodeBuild): everything else goes through presigned
+    URLs, so the only right of its own is decrypting a sops file bound to a run and order."""
+    return [allow("DecryptBundleSecrets", ["kms:Decrypt"], [sops_key.key_arn], sops_context_condition())]
+
+
+def watchdog(*, internal: s3.IBucket) -> list[iam.PolicyStatement]:
+    """The watchdog definition: HeadObject (s3:GetObject) of an order's result or the job-timeout
+    signal, a conditional PutObject of ``timed_out`` there, the wake-up object it puts when a result
+    already exists (``lambda_runtime.watchdog.start``: ``control/wake-<subject>``), and ListBucket
+    so an absent key is a 404."""
+    guarded = (layout.result_key(ANY, ANY), layout.control_key(ANY, layout.SIGNAL_JOB_TIMEOUT))
+    return [
+        allow("HeadResults", ["s3:GetObject"], objects(internal, *guarded)),
+        allow("WriteTimedOutAndWakeUps", ["s3:PutObject"],
+              objects(internal, *guarded, layout.control_key(ANY, WATCHDOG_WAKE_SIGNAL))),
+        callbacks_listing(internal, "ListCallbacks"),
+    ]
+
+
+def ssm_parameter_arn(stack: Stack, prefix: str) -> str:
+    """``/iac-ci/`` -> ``arn:...:parameter/iac-ci/*`` (the ARN drops a name's leading slash)."""
+    return stack.format_arn(service="ssm", resource="parameter", resource_name=prefix.lstrip("/") + "*",
+                            arn_format=ArnFormat.SLASH_RESOURCE_NAME)
+
+
+def secret_arn(stack: Stack, prefix: str) -> str:
+    """``iac-ci/`` -> ``arn:...:secret:iac-ci/*`` (the trailing ``*`` also covers the random suffix)."""
+    return stack.format_arn(service="secretsmanager", resource="secret", resource_name=prefix + "*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME)

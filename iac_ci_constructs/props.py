@@ -1,0 +1,213 @@
+"""The construct's properties: one flat, keyword-only set, validated in one pass.
+
+Every optional property documents the *behaviour* it defaults to. ``IacCiPipelineProps.problems``
+lists every problem at once, so a misconfigured deployment is fixed in one round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+
+LAMBDA_MEMORY_MIB = (128, 10_240)
+LAMBDA_EPHEMERAL_STORAGE_MIB = (512, 10_240)
+MAX_WATCHDOG_GRACE_SECONDS = 3_600
+ARM64, X86_64 = lambda_.Architecture.ARM_64.name, lambda_.Architecture.X86_64.name
+# IAM role ARN, optionally with IAM wildcards (* and ?) in the account or the role path/name.
+# fnmatch character classes ([...]) are rejected: IAM has no equivalent, so the allow-list
+# the runtime checks and the policy AWS enforces would differ.
+ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\*):role/[A-Za-z0-9+=,.@_/*?-]+$")
+SSM_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
+SECRET_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
+
+
+class IacCiPipelinePropsError(ValueError):
+    """Invalid properties; ``problems`` holds every one of them."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"IacCiPipeline: {len(self.problems)} invalid propert{'y' if len(problems) == 1 else 'ies'}:\n"
+                         f"{lines}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class IacCiPipelineProps:
+    """Properties of ``IacCiPipeline``; all optional, pass them as keyword arguments."""
+
+    allowed_ssm_prefixes: Sequence[str] = ("/iac-ci/",)
+    """SSM parameter name prefixes jobs may reference. Default: ``("/iac-ci/",)``. Intake rejects
+    references outside them and the packaging role may read nothing else (``ssm:GetParameter``)."""
+
+    allowed_secret_prefixes: Sequence[str] = ("iac-ci/",)
+    """Secrets Manager name prefixes jobs may reference. Default: ``("iac-ci/",)``; enforced by intake
+    and by the packaging role's ``secretsmanager:GetSecretValue`` resources."""
+
+    allowed_role_arns: Sequence[str] = ()
+    """IAM role ARNs (IAM wildcards ``*``/``?`` allowed) orders may run as (``aws_role``). Default: none,
+    orders cannot assume roles and the packaging role gets no ``sts:AssumeRole``."""
+
+    allowed_source_buckets: Sequence[s3.IBucket] = ()
+    """Buckets holding ``s3://`` zip sources (``s3.Bucket.from_bucket_name(...)`` for existing ones). Default:
+    none, intake rejects S3 sources and the packaging role can read no other bucket."""
+
+    architecture: lambda_.Architecture = lambda_.Architecture.ARM_64
+    """CPU architecture of the image, every function and the CodeBuild project. Default: ARM64 (Graviton)."""
+
+    packaging_memory_mib: int = 1024
+    """Memory of the packaging function (git clones, tarballs, sops). Default: 1024 MiB."""
+
+    worker_memory_mib: int = 2048
+    """Memory of the worker function (orders with ``target: lambda``). Default: 2048 MiB."""
+
+    worker_ephemeral_storage_mib: int = 4096
+    """``/tmp`` size of the worker function. Default: 4096 MiB."""
+
+    codebuild_compute_type: codebuild.ComputeType = codebuild.ComputeType.SMALL
+    """Compute type of the CodeBuild worker project (orders with ``target: codebuild``). Default: SMALL."""
+
+    removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
+    """What happens to tables, buckets, the KMS key, the secret and log groups when removed from the
+    stack. Default: RETAIN (they outlive the stack)."""
+
+    log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS
+    """Retention of every log group the construct creates. Default: three months."""
+
+    internal_object_retention_days: int = 90
+    """Days after which job submissions, bundles, logs, artifacts and callbacks in the internal bucket
+    expire (noncurrent versions: 7 days later). Default: 90 days, as the order events' TTL."""
+
+    vpc: ec2.IVpc | None = None
+    """VPC for the workers (worker function and CodeBuild project). Default: workers run outside any VPC."""
+
+    vpc_subnets: ec2.SubnetSelection | None = None
+    """Subnets for the workers; needs ``vpc``. Default: the VPC's private subnets with egress (workers
+    reach S3 presigned URLs, KMS and the sources of the commands)."""
+
+    existing_kms_key: kms.IKey | None = None
+    """KMS key for the sops-encrypted secrets of bundles. Default: a new customer-managed key with
+    yearly rotation. An existing key's policy must delegate to IAM."""
+
+    existing_webhook_secret: secretsmanager.ISecret | None = None
+    """Secret holding the HMAC key that signs requests to the API. Default: a new generated secret
+    (64 alphanumeric characters)."""
+
+    existing_access_logs_bucket: s3.IBucket | None = None
+    """Destination of the buckets' server access logs. Default: a new bucket keeping them for a year; an
+    existing bucket must already allow ``logging.s3.amazonaws.com`` to write."""
+
+    alarm_topic: sns.ITopic | None = None
+    """SNS topic notified when an alarm fires or recovers. Default: alarms are created without actions."""
+
+    watchdog_grace_seconds: int = 300
+    """Seconds after an order's timeout before the watchdog writes ``timed_out``. Default: 300."""
+
+    api_throttling_rate_limit_per_second: int = 10
+    """Steady-state request rate of the API stage. Default: 10 requests per second."""
+
+    api_throttling_burst_limit: int = 20
+    """Burst request limit of the API stage. Default: 20 requests."""
+
+    api_cloud_watch_role: bool = True
+    """Create the account-level role API Gateway needs to write logs. Default: created (set False when
+    the account already has one: it is one per account and region)."""
+
+    image_directory: str | None = None
+    """Directory with the ``Dockerfile`` of the runtime image. Default: the image of this package
+    (the repository root in a source checkout; generated from the installed package otherwise)."""
+
+    @property
+    def is_arm64(self) -> bool:
+        return bool(self.architecture.name == ARM64)
+
+    # ---- validation ---------------------------------------------------------------------------
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> IacCiPipelineProps:
+        """Build and validate; raises ``IacCiPipelinePropsError`` listing every problem."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        problems = []
+        for key in sorted(set(kwargs) - set(names)):
+            close = difflib.get_close_matches(key, names, n=1)
+            problems.append(f"unknown property '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        props = cls(**{k: v for k, v in kwargs.items() if k in names})
+        problems.extend(props.problems())
+        if problems:
+            raise IacCiPipelinePropsError(problems)
+        return props
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        out += _prefix_problems("allowed_ssm_prefixes", self.allowed_ssm_prefixes, SSM_PREFIX_PATTERN)
+        out += _prefix_problems("allowed_secret_prefixes", self.allowed_secret_prefixes, SECRET_PREFIX_PATTERN)
+        if isinstance(self.allowed_role_arns, str):
+            out.append("allowed_role_arns must be a sequence of role ARNs, not a single string")
+        else:
+            for arn in self.allowed_role_arns:
+                if not isinstance(arn, str) or not ROLE_ARN_PATTERN.match(arn):
+                    out.append(
+                        f"allowed_role_arns: '{arn}' is not an IAM role ARN "
+                        "(arn:aws:iam::<account>:role/<name>; only * and ? wildcards)"
+                    )
+        if isinstance(self.allowed_source_buckets, str) or any(
+                not hasattr(b, "bucket_name") for b in self.allowed_source_buckets):
+            out.append("allowed_source_buckets must be a sequence of buckets (s3.IBucket), "
+                       "e.g. s3.Bucket.from_bucket_name(scope, id, name)")
+        out += _int_problems("packaging_memory_mib", self.packaging_memory_mib, *LAMBDA_MEMORY_MIB)
+        out += _int_problems("worker_memory_mib", self.worker_memory_mib, *LAMBDA_MEMORY_MIB)
+        out += _int_problems(
+            "worker_ephemeral_storage_mib", self.worker_ephemeral_storage_mib, *LAMBDA_EPHEMERAL_STORAGE_MIB
+        )
+        out += _int_problems("internal_object_retention_days", self.internal_object_retention_days, 1, None)
+        out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
+        out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,
+                             None)
+        out += _int_problems("api_throttling_burst_limit", self.api_throttling_burst_limit, 1, None)
+        if self.vpc_subnets is not None and self.vpc is None:
+            out.append("vpc_subnets is set but vpc is not: pass the vpc the subnets belong to")
+        compute = getattr(self.codebuild_compute_type, "value", str(self.codebuild_compute_type))
+        if str(compute).startswith("LAMBDA_") or compute in ("ATTRIBUTE_BASED", "CUSTOM_INSTANCE_TYPE"):
+            out.append(
+                f"codebuild_compute_type {compute} is not supported: CodeBuild orders run for up to 8 hours "
+                "on the runtime image; use SMALL, MEDIUM, LARGE, X_LARGE or X2_LARGE (or target: lambda)"
+            )
+        if self.image_directory is not None and not (Path(self.image_directory) / "Dockerfile").is_file():
+            out.append(f"image_directory '{self.image_directory}' has no Dockerfile")
+        if getattr(self.architecture, "name", None) not in (ARM64, X86_64):
+            out.append("architecture must be lambda_.Architecture.ARM_64 or lambda_.Architecture.X86_64")
+        return out
+
+
+def _prefix_problems(name: str, prefixes: Sequence[str], pattern: re.Pattern[str]) -> list[str]:
+    if isinstance(prefixes, str):
+        return [f"{name} must be a sequence of prefixes, not a single string"]
+    out = []
+    for p in prefixes:
+        if not isinstance(p, str) or not p:
+            out.append(f"{name}: an empty prefix would allow every name")
+        elif p in ("/", "*") or not pattern.match(p):
+            out.append(f"{name}: '{p}' is not a literal name prefix (no wildcards; not just '/')")
+    return out
+
+
+def _int_problems(name: str, value: object, low: int, high: int | None) -> list[str]:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [f"{name} must be an integer, got {value!r}"]
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        return [f"{name} must be {bound}, got {value}"]
+    return []
