@@ -185,6 +185,10 @@ class IacCiPipeline(Construct):
             allowed_role_arns=tuple(p.allowed_role_arns),
             allowed_source_buckets=tuple(b.bucket_name for b in p.allowed_source_buckets),
             watchdog_grace_seconds=p.watchdog_grace_seconds,
+            github_webhook_secret_id=p.github_webhook_secret.secret_arn if p.github_webhook_secret else "",
+            github_token_secret_id=p.github_token_secret.secret_arn if p.github_token_secret else "",
+            github_app_secret_id=p.github_app_secret.secret_arn if p.github_app_secret else "",
+            github_api_url=p.github_api_url,
         )
         self.settings = settings
         env = settings.to_env()
@@ -209,6 +213,12 @@ class IacCiPipeline(Construct):
             environment=env, memory_mib=INTAKE_MEMORY_MIB,
         )
         self._webhook_secret.grant_read(self._intake_function)
+        if p.github_webhook_secret is not None:
+            p.github_webhook_secret.grant_read(self._intake_function)
+        for github_credentials in (p.github_token_secret, p.github_app_secret):
+            if github_credentials is not None:  # API calls from packaging (events) and orchestrator (comments)
+                github_credentials.grant_read(self._packaging_function)
+                github_credentials.grant_read(self._orchestrator_function)
         consumers = {"packaging": self._packaging_function, "orchestrator": self._orchestrator_function}
         for consumer, queue in self._queues.items():
             consumers[consumer].add_event_source(event_sources.SqsEventSource(
@@ -511,6 +521,9 @@ class IacCiPipeline(Construct):
             deployment.OUTPUT_ORDERS_TABLE: (self.orders_table.table_name, "Runs and their orders"),
             deployment.OUTPUT_EVENTS_TABLE: (self.order_events_table.table_name, "Audit trail of every run"),
         }
+        if self.props.github_webhook_secret is not None:
+            values[deployment.OUTPUT_GITHUB_WEBHOOK_URL] = (
+                self._api.url_for_path("/webhooks/github"), "Payload URL of the repositories' GitHub webhook")
         scope = Construct(self, "Outputs")
         for name, (value, description) in values.items():
             output = CfnOutput(scope, name, value=value, description=description)

@@ -107,6 +107,21 @@ class IacCiPipelineProps:
     """Secret holding the HMAC key that signs requests to the API. Default: a new generated secret
     (64 alphanumeric characters)."""
 
+    github_webhook_secret: secretsmanager.ISecret | None = None
+    """Secret of the repositories' GitHub webhook (``X-Hub-Signature-256``), which enables
+    ``POST /webhooks/github``. Default: GitHub webhooks are disabled (the route answers 404)."""
+
+    github_token_secret: secretsmanager.ISecret | None = None
+    """Token for the GitHub API (comments, statuses, ``.iac-ci.yml``) and for cloning. Default: none;
+    give this or ``github_app_secret`` together with ``github_webhook_secret``."""
+
+    github_app_secret: secretsmanager.ISecret | None = None
+    """GitHub App credentials, a JSON ``{"app_id": ..., "private_key": "-----BEGIN ..."}``: installation
+    tokens are exchanged per event. Default: none (mutually exclusive with ``github_token_secret``)."""
+
+    github_api_url: str = "https://api.github.com"
+    """GitHub REST API base URL (GitHub Enterprise Server: ``https://<host>/api/v3``). Default: github.com."""
+
     existing_access_logs_bucket: s3.IBucket | None = None
     """Destination of the buckets' server access logs. Default: a new bucket keeping them for a year; an
     existing bucket must already allow ``logging.s3.amazonaws.com`` to write."""
@@ -167,6 +182,14 @@ class IacCiPipelineProps:
                 not hasattr(b, "bucket_name") for b in self.allowed_source_buckets):
             out.append("allowed_source_buckets must be a sequence of buckets (s3.IBucket), "
                        "e.g. s3.Bucket.from_bucket_name(scope, id, name)")
+        if self.github_token_secret is not None and self.github_app_secret is not None:
+            out.append("github_token_secret and github_app_secret are mutually exclusive: give one")
+        credentials = (self.github_token_secret, self.github_app_secret)
+        if self.github_webhook_secret is not None and all(c is None for c in credentials):
+            out.append("github_webhook_secret needs github_token_secret or github_app_secret "
+                       "(to read .iac-ci.yml and report on pull requests)")
+        if not str(self.github_api_url).startswith("https://"):
+            out.append(f"github_api_url must be an https:// URL, got '{self.github_api_url}'")
         out += _int_problems("packaging_memory_mib", self.packaging_memory_mib, *LAMBDA_MEMORY_MIB)
         out += _int_problems("worker_memory_mib", self.worker_memory_mib, *LAMBDA_MEMORY_MIB)
         out += _int_problems(

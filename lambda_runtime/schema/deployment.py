@@ -39,6 +39,7 @@ OUTPUT_INTERNAL_BUCKET = "InternalBucket"
 OUTPUT_STATE_BUCKET = "StateBucket"
 OUTPUT_ORDERS_TABLE = "OrdersTable"
 OUTPUT_EVENTS_TABLE = "OrderEventsTable"
+OUTPUT_GITHUB_WEBHOOK_URL = "GitHubWebhookUrl"
 
 # Worker Lambda: never retried by Lambda (an apply must not run twice), and its timeout is the
 # Lambda maximum so an order's own timeout (<= 900 s) is what ends it.
