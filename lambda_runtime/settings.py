@@ -100,5 +100,6 @@ class Settings(BaseModel):
             role_arn_patterns=self.allowed_role_arns,
             source_bucket_patterns=self.allowed_source_buckets,
             allow_local_sources=self.embedded,
-            allowed_exact=frozenset(self.allowed_exact_refs),
+            # the deployment's own GitHub token is the git credential of pull-request runs
+            allowed_exact=frozenset(self.allowed_exact_refs) | ({self.github_token_secret_id} - {""}),
         )

@@ -110,7 +110,8 @@ class GitHubWebhooks:
             payload = json.loads(raw)
         except (ValueError, RecursionError):
             return Reply(400, {"error": "body is not valid JSON"})
-        if event != "pull_request" or not isinstance(payload, dict) or payload.get("action") not in PR_ACTIONS:
+        action = payload.get("action") if isinstance(payload, dict) else None
+        if event != "pull_request" or not isinstance(action, str) or action not in PR_ACTIONS:
             return Reply(200, {"ignored": f"{event} {payload.get('action') if isinstance(payload, dict) else ''}"})
         problem = _pull_request_problem(payload)
         if problem:
@@ -127,15 +128,29 @@ class GitHubWebhooks:
         return Reply(202, {"queued": True, "delivery": delivery})
 
 
+REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
 def _pull_request_problem(payload: dict[str, Any]) -> str | None:
+    """What the packaging step relies on, checked here so a malformed event is a 400, not a poison message."""
     try:
         pr = payload["pull_request"]
-        checks = [payload["repository"]["full_name"], pr["head"]["sha"], pr["head"]["repo"]["clone_url"],
-                  pr["number"]]
+        repo, number = payload["repository"]["full_name"], pr["number"]
+        sha, clone_url = pr["head"]["sha"], pr["head"]["repo"]["clone_url"]
     except (KeyError, TypeError):
         return "not a pull_request payload"
-    if not all(checks) or not isinstance(pr["number"], int):
-        return "pull_request payload lacks repository, number or head"
+    if not isinstance(repo, str) or not REPO_RE.match(repo):
+        return "repository.full_name is not owner/name"
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        return "pull_request.number is not a positive integer"
+    if not isinstance(sha, str) or not SHA_RE.match(sha):
+        return "pull_request.head.sha is not a commit id"
+    if not isinstance(clone_url, str) or not clone_url.startswith(("https://", "ssh://", "git@", "file://")):
+        return "pull_request.head.repo.clone_url is not a git URL"
+    installation = payload.get("installation")
+    if installation is not None and not (isinstance(installation, dict) and isinstance(installation.get("id"), int)):
+        return "installation.id is not an integer"
     return None
 
 

@@ -94,11 +94,23 @@ def _load(text: str, is_yaml: bool | None) -> Any:
             if is_yaml is False:
                 raise BadRequest(400, "body is not valid JSON") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=NoAliasSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise BadRequest(400, f"body is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise BadRequest(400, "body is nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # well-formed YAML that cannot be constructed
+        raise BadRequest(400, f"body has a value YAML cannot represent: {str(exc)[:200]}") from None
+
+
+class NoAliasSafeLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: a small body must not expand into a huge job."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def new_ids(username: str, flow_label: str, now: float) -> dict[str, str]:
@@ -147,8 +159,11 @@ class Intake:
                 raise BadRequest(400, "invalid job", exc.problems) from None
         except BadRequest as exc:
             return exc.reply()
+        job_doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if len(json.dumps(job_doc)) > 4 * self.settings.max_body_bytes:  # defaults filled in, never expanded
+            return BadRequest(413, "the job is larger than the submission size limit").reply()
         submission = {
-            "job": job.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "job": job_doc,
             "idempotency_key": idempotency_key,
             "body_sha256": hashlib.sha256(raw).hexdigest(),
         }

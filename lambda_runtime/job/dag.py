@@ -101,6 +101,20 @@ def ancestors(deps: Mapping[str, Iterable[str]], name: str) -> set[str]:
     return out
 
 
+def ancestor_bitsets(deps: Mapping[str, Iterable[str]]) -> tuple[dict[str, int], dict[str, int]]:
+    """Transitive dependencies of every acyclic node as an int bitset, in one topological pass:
+    (index of each name, bitset of each name). Orders on a cycle are absent from the result."""
+    index = {n: i for i, n in enumerate(deps)}
+    sets: dict[str, int] = {}
+    for name in topological(deps):
+        bits = 0
+        for d in deps[name]:
+            if d in sets:
+                bits |= sets[d] | (1 << index[d])
+        sets[name] = bits
+    return index, sets
+
+
 def topological(deps: Mapping[str, Iterable[str]]) -> list[str]:
     """Kahn's order, stable by declaration order; assumes the graph is acyclic (validated)."""
     remaining = {n: {d for d in ds if d in deps} for n, ds in deps.items()}

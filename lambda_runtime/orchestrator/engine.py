@@ -57,6 +57,7 @@ HOT_FIELDS = (
     "vcs_updated_at",
 )
 STATIC_CACHE_RUNS = 256
+REPORTING_MARGIN_SECONDS = 5.0
 
 
 class RetryLater(RuntimeError):
@@ -107,9 +108,9 @@ class Orchestrator:
                 break
             if self.locks.mark_pending(run_id):
                 return "deferred"  # the live holder will evaluate again before releasing
-        self.checkpoint("locked")
         seen = lease.pending
         try:
+            self.checkpoint("locked")
             for _ in range(MAX_ROUNDS):
                 self.reconcile(run_id, lease)
                 newer = self.locks.release(lease, seen_pending=seen)
@@ -344,7 +345,7 @@ class Orchestrator:
             trace_id=run["trace_id"],
             attempt=attempt,
             expires_in=self._url_lifetime(int(item["timeout"])),
-            not_after=self._watchdog_deadline(item),
+            not_after=self._watchdog_deadline(item) - self._reporting_margin(),
         )
         ref = ""
         try:
@@ -377,6 +378,10 @@ class Orchestrator:
         return watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=name,
                               deadline=self._watchdog_deadline(item), bucket=self.settings.internal_bucket,
                               key=layout.result_key(run_id, name), body=body)
+
+    def _reporting_margin(self) -> float:
+        """Time the worker keeps, before the watchdog speaks, to upload its log and result."""
+        return min(REPORTING_MARGIN_SECONDS, self.settings.watchdog_grace_seconds / 2)
 
     def _watchdog_deadline(self, item: dict[str, Any]) -> float:
         """When the watchdog speaks for a silent worker; fixed by the dispatch time, so a repair

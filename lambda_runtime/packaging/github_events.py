@@ -59,7 +59,7 @@ class GitHubEvents:
             logger.info("no config file in the repository; no job", extra={"repo": repo, "commit": sha})
             return "no-config", {}
         try:
-            job = parse_job(self._job_document(text, event), self._policy())
+            job = parse_job(self._job_document(text, event), self.settings.validation_policy())
         except JobValidationError as exc:
             self.vcs.comment(repo, number, config_problems_comment(self.settings.github_config_file, sha, exc.problems),
                              installation)
@@ -95,12 +95,6 @@ class GitHubEvents:
             if key in config:
                 doc[key] = config[key]
         return doc
-
-    def _policy(self) -> Any:
-        policy = self.settings.validation_policy()
-        token = self.settings.github_token_secret_id
-        return policy if not token else type(policy)(**{**policy.__dict__,
-                                                         "allowed_exact": policy.allowed_exact | {token}})
 
 
 def flow_label(repo: str) -> str:

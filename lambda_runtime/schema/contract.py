@@ -73,8 +73,8 @@ class WorkerPayload(_Model):
     kill_grace_seconds: int = 10
     not_after: float | None = Field(
         default=None,
-        description="epoch seconds when the watchdog reports the order timed out: the worker must have reported "
-        "by then, so it does not start commands that could outlive it (a slow CodeBuild queue, a throttled invoke)",
+        description="epoch seconds by which the commands must have ended (the watchdog's deadline less a margin "
+        "for reporting): a late worker (slow CodeBuild queue, throttled invoke) never runs past the watchdog",
     )
 
 

@@ -454,16 +454,13 @@ def _script(cmds: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-REPORTING_MARGIN_SECONDS = 5.0
-
-
 def _time_limit(payload: WorkerPayload, manifest: Manifest, clock: _Clock) -> tuple[float, str]:
     limits = [(float(manifest.timeout), "the order's timeout"), (float(payload.timeout), "the dispatch timeout")]
     remaining = clock.remaining()
     if remaining is not None:
         limits.append((remaining, "the worker's remaining time"))
-    if payload.not_after is not None:  # past it the watchdog has reported the order: never run beyond
-        limits.append((payload.not_after - time.time() - REPORTING_MARGIN_SECONDS, "the watchdog's deadline"))
+    if payload.not_after is not None:  # the orchestrator kept a margin for reporting before the watchdog speaks
+        limits.append((payload.not_after - time.time(), "the watchdog's deadline"))
     return min(limits, key=lambda item: item[0])
 
 
