@@ -58,6 +58,7 @@ HOT_FIELDS = (
 )
 STATIC_CACHE_RUNS = 256
 REPORTING_MARGIN_SECONDS = 5.0
+DISPATCH_CHUNK = 48  # orders started per fenced transaction, with the lease renewed between chunks
 
 
 class RetryLater(RuntimeError):
@@ -190,7 +191,7 @@ class Orchestrator:
             changed |= self._stop_all(run_id, snap, fence, cancelled=cancelled)
         elif not run.get("packaging_error"):
             self._repair_watchdogs(run, snap)
-            changed |= self._advance(run, snap, fence)
+            changed |= self._advance(run, snap, fence, keepalive=lambda: self.locks.extend(lease))
         self._remember_final(run_id, snap)
         if all(OrderStatus(o["status"]).terminal for o in snap.orders.values()):
             self._finalize(snap, fence, cancelled=cancelled, job_timed_out=job_timed_out)
@@ -287,26 +288,13 @@ class Orchestrator:
             )
         return result, reported_at
 
-    def _advance(self, run: dict[str, Any], snap: RunSnapshot, fence: dict[str, Any]) -> bool:
+    def _start_orders(
+        self, run: dict[str, Any], snap: RunSnapshot, names: list[str], fence: dict[str, Any]
+    ) -> set[str]:
         run_id = run["run_id"]
-        plan = dag.plan(_nodes(snap))
-        skips = [
-            Transition(
-                n,
-                (OrderStatus.QUEUED,),
-                OrderStatus.SKIPPED,
-                {"reason": f"dependency '{b}' did not succeed"},
-                {"blocked_by": b},
-            )
-            for n, b in plan.skip.items()
-        ]
-        skipped = self.store.transition_many(run_id, skips, fence=fence)
-        for m in skips:
-            if m.name in skipped:
-                snap.orders[m.name].update(status=OrderStatus.SKIPPED.value, **m.fields)
         now = self.clock()
         starts = []
-        for name in plan.ready:
+        for name in names:
             attempt = int(snap.orders[name].get("attempt", 0)) + 1
             starts.append(
                 Transition(
@@ -324,9 +312,39 @@ class Orchestrator:
                 snap.orders[m.name].update(status=OrderStatus.RUNNING.value, **m.fields)
         if started:
             self.checkpoint("state_written")
-            names = [m.name for m in starts if m.name in started]
-            with ThreadPoolExecutor(min(PARALLELISM, len(names))) as pool:
-                list(pool.map(lambda n: self._dispatch(run, snap.orders[n]), names))
+            ordered = [m.name for m in starts if m.name in started]
+            with ThreadPoolExecutor(min(PARALLELISM, len(ordered))) as pool:
+                list(pool.map(lambda n: self._dispatch(run, snap.orders[n]), ordered))
+        return started
+
+    def _advance(
+        self,
+        run: dict[str, Any],
+        snap: RunSnapshot,
+        fence: dict[str, Any],
+        keepalive: Callable[[], None] = lambda: None,
+    ) -> bool:
+        run_id = run["run_id"]
+        plan = dag.plan(_nodes(snap))
+        skips = [
+            Transition(
+                n,
+                (OrderStatus.QUEUED,),
+                OrderStatus.SKIPPED,
+                {"reason": f"dependency '{b}' did not succeed"},
+                {"blocked_by": b},
+            )
+            for n, b in plan.skip.items()
+        ]
+        skipped = self.store.transition_many(run_id, skips, fence=fence)
+        for m in skips:
+            if m.name in skipped:
+                snap.orders[m.name].update(status=OrderStatus.SKIPPED.value, **m.fields)
+        started: set[str] = set()
+        for i in range(0, len(plan.ready), DISPATCH_CHUNK):
+            if i:
+                keepalive()  # a wide layer must not outlast the lease
+            started |= self._start_orders(run, snap, plan.ready[i : i + DISPATCH_CHUNK], fence)
         return bool(skipped or started)
 
     def _dispatch(self, run: dict[str, Any], item: dict[str, Any]) -> None:
@@ -375,9 +393,16 @@ class Orchestrator:
             producer="watchdog",
             error=f"no result within the {item['timeout']}s timeout plus {grace}s: the worker died or never started",
         ).model_dump_json()
-        return watchdog.start(self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=name,
-                              deadline=self._watchdog_deadline(item), bucket=self.settings.internal_bucket,
-                              key=layout.result_key(run_id, name), body=body)
+        return watchdog.start(
+            self.clients.sfn,
+            self.settings.watchdog_arn,
+            run_id=run_id,
+            subject=name,
+            deadline=self._watchdog_deadline(item),
+            bucket=self.settings.internal_bucket,
+            key=layout.result_key(run_id, name),
+            body=body,
+        )
 
     def _reporting_margin(self) -> float:
         """Time the worker keeps, before the watchdog speaks, to upload its log and result."""
