@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,36 +42,42 @@ class Deliveries:
     def record(self, delivery: str) -> bool:
         """True if this delivery is new (or failed before); False for a duplicate."""
         now = int(self._clock())
+        nonce = uuid.uuid4().hex  # tells our own applied-but-unanswered write from someone else's
         try:
             self._ddb.put_item(
                 TableName=self._table,
                 Item={**self._key(delivery), "status": value("queued"), "received_at": value(now),
-                      "expiration": value(now + DELIVERY_TTL_SECONDS)},
+                      "expiration": value(now + DELIVERY_TTL_SECONDS), "writer": value(nonce)},
                 ConditionExpression="attribute_not_exists(id) OR #s = :failed",
                 ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":failed": value("failed")},
             )
             return True
         except Exception as exc:
             if is_conditional_failure(exc):
-                return False
+                return self._written_by(delivery, nonce)
             raise
+
+    def _written_by(self, delivery: str, nonce: str) -> bool:
+        item = self._ddb.get_item(TableName=self._table, Key=self._key(delivery), ConsistentRead=True).get("Item")
+        return bool(item) and item.get("writer", {}).get("S") == nonce
 
     def claim(self, delivery: str) -> bool:
         """Move queued -> processing (or take over a stale processing); False if done elsewhere."""
         now = int(self._clock())
+        nonce = uuid.uuid4().hex
         try:
             self._ddb.update_item(
                 TableName=self._table, Key=self._key(delivery),
-                UpdateExpression="SET #s = :p, lease_until = :until",
+                UpdateExpression="SET #s = :p, lease_until = :until, writer = :w",
                 ConditionExpression="#s = :q OR (#s = :p AND lease_until < :now)",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":p": value("processing"), ":q": value("queued"), ":now": value(now),
-                                           ":until": value(now + PROCESSING_LEASE_SECONDS)},
+                                           ":until": value(now + PROCESSING_LEASE_SECONDS), ":w": value(nonce)},
             )
             return True
         except Exception as exc:
             if is_conditional_failure(exc):
-                return False
+                return self._written_by(delivery, nonce)
             raise
 
     def finish(self, delivery: str, status: str, **fields: Any) -> None:

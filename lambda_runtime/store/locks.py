@@ -66,9 +66,14 @@ class RunLocks:
                 ReturnValues="ALL_NEW",
             )
         except Exception as exc:
-            if is_conditional_failure(exc):
-                return None
-            raise
+            if not is_conditional_failure(exc):
+                raise
+            # our own earlier attempt may have been applied with its answer lost (the SDK retried):
+            # then the lease is ours already
+            current = self.read(run_id)
+            if current is not None and current.get("owner") == owner:
+                return Lease(run_id, owner, int(current["epoch"]), int(current.get("pending", 0)))
+            return None
         item = from_item(resp["Attributes"])
         return Lease(run_id, owner, int(item["epoch"]), int(item["pending"]))
 
