@@ -138,7 +138,9 @@ def orchestrator(
     return [
         allow("RunAndOrderItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [tables.orders.table_arn]),
         allow("AppendEvents", ["dynamodb:PutItem"], [tables.events.table_arn]),
-        allow("Leases", ["dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"], [tables.locks.table_arn]),
+        # GetItem: RunLocks.release/acquire re-read the lease (a wake-up arrived meanwhile, a lost answer)
+        allow("Leases", ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
+              [tables.locks.table_arn]),
         callbacks_listing(internal, "ListCallbacks"),
         allow("ReadResultsAndPresignDownloads", ["s3:GetObject"],
               objects(internal, layout.result_key(ANY, ANY), layout.bundle_key(ANY, ANY),
