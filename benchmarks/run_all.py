@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -48,9 +47,8 @@ def row(section: str, metric: str, value: str, note: str = "") -> None:
 
 
 def overhead() -> None:
-    from dag_overhead import dag, makefile, timed
-
     import yaml
+    from dag_overhead import dag, makefile, timed
 
     orders = dag(10, 10, "lambda")
     import tempfile
@@ -63,7 +61,7 @@ def overhead() -> None:
         run_s, proc = timed([str(Path(sys.executable).with_name("iac-ci")), "run", str(Path(tmp) / "job.yaml"),
                              "--quiet"], env=env)
     row("overhead", "make -j10 (s)", f"{make_s:.2f}")
-    row("overhead", "iac-ci run, lambda (s)", f"{run_s:.2f}", "exit %d" % proc.returncode)
+    row("overhead", "iac-ci run, lambda (s)", f"{run_s:.2f}", f"exit {proc.returncode}")
     row("overhead", "ratio", f"{run_s / make_s:.2f}", "target <= 1.3")
 
 
