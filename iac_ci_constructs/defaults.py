@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
@@ -62,6 +63,17 @@ def table(scope: Construct, definition: TableDef, *, removal_policy: RemovalPoli
     return table
 
 
+# what every bucket of the stack has, whatever it holds
+_BUCKET_BASELINE: dict[str, Any] = {
+    "encryption": s3.BucketEncryption.S3_MANAGED,
+    "versioned": True,
+    "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+    "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+    "enforce_ssl": True,
+    "minimum_tls_version": 1.2,
+}
+
+
 def bucket(
     scope: Construct,
     id: str,
@@ -77,12 +89,7 @@ def bucket(
     return s3.Bucket(
         scope,
         id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        versioned=True,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-        enforce_ssl=True,
-        minimum_tls_version=1.2,
+        **_BUCKET_BASELINE,
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=f"{id}/" if access_logs is not None else None,
         lifecycle_rules=[
@@ -101,12 +108,7 @@ def access_logs_bucket(scope: Construct, id: str, *, removal_policy: RemovalPoli
     return s3.Bucket(
         scope,
         id,
-        encryption=s3.BucketEncryption.S3_MANAGED,
-        versioned=True,
-        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-        enforce_ssl=True,
-        minimum_tls_version=1.2,
+        **_BUCKET_BASELINE,
         lifecycle_rules=[
             s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(ACCESS_LOG_DAYS),
                              noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS)),

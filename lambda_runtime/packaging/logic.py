@@ -45,9 +45,8 @@ class Packager:
     vcs: VcsProvider = field(default_factory=NoopVcs)
     clock: Callable[[], float] = time.time
 
-    @property
-    def store(self) -> RunStore:
-        return RunStore(
+    def __post_init__(self) -> None:
+        self.store = RunStore(
             self.clients.dynamodb,
             self.settings.orders_table,
             self.settings.events_table,
