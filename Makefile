@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/iac-ci run examples/demo/job.yaml --ssm /iac-ci/demo/deploy-token=demo-s3cr3t-token
 
 test: $(STAMP)
-	$(BIN)/ruff check lambda_runtime iac_ci_constructs sample_app tests benchmarks
+	$(BIN)/ruff check lambda_runtime iac_ci iac_ci_constructs sample_app tests benchmarks
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 # The sample app (sample_app/app.py) with the CDK CLI pinned in package.json; no Docker needed to synth.

@@ -34,13 +34,16 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["lambda_runtime", "lambda_runtime.*", "iac_ci_constructs", "iac_ci_constructs.*"]),
+    packages=find_packages(
+        include=["lambda_runtime", "lambda_runtime.*", "iac_ci_constructs", "iac_ci_constructs.*", "iac_ci", "iac_ci.*"]
+    ),
     package_data={
         "lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"],
         "iac_ci_constructs": ["py.typed"],
+        "iac_ci": ["py.typed"],
     },
     include_package_data=True,
     install_requires=RUNTIME + EMBEDDED,
     extras_require={"cdk": CDK, "dev": DEV + CDK},
-    entry_points={"console_scripts": ["iac-ci=lambda_runtime.cli:main"]},
+    entry_points={"console_scripts": ["iac-ci=iac_ci.cli:main"]},
 )

@@ -66,8 +66,8 @@ def overhead() -> None:
 
 
 def api_calls(sizes: list[int]) -> Counter:
-    from lambda_runtime.embedded.server import EmbeddedAws
-    from lambda_runtime.embedded.stack import EmbeddedStack
+    from iac_ci.embedded.server import EmbeddedAws
+    from iac_ci.embedded.stack import EmbeddedStack
 
     counter = CallCounter()
     counter.install()
@@ -101,8 +101,8 @@ def api_calls(sizes: list[int]) -> Counter:
 
 
 def intake_latency(orders: int = 500, submissions: int = 30) -> None:
-    from lambda_runtime.embedded.server import EmbeddedAws
-    from lambda_runtime.embedded.stack import EmbeddedStack
+    from iac_ci.embedded.server import EmbeddedAws
+    from iac_ci.embedded.stack import EmbeddedStack
 
     aws = EmbeddedAws.start()
     try:

@@ -37,9 +37,9 @@ from iac_ci_constructs.monitoring import Monitoring
 from iac_ci_constructs.props import IacCiPipelineProps, IacCiPipelinePropsError
 from lambda_runtime import watchdog as watchdog_definition
 from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS, TABLES
 from lambda_runtime.settings import Settings
-from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND
 
 # Function timeouts (schema.deployment) and the queue each S3 prefix feeds (schema.deployment.NOTIFICATIONS)
 FUNCTION_TIMEOUT_SECONDS = {

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.server import EmbeddedAws
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -42,7 +42,7 @@ def clients(aws: EmbeddedAws) -> AwsClients:
 @pytest.fixture()
 def stack(clients: AwsClients):
     """Freshly provisioned engine resources under a unique prefix: (Settings, Queues)."""
-    from lambda_runtime.embedded.provision import provision
+    from iac_ci.embedded.provision import provision
 
     prefix = "t" + secrets.token_hex(4)
     return provision(clients, prefix=prefix, overrides={"watchdog_grace_seconds": 2, "lock_lease_seconds": 30})

@@ -56,10 +56,10 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import boto3
 
+from iac_ci.embedded.local_dispatch import LocalDispatcher
+from iac_ci.embedded.provision import ACCOUNT, resource_names, table_name_for
+from iac_ci.embedded.pump import QueuePump
 from lambda_runtime.aws.clients import AwsClients, error_code
-from lambda_runtime.embedded.local_dispatch import LocalDispatcher
-from lambda_runtime.embedded.provision import ACCOUNT, resource_names, table_name_for
-from lambda_runtime.embedded.pump import QueuePump
 from lambda_runtime.orchestrator.dispatch import AwsDispatcher
 from lambda_runtime.schema.contract import WorkerPayload
 from lambda_runtime.schema.tables import TABLES

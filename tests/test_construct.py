@@ -15,9 +15,9 @@ from iac_ci_constructs import IacCiPipeline
 from iac_ci_constructs.monitoring import TIMED_OUT_STATE
 from lambda_runtime import watchdog
 from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
 from lambda_runtime.schema.tables import TABLES
 from lambda_runtime.settings import Settings
-from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND
 
 EXTRA_ROUTE = ("POST", "/webhooks/example")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lambda_runtime.embedded.stack import EmbeddedStack
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import layout
 
 pytestmark = pytest.mark.slow

@@ -28,8 +28,8 @@ from faults.aws_faults import AwsFaults, LostResponses
 from faults.chaos import ChaosDelivery, CrashAt, SelectiveDispatcher, s3_event
 from faults.invariants import chain, check_run, counted_job, diamond, enable_versioning
 
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.stack import EmbeddedStack
 from lambda_runtime.intake import signature
 from lambda_runtime.orchestrator.engine import RetryLater
 from lambda_runtime.schema import layout

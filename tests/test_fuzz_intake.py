@@ -33,8 +33,8 @@ from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from lambda_runtime.embedded.apigw import proxy_event
-from lambda_runtime.embedded.stack import EmbeddedStack
+from iac_ci.embedded.apigw import proxy_event
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.intake import signature
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.deployment import INTAKE_TIMEOUT_SECONDS

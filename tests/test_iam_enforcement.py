@@ -47,9 +47,9 @@ from iam_support import (
     worker_env,
 )
 
+from iac_ci.embedded.local_dispatch import LocalDispatcher
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.local_dispatch import LocalDispatcher
-from lambda_runtime.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import layout
 
 pytestmark = pytest.mark.slow

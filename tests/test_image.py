@@ -23,7 +23,7 @@ import pytest
 
 from iac_ci_constructs import image
 from lambda_runtime.schema import deployment
-from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND
+from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

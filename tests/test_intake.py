@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lambda_runtime.embedded.apigw import proxy_event
+from iac_ci.embedded.apigw import proxy_event
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import Api
 from lambda_runtime.schema import layout

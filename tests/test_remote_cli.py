@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lambda_runtime.embedded.http_api import HttpApi
-from lambda_runtime.embedded.stack import EmbeddedStack
+from iac_ci.embedded.http_api import HttpApi
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import deployment
 
 pytestmark = pytest.mark.slow

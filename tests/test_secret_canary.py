@@ -35,9 +35,9 @@ import pytest
 from fakes.github_server import FakeGitHub
 from faults.canary import Corpus, forms, new_temp_entries, sops_values_are_encrypted, wait_for
 
+from iac_ci.embedded.apigw import proxy_event
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.apigw import proxy_event
-from lambda_runtime.embedded.stack import EmbeddedStack
 from lambda_runtime.intake.signature import sign
 from lambda_runtime.schema import layout
 

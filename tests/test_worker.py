@@ -22,9 +22,8 @@ import pytest
 from lambda_runtime import sops
 from lambda_runtime.masking import MASK
 from lambda_runtime.schema import layout
-from lambda_runtime.schema.contract import InputUrl, Manifest, OrderResult, WorkerPayload
+from lambda_runtime.schema.contract import PAYLOAD_ENV, InputUrl, Manifest, OrderResult, WorkerPayload
 from lambda_runtime.schema.status import OrderStatus
-from lambda_runtime.worker.entrypoint import PAYLOAD_ENV
 from lambda_runtime.worker.handler import handler
 from lambda_runtime.worker.runner import run_order
 

@@ -10,8 +10,7 @@ import math
 from typing import Any, Protocol
 
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.schema.contract import WorkerPayload
-from lambda_runtime.worker.entrypoint import PAYLOAD_ENV
+from lambda_runtime.schema.contract import PAYLOAD_ENV, WorkerPayload
 
 
 class Dispatcher(Protocol):

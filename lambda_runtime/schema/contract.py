@@ -17,6 +17,11 @@ BUNDLE_MANIFEST = "manifest.json"
 BUNDLE_SECRETS = "secrets.sops.json"
 BUNDLE_CODE_DIR = "code"
 LOG_TAIL_CHARS = 4096
+# How a CodeBuild build (and the embedded runner's worker process) starts the worker: the
+# buildspec's one command, with the payload in this environment variable. The construct, the
+# dispatcher and the worker all read them from here.
+BUILDSPEC_COMMAND = "python -m lambda_runtime.worker"
+PAYLOAD_ENV = "IAC_CI_WORKER_PAYLOAD"
 
 
 class _Model(BaseModel):

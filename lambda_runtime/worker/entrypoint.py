@@ -15,12 +15,10 @@ import signal
 import sys
 from types import FrameType
 
+from lambda_runtime.schema.contract import PAYLOAD_ENV
 from lambda_runtime.schema.status import OrderStatus
 from lambda_runtime.worker.hardening import erase_environment_variable, make_undumpable
 from lambda_runtime.worker.runner import PayloadError, execute_order, parse_payload
-
-BUILDSPEC_COMMAND = "python -m lambda_runtime.worker"
-PAYLOAD_ENV = "IAC_CI_WORKER_PAYLOAD"
 
 EXIT_SUCCEEDED = 0
 EXIT_ORDER_FAILED = 1

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import WorkerPayload
 

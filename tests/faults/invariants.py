@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from faults.chaos import resend_callbacks, wait_queue_drained
+from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 

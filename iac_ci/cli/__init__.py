@@ -1,5 +1,5 @@
 """The ``iac-ci`` command line."""
 
-from lambda_runtime.cli.main import main
+from iac_ci.cli.main import main
 
 __all__ = ["main"]

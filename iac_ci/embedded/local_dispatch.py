@@ -19,8 +19,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from lambda_runtime.schema.contract import WorkerPayload
-from lambda_runtime.worker.entrypoint import BUILDSPEC_COMMAND, PAYLOAD_ENV
+from lambda_runtime.schema.contract import BUILDSPEC_COMMAND, PAYLOAD_ENV, WorkerPayload
 
 LAMBDA_FUNCTION_TIMEOUT_S = 900
 
@@ -31,7 +30,7 @@ class _LambdaEnv:
     def __init__(self, env: dict[str, str], log_path: Path | None, on_idle: callable) -> None:  # type: ignore[valid-type]
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lambda_runtime.embedded.lambda_env"],
+            [sys.executable, "-m", "iac_ci.embedded.lambda_env"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -17,8 +17,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from lambda_runtime.cli.jobfile import JobFileError, load_job_file, prepare
-from lambda_runtime.cli.progress import Progress, orders_table
+from iac_ci.cli.jobfile import JobFileError, load_job_file, prepare
+from iac_ci.cli.progress import Progress, orders_table
 from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, ValidationPolicy, parse_job
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
@@ -109,8 +109,8 @@ def run(
     )
     doc, job = _load_or_exit(job_file, policy, err)
 
-    from lambda_runtime.embedded.server import EmbeddedAws
-    from lambda_runtime.embedded.stack import EmbeddedStack
+    from iac_ci.embedded.server import EmbeddedAws
+    from iac_ci.embedded.stack import EmbeddedStack
     from lambda_runtime.logs import logger
 
     logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
@@ -245,7 +245,7 @@ SMOKE_JOB = {
 def _stack_client(stack: str, region: str | None) -> Any:
     import boto3
 
-    from lambda_runtime.remote.client import ApiClient, StackError, StackInfo
+    from iac_ci.remote.client import ApiClient, StackError, StackInfo
 
     session = boto3.Session(region_name=region)
     try:
@@ -395,9 +395,9 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
 
-    from lambda_runtime.embedded.http_api import HttpApi
-    from lambda_runtime.embedded.server import EmbeddedAws
-    from lambda_runtime.embedded.stack import EmbeddedStack
+    from iac_ci.embedded.http_api import HttpApi
+    from iac_ci.embedded.server import EmbeddedAws
+    from iac_ci.embedded.stack import EmbeddedStack
     from lambda_runtime.logs import logger
 
     logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])

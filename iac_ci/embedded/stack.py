@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from iac_ci.embedded.apigw import proxy_event
+from iac_ci.embedded.local_dispatch import LocalDispatcher
+from iac_ci.embedded.provision import provision
+from iac_ci.embedded.pump import QueuePump
+from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients, error_code
-from lambda_runtime.embedded.apigw import proxy_event
-from lambda_runtime.embedded.local_dispatch import LocalDispatcher
-from lambda_runtime.embedded.provision import provision
-from lambda_runtime.embedded.pump import QueuePump
-from lambda_runtime.embedded.server import EmbeddedAws
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import Api
 from lambda_runtime.orchestrator.engine import Orchestrator
