@@ -15,6 +15,8 @@ import pytest
 
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.records import OrderRecord
+from lambda_runtime.schema.status import OrderStatus
 
 pytestmark = pytest.mark.slow
 
@@ -378,17 +380,9 @@ def test_a_late_duplicate_packaging_cannot_reset_a_started_order(engine) -> None
     while engine.dispatcher.running() == 0:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    queued_again = {
-        "name": "apply",
-        "status": "queued",
-        "target": "codebuild",
-        "timeout": 600,
-        "depends_on": [],
-        "must_succeed": True,
-        "attempt": 0,
-    }
+    queued_again = OrderRecord(name="apply", status=OrderStatus.QUEUED, target="codebuild", timeout=600)
     assert engine.store.put_orders(run_id, [queued_again]) is False  # refused: the run is running
-    assert engine.store.load(run_id).orders["apply"]["status"] == "running"
+    assert engine.store.load(run_id).orders["apply"].status == "running"
     assert engine.packager.package(run_id) == "already-packaged"
     done = engine.wait(run_id)
     assert done["status"] == "succeeded"
@@ -423,7 +417,7 @@ def test_dispatch_errors_report_only_definite_refusals(engine, status, reported)
     code, body = engine.submit({"name": "refused", "orders": [{"name": "a", "target": "lambda", "cmds": ["true"]}]})
     run_id = body["run_id"]
     deadline = time.monotonic() + 30
-    while engine.store.load(run_id).orders.get("a", {}).get("status") != "running":
+    while (a := engine.store.load(run_id).orders.get("a")) is None or a.status != "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
     time.sleep(1)

@@ -68,13 +68,13 @@ def test_expired_lease_is_taken_over_and_the_old_holder_is_fenced(locks, stack, 
     with pytest.raises(clients.dynamodb.exceptions.TransactionCanceledException):
         clients.dynamodb.transact_write_items(
             TransactItems=[
-                lk.fence_check(dead),
+                lk.fence(dead).condition_check(),
                 {"Put": {"TableName": settings.orders_table, "Item": {"run_id": {"S": "r"}, "sk": {"S": "x"}}}},
             ]
         )
     clients.dynamodb.transact_write_items(
         TransactItems=[
-            lk.fence_check(heir),
+            lk.fence(heir).condition_check(),
             {"Put": {"TableName": settings.orders_table, "Item": {"run_id": {"S": "r"}, "sk": {"S": "x"}}}},
         ]
     )

@@ -25,7 +25,7 @@ from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import Api
-from lambda_runtime.orchestrator.engine import Orchestrator
+from lambda_runtime.orchestrator.handler import build as build_orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
 from lambda_runtime.packaging.github_events import GitHubEvents
 from lambda_runtime.packaging.handler import process as packaging_process
@@ -67,12 +67,8 @@ class EmbeddedStack:
         self.packager = Packager(self.settings, self.clients, vcs=self.vcs)
         self.github_events = (GitHubEvents(self.settings, self.clients, github, self.api.intake)
                               if github is not None else None)
-        self.orchestrator = Orchestrator(
-            self.settings,
-            self.clients,
-            self.dispatcher,
-            vcs=self.vcs,
-            checkpoint=self._checkpoint,
+        self.orchestrator = build_orchestrator(
+            self.settings, self.clients, dispatcher=self.dispatcher, vcs=self.vcs, checkpoint=self._checkpoint
         )
         self._user_checkpoint = checkpoint
         self._finished = threading.Condition()

@@ -32,8 +32,10 @@ from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.records import RunRecord
 from lambda_runtime.schema.status import RunStatus
 from lambda_runtime.settings import Settings
+from lambda_runtime.store.cancel import request_cancel
 from lambda_runtime.store.runs import RunStore
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -188,21 +190,21 @@ class Intake:
         watchdog.start_job_timeout(self.clients.sfn, self.settings.watchdog_arn, bucket=self.settings.internal_bucket,
                                    run_id=run_id, deadline=deadline)
         self.store.create_run(
-            {
+            RunRecord(
                 **ids,
-                "status": RunStatus.ACCEPTED.value,
-                "name": job.name,
-                "username": username,
-                "repo": job.repo,
-                "pr_number": job.pr_number,
-                "commit": job.commit,
-                "timeout": job.timeout,
-                "deadline": deadline,
-                "created_at": now,
-                "order_total": len(job.orders),
-                "idempotency_key": submission.get("idempotency_key"),
+                status=RunStatus.ACCEPTED,
+                name=job.name,
+                username=username,
+                repo=job.repo,
+                pr_number=job.pr_number,
+                commit=job.commit,
+                timeout=job.timeout,
+                deadline=deadline,
+                created_at=now,
+                order_total=len(job.orders),
+                idempotency_key=submission.get("idempotency_key"),
                 **submission.get("run_fields", {}),
-            }
+            )
         )
         self.clients.s3.put_object(
             Bucket=self.settings.internal_bucket,
@@ -233,7 +235,6 @@ class Intake:
         return Reply(200, run_summary(snap))
 
     def cancel(self, run_id: str) -> Reply:
-        from lambda_runtime.orchestrator.engine import request_cancel
 
         run = self.store.get_run(run_id)
         if run is None:
@@ -241,5 +242,5 @@ class Intake:
         if not request_cancel(
             self.store, self.clients.s3, bucket=self.settings.internal_bucket, run_id=run_id, now=self.clock()
         ):
-            return Reply(409, {"error": f"run '{run_id}' already finished", "status": run.get("status")})
+            return Reply(409, {"error": f"run '{run_id}' already finished", "status": run.status.value})
         return Reply(202, {"run_id": run_id, "status": "cancelling"})

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.aws.s3_events import process_by_subject
 from lambda_runtime.logs import logger
-from lambda_runtime.orchestrator.dispatch import AwsDispatcher
+from lambda_runtime.orchestrator.dispatch import AwsDispatcher, Dispatcher
 from lambda_runtime.orchestrator.engine import Orchestrator
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
-from lambda_runtime.vcs.base import NoopVcs, VcsProvider
+from lambda_runtime.vcs.base import VcsProvider, provider_for
+
+
+def build(
+    settings: Settings,
+    clients: AwsClients,
+    *,
+    dispatcher: Dispatcher | None = None,
+    vcs: VcsProvider | None = None,
+    clock: Callable[[], float] = time.time,
+    checkpoint: Callable[[str], None] | None = None,
+) -> Orchestrator:
+    """The orchestrator as the Lambda function and the embedded stack both run it; the embedded
+    stack passes its local dispatcher (no Lambda or CodeBuild to start) and its fault seam."""
+    if dispatcher is None:
+        dispatcher = AwsDispatcher(clients, worker_function=settings.worker_function,
+                                   codebuild_project=settings.codebuild_project,
+                                   grace_seconds=settings.watchdog_grace_seconds)
+    extra = {"checkpoint": checkpoint} if checkpoint is not None else {}
+    return Orchestrator(settings, clients, dispatcher, vcs=vcs or provider_for(settings, clients), clock=clock,
+                        **extra)
 
 
 def run_of(key: str) -> str | None:
@@ -20,26 +42,14 @@ def run_of(key: str) -> str | None:
     return ref.run_id if ref else None
 
 
+def process(event: dict[str, Any], orchestrator: Orchestrator) -> dict[str, Any]:
+    return process_by_subject(event, run_of, orchestrator.wake)
+
+
 @cache
 def _orchestrator() -> Orchestrator:
     settings = Settings.from_env()
-    clients = AwsClients(region=settings.region)
-    dispatcher = AwsDispatcher(
-        clients,
-        worker_function=settings.worker_function,
-        codebuild_project=settings.codebuild_project,
-        grace_seconds=settings.watchdog_grace_seconds,
-    )
-    vcs: VcsProvider = NoopVcs()
-    if settings.github_enabled:  # imported only when used: PyGithub adds ~100 ms to a cold start
-        from lambda_runtime.vcs.github import GitHubVcs
-
-        vcs = GitHubVcs(settings, clients)
-    return Orchestrator(settings, clients, dispatcher, vcs=vcs)
-
-
-def process(event: dict[str, Any], orchestrator: Orchestrator) -> dict[str, Any]:
-    return process_by_subject(event, run_of, orchestrator.wake)
+    return build(settings, AwsClients(region=settings.region))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -6,13 +6,14 @@ from typing import Any
 
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import InputUrl, WorkerPayload
+from lambda_runtime.schema.records import OrderRecord
 
 
 def worker_payload(
-    s3: Any, *, bucket: str, run_id: str, order: dict[str, Any], trace_id: str, attempt: int, expires_in: int,
+    s3: Any, *, bucket: str, run_id: str, order: OrderRecord, trace_id: str, attempt: int, expires_in: int,
     not_after: float | None = None,
 ) -> WorkerPayload:
-    name = order["name"]
+    name = order.name
 
     def url(method: str, key: str, **extra: str) -> str:
         return str(
@@ -25,16 +26,16 @@ def worker_payload(
         attempt=attempt,
         trace_id=trace_id,
         not_after=not_after,
-        timeout=int(order["timeout"]),
+        timeout=order.timeout,
         bundle_url=url("get_object", layout.bundle_key(run_id, name)),
         log_url=url("put_object", layout.log_key(run_id, name)),
         # If-None-Match is signed in: the first of worker and watchdog to report wins, nobody overwrites
         result_url=url("put_object", layout.result_key(run_id, name), IfNoneMatch="*"),
-        artifacts_url=url("put_object", layout.artifacts_key(run_id, name)) if order.get("has_artifacts") else None,
+        artifacts_url=url("put_object", layout.artifacts_key(run_id, name)) if order.has_artifacts else None,
         inputs=[
             InputUrl(
-                from_order=i["from"], path=i["path"], url=url("get_object", layout.artifacts_key(run_id, i["from"]))
+                from_order=i.from_order, path=i.path, url=url("get_object", layout.artifacts_key(run_id, i.from_order))
             )
-            for i in order.get("inputs", [])
+            for i in order.inputs
         ],
     )

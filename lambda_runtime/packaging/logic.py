@@ -15,7 +15,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients
@@ -29,6 +28,7 @@ from lambda_runtime.packaging.credentials import CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import InputPlacement, Manifest
+from lambda_runtime.schema.records import OrderInput, OrderRecord, RunRecord
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.runs import RunStore
@@ -68,14 +68,14 @@ class Packager:
         if run is None:
             logger.warning("job object without a run item; ignoring", extra={"run_id": run_id})
             return "unknown-run"
-        status = RunStatus(run["status"])
+        status = run.status
         if status not in (RunStatus.ACCEPTED, RunStatus.PACKAGING):
             self._wake(run_id)  # a duplicate delivery after packaging: make sure the orchestrator heard
             return "already-packaged"
         now = self.clock()
         if status is RunStatus.ACCEPTED:
-            store.transition_run(run_id, from_status=[RunStatus.ACCEPTED],
-                                 fields={"status": RunStatus.PACKAGING.value, "packaging_started_at": now})
+            store.transition_run(run_id, from_status=RunStatus.ACCEPTED, to=RunStatus.PACKAGING,
+                                 fields={"packaging_started_at": now})
             run = store.get_run(run_id) or run
         try:
             job = self._load_job(run_id)
@@ -88,11 +88,12 @@ class Packager:
             return "raced"
         began = store.transition_run(
             run_id,
-            from_status=[RunStatus.PACKAGING],
-            fields={"status": RunStatus.RUNNING.value, "order_count": len(orders), "packaged_at": self.clock()},
+            from_status=RunStatus.PACKAGING,
+            to=RunStatus.RUNNING,
+            fields={"order_count": len(orders), "packaged_at": self.clock()},
             event=("job_started", {"orders": len(orders)}),
-            trace_id=run["trace_id"],
-            flow_id=run["flow_id"],
+            trace_id=run.trace_id,
+            flow_id=run.flow_id,
         )
         if began:
             notify(self.vcs, "run_started", run_summary(store.load(run_id)))
@@ -107,8 +108,8 @@ class Packager:
         except JobValidationError as exc:  # validated at intake; a policy change since then lands here
             raise PackagingError(str(exc)) from None
 
-    def _build_and_upload(self, run: dict[str, Any], job: Job) -> list[dict[str, Any]]:
-        run_id = run["run_id"]
+    def _build_and_upload(self, run: RunRecord, job: Job) -> list[OrderRecord]:
+        run_id = run.run_id
         resolver = CredentialResolver(self.clients)
         work = Path(tempfile.mkdtemp(prefix=f"iac-ci-pkg-{run_id}-"))
         try:
@@ -150,16 +151,16 @@ class Packager:
         return values
 
     def _bundle_one(
-        self, run: dict[str, Any], job: Job, order: Order, code: Path, secret_values: dict[str, str], work: Path
-    ) -> dict[str, Any]:
-        run_id = run["run_id"]
+        self, run: RunRecord, job: Job, order: Order, code: Path, secret_values: dict[str, str], work: Path
+    ) -> OrderRecord:
+        run_id = run.run_id
         if order.dir and not (code / order.dir).is_dir():
             raise PackagingError(f"dir '{order.dir}' does not exist in the source", order=order.name)
         manifest = Manifest(
             run_id=run_id,
             order=order.name,
-            trace_id=run["trace_id"],
-            flow_id=run["flow_id"],
+            trace_id=run.trace_id,
+            flow_id=run.flow_id,
             cmds=order.cmds,
             timeout=order.timeout,
             target=order.target,
@@ -181,28 +182,30 @@ class Packager:
         out = build_bundle(manifest, code, encrypted, work / f"bundle-{order.name}.tar.gz")
         self.clients.s3.upload_file(str(out), self.settings.internal_bucket, layout.bundle_key(run_id, order.name))
         out.unlink(missing_ok=True)
-        return {
-            "name": order.name,
-            "status": OrderStatus.QUEUED.value,
-            "target": order.target,
-            "timeout": order.timeout,
-            "depends_on": list(dict.fromkeys(order.depends_on)),
-            "must_succeed": order.must_succeed,
-            "has_artifacts": bool(order.artifacts),
-            "inputs": [{"from": i.from_, "path": i.path} for i in order.inputs],
-            "attempt": 0,
-            "masked_tokens": len(secret_values),
-        }
-
-    def _fail(self, run: dict[str, Any], message: str) -> None:
-        message = redact_credentials(message)
-        logger.warning("packaging failed", extra={"run_id": run["run_id"], "error": message})
-        self.store.transition_run(
-            run["run_id"],
-            from_status=[RunStatus.PACKAGING],
-            fields={"status": RunStatus.RUNNING.value, "order_count": 0, "packaging_error": message},
+        return OrderRecord(
+            name=order.name,
+            status=OrderStatus.QUEUED,
+            target=order.target,
+            timeout=order.timeout,
+            depends_on=tuple(dict.fromkeys(order.depends_on)),
+            must_succeed=order.must_succeed,
+            has_artifacts=bool(order.artifacts),
+            inputs=tuple(OrderInput(i.from_, i.path) for i in order.inputs),
+            attempt=0,
+            masked_tokens=len(secret_values),
         )
-        self._wake(run["run_id"])
+
+    def _fail(self, run: RunRecord, message: str) -> None:
+        """The run becomes ``packaging_failed`` with no orders; the orchestrator finalizes it."""
+        message = redact_credentials(message)
+        logger.warning("packaging failed", extra={"run_id": run.run_id, "error": message})
+        self.store.transition_run(
+            run.run_id,
+            from_status=RunStatus.PACKAGING,
+            to=RunStatus.PACKAGING_FAILED,
+            fields={"order_count": 0, "packaging_error": message},
+        )
+        self._wake(run.run_id)
 
     def _wake(self, run_id: str) -> None:
         self.clients.s3.put_object(

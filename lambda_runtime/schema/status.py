@@ -1,4 +1,9 @@
-"""Order and run statuses, and which of them are final."""
+"""Order and run statuses, and which of them are final.
+
+Finality is declared in one table per enum (``ORDER_FINAL``, ``RUN_FINAL``) rather than derived
+from "not queued or running", so a new waiting status (``awaiting_approval``) or a new outcome
+(``locked``, ``rejected``) is one line here plus its edges in ``schema.transitions``.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,15 @@ class OrderStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self not in (OrderStatus.QUEUED, OrderStatus.RUNNING)
+        return self in ORDER_FINAL
 
 
 class RunStatus(StrEnum):
     ACCEPTED = "accepted"
     PACKAGING = "packaging"
+    # packaging could not build the orders (a source, a secret, a bundle); not final yet: the
+    # orchestrator still writes the done object and the job_completed event, as for any run
+    PACKAGING_FAILED = "packaging_failed"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -30,7 +38,11 @@ class RunStatus(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
+        return self in RUN_FINAL
 
 
+ORDER_FINAL = frozenset(
+    {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED, OrderStatus.CANCELLED}
+)
+RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
 WORKER_RESULT_STATUSES = (OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambda_runtime.aws.clients import is_conditional_failure
+from lambda_runtime.schema.records import LeaseFence
 from lambda_runtime.store.codec import from_item, value
 
 
@@ -148,17 +149,9 @@ class RunLocks:
         resp = self._ddb.get_item(TableName=self._table, Key={"run_id": value(run_id)}, ConsistentRead=True)
         return from_item(resp["Item"]) if "Item" in resp else None
 
-    def fence_check(self, lease: Lease) -> dict[str, Any]:
-        """A TransactWriteItems ConditionCheck that fails if ``lease`` is no longer current."""
-        return {
-            "ConditionCheck": {
-                "TableName": self._table,
-                "Key": {"run_id": value(lease.run_id)},
-                "ConditionExpression": "#o = :o AND epoch = :e",
-                "ExpressionAttributeNames": {"#o": "owner"},
-                "ExpressionAttributeValues": {":o": value(lease.owner), ":e": value(lease.epoch)},
-            }
-        }
+    def fence(self, lease: Lease) -> LeaseFence:
+        """What state-changing transactions check to prove ``lease`` is still current."""
+        return LeaseFence(self._table, lease.run_id, lease.owner, lease.epoch)
 
 
 class LeaseLost(RuntimeError):

@@ -15,33 +15,37 @@ from enum import StrEnum
 from typing import Any
 
 from lambda_runtime.aws.clients import error_code, is_conditional_failure
+from lambda_runtime.schema import transitions
+from lambda_runtime.schema.records import (
+    ORDER_SK_PREFIX,
+    RUN_SK,
+    LeaseFence,
+    OrderRecord,
+    RunRecord,
+    RunSnapshot,
+    order_sk,
+)
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.store.codec import from_item, to_item, update_expression, value
 from lambda_runtime.store.locks import LeaseLost
 
-RUN_SK = "#run"
 MAX_TRANSACT_ITEMS = 100
-ORDER_SK_PREFIX = "order#"
 JOB_EVENT_SUBJECT = "#job"
-
-
-def order_sk(name: str) -> str:
-    return ORDER_SK_PREFIX + name
 
 
 @dataclass(frozen=True)
 class Transition:
+    """One order's move, checked against ``schema.transitions`` before it is written."""
+
     name: str
     from_status: tuple[OrderStatus, ...]
     to: OrderStatus
     fields: dict[str, Any] = field(default_factory=dict)
     detail: dict[str, Any] | None = None
 
-
-@dataclass
-class RunSnapshot:
-    run: dict[str, Any] | None
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    def __post_init__(self) -> None:
+        for source in self.from_status:
+            transitions.check_order(source, self.to)
 
 
 class RunStore:
@@ -85,11 +89,11 @@ class RunStore:
         return [from_item(i) for i in self._query(self.events_table, run_id)]
 
     # ---- runs ---------------------------------------------------------------------------
-    def create_run(self, run: dict[str, Any]) -> bool:
+    def create_run(self, run: RunRecord) -> bool:
         try:
             self._ddb.put_item(
                 TableName=self.orders_table,
-                Item=to_item({**run, "sk": RUN_SK}),
+                Item=to_item({**run.to_item(), "sk": RUN_SK}),
                 ConditionExpression="attribute_not_exists(run_id)",
             )
             return True
@@ -98,9 +102,9 @@ class RunStore:
                 return False
             raise
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> RunRecord | None:
         resp = self._ddb.get_item(TableName=self.orders_table, Key=self._key(run_id, RUN_SK), ConsistentRead=True)
-        return from_item(resp["Item"]) if "Item" in resp else None
+        return RunRecord.from_item(from_item(resp["Item"])) if "Item" in resp else None
 
     def update_run(self, run_id: str, fields: dict[str, Any], *, unless_finalized: bool = False) -> bool:
         """Set fields on an existing run (optionally only while it is not final)."""
@@ -122,21 +126,33 @@ class RunStore:
                 return False
             raise
 
-    def load(self, run_id: str, fields: Sequence[str] | None = None, *, open_only: bool = False) -> RunSnapshot:
-        """The run and its orders in one strongly consistent Query: optionally only ``fields``, and
-        optionally only orders not yet final (``open_only``; the run item always comes back)."""
-        snap = RunSnapshot(run=None)
+    def load(self, run_id: str) -> RunSnapshot:
+        """The run and all its orders, typed, in one strongly consistent Query."""
+        run, orders = self.load_items(run_id)
+        return RunSnapshot(
+            run=RunRecord.from_item(run) if run is not None else None,
+            orders={n: OrderRecord.from_item(o) for n, o in orders.items()},
+        )
+
+    def load_items(
+        self, run_id: str, fields: Sequence[str] | None = None, *, open_only: bool = False
+    ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+        """The raw run item and order items of one strongly consistent Query: optionally only
+        ``fields``, and optionally only orders not yet final (``open_only``; the run item always
+        comes back). For readers that merge a partial read with what they cached (the orchestrator)."""
+        run: dict[str, Any] | None = None
+        orders: dict[str, dict[str, Any]] = {}
         for raw in self._query(self.orders_table, run_id, fields, open_only=open_only):
             item = from_item(raw)
             if item["sk"] == RUN_SK:
-                snap.run = item
+                run = item
             elif item["sk"].startswith(ORDER_SK_PREFIX):
                 item.setdefault("name", item["sk"][len(ORDER_SK_PREFIX) :])
-                snap.orders[item["name"]] = item
-        return snap
+                orders[item["name"]] = item
+        return run, orders
 
     # ---- orders -------------------------------------------------------------------------
-    def put_orders(self, run_id: str, orders: Iterable[dict[str, Any]]) -> bool:
+    def put_orders(self, run_id: str, orders: Iterable[OrderRecord]) -> bool:
         """Insert queued orders, in transactions that also check the run is still ``packaging``.
 
         No order can start before the run leaves ``packaging``, so overwriting an order here
@@ -145,7 +161,8 @@ class RunStore:
         can never reset an order that already started.
         """
         puts = [{"Put": {"TableName": self.orders_table,
-                         "Item": to_item({**o, "run_id": run_id, "sk": order_sk(o["name"])})}} for o in orders]
+                         "Item": to_item({**o.to_item(), "run_id": run_id, "sk": order_sk(o.name)})}}
+                for o in orders]
         guard = {"ConditionCheck": {
             "TableName": self.orders_table, "Key": self._key(run_id, RUN_SK),
             "ConditionExpression": "#st = :p", "ExpressionAttributeNames": {"#st": "status"},
@@ -169,7 +186,7 @@ class RunStore:
         from_status: Iterable[OrderStatus],
         to: OrderStatus,
         fields: dict[str, Any] | None = None,
-        fence: dict[str, Any] | None = None,
+        fence: LeaseFence | None = None,
         event_detail: dict[str, Any] | None = None,
     ) -> bool:
         """Conditionally move one order between statuses, with its event, in one transaction."""
@@ -177,7 +194,7 @@ class RunStore:
         return name in self.transition_many(run_id, [move], fence=fence)
 
     def transition_many(
-        self, run_id: str, moves: Sequence[Transition], *, fence: dict[str, Any] | None = None
+        self, run_id: str, moves: Sequence[Transition], *, fence: LeaseFence | None = None
     ) -> set[str]:
         """Apply many conditional transitions (each with its event) in as few transactions as
         possible; returns the orders that moved. An order whose condition no longer holds (it
@@ -190,12 +207,12 @@ class RunStore:
         while todo:
             batch, todo = todo[:per_tx], todo[per_tx:]
             while batch:
-                items = [fence] if fence else []
+                items = [fence.condition_check()] if fence else []
                 for m in batch:
                     items.append(
                         self._status_update(run_id, order_sk(m.name), m.from_status, {"status": m.to.value, **m.fields})
                     )
-                    items.append(self.event_put(run_id, m.name, f"order_{m.to.value}", m.detail))
+                    items.append(self.event_put(run_id, m.name, transitions.order_event(m.to), m.detail))
                 try:
                     self._ddb.transact_write_items(TransactItems=items)
                     moved.update(m.name for m in batch)
@@ -220,13 +237,16 @@ class RunStore:
         self,
         run_id: str,
         *,
-        from_status: Iterable[RunStatus],
-        fields: dict[str, Any],
+        from_status: RunStatus,
+        to: RunStatus,
+        fields: dict[str, Any] | None = None,
         event: tuple[str, dict[str, Any]] | None = None,
         **event_attrs: Any,
     ) -> bool:
-        """Conditionally change the run item (status and more), with an optional job event."""
-        items = [self._status_update(run_id, RUN_SK, from_status, fields)]
+        """Conditionally move the run item along a declared edge (and set more fields), with an
+        optional job event in the same transaction."""
+        transitions.check_run(from_status, to)
+        items = [self._status_update(run_id, RUN_SK, (from_status,), {"status": to.value, **(fields or {})})]
         if event:
             items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, event[0], event[1], **event_attrs))
         return self._transact(items)
@@ -263,13 +283,20 @@ class RunStore:
         )
 
     def finalize(
-        self, run_id: str, status: RunStatus, summary: dict[str, Any], *, fence: dict[str, Any] | None = None
+        self,
+        run_id: str,
+        source: RunStatus,
+        status: RunStatus,
+        summary: dict[str, Any],
+        *,
+        fence: LeaseFence | None = None,
     ) -> bool:
         """Mark the run final exactly once; False if it already was (or the fence failed)."""
+        transitions.check_run(source, status)
         expr, names, vals = update_expression({"status": status.value, "finalized": True, "finished_at": self._clock()})
         items: list[dict[str, Any]] = []
         if fence:
-            items.append(fence)
+            items.append(fence.condition_check())
         items.append(
             {
                 "Update": {

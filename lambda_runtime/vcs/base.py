@@ -8,9 +8,13 @@ through ``notify``.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambda_runtime.logs import logger
+
+if TYPE_CHECKING:
+    from lambda_runtime.aws.clients import AwsClients
+    from lambda_runtime.settings import Settings
 
 
 class VcsProvider(abc.ABC):
@@ -44,3 +48,13 @@ def notify(provider: VcsProvider, moment: str, summary: dict[str, Any]) -> bool:
     except Exception:  # a comment that cannot be posted never fails the run
         logger.exception("vcs notification failed", extra={"moment": moment, "run_id": summary.get("run_id")})
         return False
+
+
+def provider_for(settings: Settings, clients: AwsClients) -> VcsProvider:
+    """The provider the deployment is configured for (GitHub with a token or an App), else none.
+    Imported only when used: PyGithub adds ~100 ms to a cold start."""
+    if settings.github_enabled:
+        from lambda_runtime.vcs.github import GitHubVcs
+
+        return GitHubVcs(settings, clients)
+    return NoopVcs()

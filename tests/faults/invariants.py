@@ -133,10 +133,10 @@ def check_run(
     # 1. terminal everywhere, and the same everywhere
     assert RunStatus(done["status"]).terminal, done["status"]
     snap = stack.store.load(run_id)
-    assert snap.run is not None and snap.run.get("finalized") is True, snap.run
-    assert snap.run["status"] == done["status"]
+    assert snap.run is not None and snap.run.finalized is True, snap.run
+    assert snap.run.status == done["status"]
     statuses = {n: o["status"] for n, o in done["orders"].items()}
-    assert statuses == {n: o["status"] for n, o in snap.orders.items()}, "done object and store disagree"
+    assert statuses == {n: o.status for n, o in snap.orders.items()}, "done object and store disagree"
     assert all(OrderStatus(s).terminal for s in statuses.values()), statuses
 
     # 2. at most once, counted at dispatch and at execution

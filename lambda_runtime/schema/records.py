@@ -1,0 +1,217 @@
+"""Typed records of what the ``orders`` table stores, the run summary, and the lease fence.
+
+The item layout (``schema.tables``) says where records live; this module says what they hold.
+Stores convert at their boundary (``from_item`` / ``to_item``), so the packager, the planner and
+the providers never handle a raw DynamoDB item. Records are plain slotted dataclasses: a
+5,000-order run is read on every orchestrator step, and construction cost matters there.
+
+Unknown attributes are ignored on read, so an item written by a newer version stays readable.
+Absent attributes take the defaults below (a projected read fetches only what can change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypedDict
+
+from lambda_runtime.schema.status import OrderStatus, RunStatus
+
+RUN_SK = "#run"
+ORDER_SK_PREFIX = "order#"
+
+Target = Literal["lambda", "codebuild"]
+
+
+def order_sk(name: str) -> str:
+    return ORDER_SK_PREFIX + name
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInput:
+    """An artifact of another order, unpacked at ``path`` before this order's commands run."""
+
+    from_order: str
+    path: str
+
+    def to_item(self) -> dict[str, str]:
+        return {"from": self.from_order, "path": self.path}
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """One order of a run (``sk = order#<name>``). Fields down to ``masked_tokens`` are fixed at
+    packaging (``STATIC_ORDER_FIELDS``); the rest change as the order moves."""
+
+    name: str
+    status: OrderStatus = OrderStatus.QUEUED
+    target: Target = "lambda"
+    timeout: int = 0
+    depends_on: tuple[str, ...] = ()
+    must_succeed: bool = True
+    has_artifacts: bool = False
+    inputs: tuple[OrderInput, ...] = ()
+    masked_tokens: int = 0
+    attempt: int = 0
+    dispatched_at: float | None = None
+    watchdog: str | None = None
+    dispatch_ref: str | None = None
+    log_key: str | None = None
+    exit_code: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    log_tail: str = ""
+    reason: str | None = None
+    reported_by: str | None = None
+    updated_at: float | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> OrderRecord:
+        values = {k: item[k] for k in _ORDER_NAMES if k in item}
+        values.setdefault("name", str(item.get("sk", ""))[len(ORDER_SK_PREFIX) :])
+        values["status"] = OrderStatus(values.get("status", OrderStatus.QUEUED))
+        values["depends_on"] = tuple(values.get("depends_on", ()))
+        values["inputs"] = tuple(OrderInput(i["from"], i["path"]) for i in values.get("inputs", ()))
+        return cls(**values)
+
+    def to_item(self) -> dict[str, Any]:
+        out = _plain(self)
+        out["depends_on"] = list(self.depends_on)
+        out["inputs"] = [i.to_item() for i in self.inputs]
+        return out
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply fields just written to the table (a transition's), keeping the record typed."""
+        for key, val in changes.items():
+            if val is None or key not in _ORDER_NAMES:
+                continue
+            setattr(self, key, OrderStatus(val) if key == "status" else val)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The run item (``sk = #run``): identity, status, deadline, flags and where it reports."""
+
+    run_id: str
+    status: RunStatus = RunStatus.ACCEPTED
+    trace_id: str = ""
+    flow_id: str = ""
+    name: str = ""
+    username: str = ""
+    repo: str | None = None
+    pr_number: int | None = None
+    commit: str | None = None
+    vcs: str | None = None
+    installation_id: int | None = None
+    timeout: int = 0
+    deadline: float | None = None
+    created_at: float | None = None
+    # written on every run item and only there: the open-orders read filters on it to keep the run item
+    order_total: int = 0
+    order_count: int | None = None
+    idempotency_key: str | None = None
+    cancel_requested: bool = False
+    cancel_requested_at: float | None = None
+    finalized: bool = False
+    finished_at: float | None = None
+    packaging_started_at: float | None = None
+    packaged_at: float | None = None
+    packaging_error: str | None = None
+    vcs_updated_at: float | None = None
+    updated_at: float | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RunRecord:
+        values = {k: item[k] for k in _RUN_NAMES if k in item}
+        values["status"] = RunStatus(values.get("status", RunStatus.ACCEPTED))
+        return cls(**values)
+
+    def to_item(self) -> dict[str, Any]:
+        # the flags exist only once set: conditions test ``attribute_not_exists(finalized)``
+        return {k: v for k, v in _plain(self).items() if not (k in _RUN_FLAGS and v is False)}
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for key, val in changes.items():
+            if val is not None and key in _RUN_NAMES:
+                setattr(self, key, RunStatus(val) if key == "status" else val)
+
+
+@dataclass
+class RunSnapshot:
+    """A run as one strongly consistent Query saw it."""
+
+    run: RunRecord | None
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFence:
+    """Proof of holding a run's lease: checked inside every transaction that changes run state,
+    so a holder that paused past its lease cannot write over its successor."""
+
+    table: str
+    run_id: str
+    owner: str
+    epoch: int
+
+    def condition_check(self) -> dict[str, Any]:
+        """The TransactWriteItems ConditionCheck that fails once this lease is no longer current."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": {"run_id": {"S": self.run_id}},
+                "ConditionExpression": "#o = :o AND epoch = :e",
+                "ExpressionAttributeNames": {"#o": "owner"},
+                "ExpressionAttributeValues": {":o": {"S": self.owner}, ":e": {"N": str(self.epoch)}},
+            }
+        }
+
+
+class OrderView(TypedDict):
+    status: str
+    target: str
+    must_succeed: bool
+    exit_code: int | None
+    duration_s: float | None
+    log_tail: str
+    log_key: str | None
+    reason: str | None
+
+
+class RunSummary(TypedDict, total=False):
+    """The one shape of a run for humans and clients: the done object, the ``job_completed``
+    event, PR comments, ``GET /runs/{id}`` and ``iac-ci run --json``. ``finished_at`` is present
+    once the run is final."""
+
+    run_id: str
+    status: str
+    name: str
+    trace_id: str
+    flow_id: str
+    repo: str | None
+    pr_number: int | None
+    commit: str | None
+    vcs: str | None
+    installation_id: int | None
+    created_at: float | None
+    error: str | None
+    order_layers: list[list[str]]
+    orders: dict[str, OrderView]
+    finished_at: float
+
+
+def _plain(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        val = getattr(record, f.name)
+        if val is None:
+            continue
+        out[f.name] = val.value if isinstance(val, (OrderStatus, RunStatus)) else val
+    return out
+
+
+_ORDER_NAMES = frozenset(f.name for f in fields(OrderRecord))
+_RUN_NAMES = frozenset(f.name for f in fields(RunRecord))
+_RUN_FLAGS = frozenset({"finalized", "cancel_requested"})
+STATIC_ORDER_FIELDS = (
+    "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens"
+)
