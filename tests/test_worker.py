@@ -25,7 +25,7 @@ from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import PAYLOAD_ENV, InputUrl, Manifest, OrderResult, WorkerPayload
 from lambda_runtime.schema.status import OrderStatus
 from lambda_runtime.worker.handler import handler
-from lambda_runtime.worker.runner import run_order
+from lambda_runtime.worker.runner import execute_order
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -160,7 +160,7 @@ def settings(stack: Any) -> Any:
 
 @pytest.fixture()
 def work(tmp_path: Path) -> Path:
-    """workdir_parent: must be empty again after every run_order."""
+    """workdir_parent: must be empty again after every execute_order."""
     path = tmp_path / "work"
     path.mkdir()
     return path
@@ -168,7 +168,7 @@ def work(tmp_path: Path) -> Path:
 
 def _run(order: Order, work: Path, **kwargs: Any) -> tuple[OrderResult, str]:
     stream = io.StringIO()
-    result = run_order(order.payload, log_stream=stream, workdir_parent=str(work), **kwargs)
+    result = execute_order(order.payload, log_stream=stream, workdir_parent=str(work), **kwargs).result
     assert list(work.iterdir()) == [], "the worker left files behind"
     return result, stream.getvalue()
 

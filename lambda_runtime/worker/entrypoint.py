@@ -17,8 +17,9 @@ from types import FrameType
 
 from lambda_runtime.schema.contract import PAYLOAD_ENV
 from lambda_runtime.schema.status import OrderStatus
+from lambda_runtime.worker.errors import PayloadError
 from lambda_runtime.worker.hardening import erase_environment_variable, make_undumpable
-from lambda_runtime.worker.runner import PayloadError, execute_order, parse_payload
+from lambda_runtime.worker.runner import execute_order, parse_payload
 
 EXIT_SUCCEEDED = 0
 EXIT_ORDER_FAILED = 1

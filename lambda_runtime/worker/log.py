@@ -1,0 +1,83 @@
+"""The order log: the single place the commands' output and the worker's notes are written to."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import IO, TextIO
+
+from lambda_runtime.masking import Masker
+from lambda_runtime.schema.contract import LOG_TAIL_CHARS
+
+LINE_CAP_BYTES = 64 * 1024
+NOTE_PREFIX = "[iac-ci] "
+
+
+class OrderLog:
+    """Every line anyone will see passes through here, so no path can skip masking.
+
+    The masked lines go to a file (uploaded at the end), to the live stream (CloudWatch or the
+    CodeBuild console) and into the tail kept for the result. Writes are serialized because the
+    output reader thread and the worker's own notes interleave.
+    """
+
+    def __init__(self, path: Path, stream: TextIO | None, masker: Masker) -> None:
+        self.path = path
+        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._stream = stream
+        self._masker = masker
+        self._longest_secret = 0
+        self._tail = ""
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def add_secrets(self, secrets: list[str], base: list[str]) -> None:
+        with self._lock:
+            self._masker = Masker([*base, *secrets])
+            self._longest_secret = max((len(s) for s in secrets), default=0)
+
+    def mask(self, text: str) -> str:
+        return self._masker.mask(text)
+
+    def line(self, text: str) -> None:
+        self._write(self._masker.mask(text))
+
+    def truncated_line(self, text: str) -> None:
+        """A line cut at the cap may end inside a secret; drop enough of its end that no fragment
+        of one survives (JSON escaping can make a value up to six times longer)."""
+        cut = max(0, len(text) - 6 * self._longest_secret)
+        self._write(self._masker.mask(text[:cut]) + f" {NOTE_PREFIX}line truncated at {LINE_CAP_BYTES} bytes")
+
+    def note(self, message: str) -> None:
+        self.line(NOTE_PREFIX + message)
+
+    @property
+    def tail(self) -> str:
+        with self._lock:
+            return self._tail
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._file.close()
+
+    def _write(self, masked: str) -> None:
+        if not masked.endswith("\n"):
+            masked += "\n"
+        with self._lock:
+            if self._closed:  # a reader abandoned after a stray process kept the pipe open
+                return
+            self._file.write(masked)
+            self._tail = (self._tail + masked)[-LOG_TAIL_CHARS:]
+            if self._stream is not None:
+                try:
+                    self._stream.write(masked)
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    self._stream = None  # a broken console must not fail the order
