@@ -8,10 +8,22 @@ botocore itself, which is how the embedded runner redirects everything to loopba
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:  # the stubs are a development dependency; at run time these are plain boto3 clients
+    from mypy_boto3_codebuild.client import CodeBuildClient
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_kms.client import KMSClient
+    from mypy_boto3_lambda.client import LambdaClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_ssm.client import SSMClient
+    from mypy_boto3_stepfunctions.client import SFNClient
+    from mypy_boto3_sts.client import STSClient
 
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
 # SigV4 for presigned URLs everywhere (SigV2 is deprecated and not accepted in newer regions)
@@ -43,48 +55,48 @@ class AwsClients:
                 if c is None:
                     extra = _SERVICE_CONFIG.get(service)
                     config = self._config.merge(extra) if extra else self._config
-                    c = self._session.client(service, config=config)
+                    c = self._session.client(service, config=config)  # type: ignore[call-overload]
                     self._clients[service] = c
         return c
 
     @property
-    def s3(self) -> Any:
+    def s3(self) -> S3Client:
         return self.client("s3")
 
     @property
-    def dynamodb(self) -> Any:
+    def dynamodb(self) -> DynamoDBClient:
         return self.client("dynamodb")
 
     @property
-    def sqs(self) -> Any:
+    def sqs(self) -> SQSClient:
         return self.client("sqs")
 
     @property
-    def sfn(self) -> Any:
+    def sfn(self) -> SFNClient:
         return self.client("stepfunctions")
 
     @property
-    def kms(self) -> Any:
+    def kms(self) -> KMSClient:
         return self.client("kms")
 
     @property
-    def ssm(self) -> Any:
+    def ssm(self) -> SSMClient:
         return self.client("ssm")
 
     @property
-    def secrets(self) -> Any:
+    def secrets(self) -> SecretsManagerClient:
         return self.client("secretsmanager")
 
     @property
-    def sts(self) -> Any:
+    def sts(self) -> STSClient:
         return self.client("sts")
 
     @property
-    def lambda_(self) -> Any:
+    def lambda_(self) -> LambdaClient:
         return self.client("lambda")
 
     @property
-    def codebuild(self) -> Any:
+    def codebuild(self) -> CodeBuildClient:
         return self.client("codebuild")
 
 

@@ -71,7 +71,7 @@ class SecretsManagerSecret(SecretsManagerRef):
     env: str = Field(pattern=ENV_NAME_RE, max_length=128)
 
 
-def _kind(*keys: str):
+def _kind(*keys: str) -> Discriminator:
     """Pick a union member by the key that names it, so errors speak of one shape, not all."""
 
     def pick(value: Any) -> str | None:

@@ -148,7 +148,7 @@ def _job_source(raw: dict[str, Any]) -> list[tuple[str, Any]]:
     if raw.get("source") is None:
         return []
     try:
-        return [("source", TypeAdapter(Source).validate_python(raw["source"]))]
+        return [("source", TypeAdapter[Source](Source).validate_python(raw["source"]))]  # type: ignore[arg-type]
     except ValidationError:
         return []
 
@@ -178,9 +178,10 @@ def _graph_view(raw_orders: Any) -> list[_GraphNode]:
     for o in raw_orders:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             continue
+        raw_inputs = o.get("inputs")
         inputs = [
             (i["from"], i["path"])
-            for i in (o.get("inputs") if isinstance(o.get("inputs"), list) else [])
+            for i in (raw_inputs if isinstance(raw_inputs, list) else [])
             if isinstance(i, dict) and isinstance(i.get("from"), str) and isinstance(i.get("path"), str)
         ]
         out.append(_GraphNode(o["name"], strs(o.get("depends_on")), strs(o.get("artifacts")), inputs))

@@ -7,7 +7,7 @@ crash or retry here can never start the same order twice.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Protocol
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.schema.contract import PAYLOAD_ENV, WorkerPayload
@@ -31,17 +31,17 @@ class AwsDispatcher:
     def dispatch(self, target: str, payload: WorkerPayload) -> str:
         body = payload.model_dump_json()
         if target == "lambda":
-            resp: dict[str, Any] = self._clients.lambda_.invoke(
+            invoked = self._clients.lambda_.invoke(
                 FunctionName=self._function, InvocationType="Event", Payload=body.encode()
             )
-            return "lambda:" + str(resp.get("ResponseMetadata", {}).get("RequestId", ""))
-        resp = self._clients.codebuild.start_build(
+            return "lambda:" + str(invoked.get("ResponseMetadata", {}).get("RequestId", ""))
+        started = self._clients.codebuild.start_build(
             projectName=self._project,
             idempotencyToken=f"{payload.run_id}-{payload.order}-{payload.attempt}"[:64],
             environmentVariablesOverride=[{"name": PAYLOAD_ENV, "value": body, "type": "PLAINTEXT"}],
             timeoutInMinutesOverride=max(5, min(480, math.ceil((payload.timeout + self._grace) / 60))),
         )
-        return str(resp["build"]["id"])
+        return str(started["build"]["id"])
 
     def stop(self, target: str, ref: str) -> None:
         if target == "codebuild" and ref:

@@ -283,7 +283,7 @@ class Orchestrator:
         summary["finished_at"] = self.clock()
         # the done object first: if we crash after it, the retry finds it and only sets the flag
         self._put_once(self.settings.done_bucket, layout.done_key(run.run_id),
-                       json.dumps(summary, default=str).encode(), content_type="application/json")
+                       json.dumps(summary, default=str).encode())
         counts: dict[str, int] = {}
         for o in snap.orders.values():
             counts[o.status.value] = counts.get(o.status.value, 0) + 1
@@ -294,11 +294,11 @@ class Orchestrator:
             run.status, run.finalized = status, True
             notify(self.vcs, "run_finished", summary)
 
-    def _put_once(self, bucket: str, key: str, body: bytes, content_type: str | None = None) -> None:
-        """Create ``key`` unless it exists: the first writer wins, a retry is a no-op."""
-        extra = {"ContentType": content_type} if content_type else {}
+    def _put_once(self, bucket: str, key: str, body: bytes) -> None:
+        """Create the JSON object ``key`` unless it exists: the first writer wins, a retry is a no-op."""
         try:
-            self.clients.s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", **extra)
+            self.clients.s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*",
+                                       ContentType="application/json")
         except Exception as exc:
             if not is_conditional_failure(exc) and error_code(exc) != "PreconditionFailed":
                 raise

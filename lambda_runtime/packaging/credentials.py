@@ -6,7 +6,6 @@ Only references the validator accepted (allow-listed prefixes, allowed roles) ev
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.job.model import Order, SecretsManagerRef, SsmRef
@@ -68,7 +67,7 @@ class CredentialResolver:
         assert order.aws_role
         session = f"iac-ci-{run_id}-{order.name}"[:64]
         try:
-            creds: dict[str, Any] = self._clients.sts.assume_role(
+            creds = self._clients.sts.assume_role(
                 RoleArn=order.aws_role,
                 RoleSessionName=session,
                 DurationSeconds=max(900, min(duration_seconds, 3600)),
