@@ -662,11 +662,11 @@ def rewire(stack: Any, clients: Mapping[str, AwsClients], dispatcher: Any, admin
     """Stand-in for the missing seam: rebuild what ``EmbeddedStack.__init__`` builds, each
     component with its own clients (and its SQS event source polling with its role). Must run
     before ``stack.start()``."""
-    from lambda_runtime.intake.handler import Api
+    from lambda_runtime.intake.handler import build as build_intake
     from lambda_runtime.orchestrator.engine import Orchestrator
     from lambda_runtime.orchestrator.handler import process as orchestrator_process
+    from lambda_runtime.packaging.handler import build as build_packaging
     from lambda_runtime.packaging.handler import process as packaging_process
-    from lambda_runtime.packaging.logic import Packager
     from lambda_runtime.store.runs import RunStore
 
     assert stack.github_events is None, "GitHub wiring is not covered by this rewiring"
@@ -674,8 +674,8 @@ def rewire(stack: Any, clients: Mapping[str, AwsClients], dispatcher: Any, admin
     stack.clients = admin  # the test's own reads (done objects, logs): not a component
     stack.store = RunStore(admin.dynamodb, settings.orders_table, settings.events_table)
     stack.dispatcher = dispatcher
-    stack.api = Api(settings, clients["intake"])
-    stack.packager = Packager(settings, clients["packaging"], vcs=stack.vcs)
+    stack.api = build_intake(settings, clients["intake"])
+    stack.packager = build_packaging(settings, clients["packaging"], vcs=stack.vcs).packager
     stack.orchestrator = Orchestrator(settings, clients["orchestrator"], dispatcher, vcs=stack.vcs,
                                       checkpoint=stack._checkpoint)
     stack._pumps = [

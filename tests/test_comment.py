@@ -1,7 +1,7 @@
 """The PR summary comment stays under GitHub's limit however large the run, table first."""
 from __future__ import annotations
 
-from lambda_runtime.vcs.comment import GITHUB_COMMENT_LIMIT, marker, render
+from lambda_runtime.github.comment import GITHUB_COMMENT_LIMIT, marker, render
 
 
 def summary(n: int, tail_chars: int, status: str = "failed") -> dict:

@@ -10,7 +10,7 @@ import pytest
 
 from iac_ci.embedded.apigw import proxy_event
 from lambda_runtime.intake import signature
-from lambda_runtime.intake.handler import Api
+from lambda_runtime.intake.handler import Api, build
 from lambda_runtime.schema import layout
 
 JOB = {
@@ -24,7 +24,7 @@ JOB = {
 def api(stack, clients):
     settings, _ = stack
     secret = clients.secrets.get_secret_value(SecretId=settings.webhook_secret_id)["SecretString"]
-    return Api(settings, clients), secret, settings
+    return build(settings, clients), secret, settings
 
 
 def post(api_obj: Api, secret: str, body: bytes, *, sign: bool = True, **headers: str) -> tuple[int, dict]:

@@ -24,17 +24,15 @@ from iac_ci.embedded.pump import QueuePump
 from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.intake import signature
-from lambda_runtime.intake.handler import Api
+from lambda_runtime.intake.handler import build as build_intake
 from lambda_runtime.orchestrator.handler import build as build_orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
-from lambda_runtime.packaging.github_events import GitHubEvents
+from lambda_runtime.packaging.handler import build as build_packaging
 from lambda_runtime.packaging.handler import process as packaging_process
-from lambda_runtime.packaging.logic import Packager
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.runs import RunStore
-from lambda_runtime.vcs.base import NoopVcs, VcsProvider
-from lambda_runtime.vcs.github import GitHubVcs
+from lambda_runtime.vcs.base import VcsProvider, provider_for
 
 
 class EmbeddedStack:
@@ -61,12 +59,10 @@ class EmbeddedStack:
         )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
-        github = GitHubVcs(self.settings, self.clients) if self.settings.github_enabled else None
-        self.vcs = vcs or github or NoopVcs()
-        self.api = Api(self.settings, self.clients)
-        self.packager = Packager(self.settings, self.clients, vcs=self.vcs)
-        self.github_events = (GitHubEvents(self.settings, self.clients, github, self.api.intake)
-                              if github is not None else None)
+        # packaging and the orchestrator report through one provider (with GitHub: one comment per run)
+        self.vcs = vcs or provider_for(self.settings, self.clients)
+        self.api = build_intake(self.settings, self.clients)
+        self.packager, self.github_events = build_packaging(self.settings, self.clients, vcs=self.vcs)
         self.orchestrator = build_orchestrator(
             self.settings, self.clients, dispatcher=self.dispatcher, vcs=self.vcs, checkpoint=self._checkpoint
         )

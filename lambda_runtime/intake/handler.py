@@ -4,6 +4,7 @@ Routes (API Gateway REST proxy events):
     POST /jobs                   signed job submission -> 202 {run_id, trace_id, flow_id, done}
     GET  /runs/{run_id}          signed status request -> 200 run summary
     POST /runs/{run_id}/cancel   signed cancel request -> 202
+    POST /webhooks/github        GitHub-signed webhook -> 202 queued (``lambda_runtime.github.webhooks``)
 Every request is authenticated before anything is parsed; a bad signature is a 401 that
 records nothing.
 """
@@ -20,11 +21,13 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.github.webhooks import GitHubWebhooks
 from lambda_runtime.intake import signature
-from lambda_runtime.intake.github import GitHubWebhooks
-from lambda_runtime.intake.logic import Intake, Reply
+from lambda_runtime.intake.logic import Intake
+from lambda_runtime.intake.reply import Reply
 from lambda_runtime.logs import logger
 from lambda_runtime.settings import Settings
+from lambda_runtime.store.acceptance import Acceptance
 
 SECRET_MAX_AGE = 300
 
@@ -48,19 +51,20 @@ class SecretCache:
 
 
 class Api:
-    """The router plus its dependencies; one per process (or per embedded stack)."""
+    """The router plus its dependencies; one per process (or per embedded stack), made by ``build``."""
 
-    def __init__(self, settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time):
-        self.intake = Intake(settings, clients, clock=clock)
+    def __init__(self, intake: Intake, github: GitHubWebhooks, secrets: SecretCache, *, webhook_secret_id: str,
+                 clock: Callable[[], float] = time.time):
+        self.intake = intake
+        self.github = github
         self.clock = clock
-        self._secrets = SecretCache(clients.secrets, max_age=SECRET_MAX_AGE, clock=clock)
-        self._secret_id = settings.webhook_secret_id
+        self._secrets = secrets
+        self._secret_id = webhook_secret_id
         self.app = APIGatewayRestResolver()
         self.app.post("/jobs")(self._submit)
         self.app.get("/runs/<run_id>")(self._status)
         self.app.post("/runs/<run_id>/cancel")(self._cancel)
         self.app.post("/webhooks/github")(self._github)
-        self.github = GitHubWebhooks(settings, clients, self._secret, clock=clock)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if context is not None:
@@ -68,7 +72,7 @@ class Api:
         return self.app.resolve(event, context)
 
     # ---- routes -------------------------------------------------------------------------
-    def _submit(self) -> Response:
+    def _submit(self) -> Response[str]:
         raw = self._raw_body()
         if not self._verified(raw):
             return _json(Reply(401, {"error": "bad or missing signature"}))
@@ -79,14 +83,14 @@ class Api:
         logger.info("submission", extra={"status": reply.status, "run_id": reply.body.get("run_id")})
         return _json(reply)
 
-    def _status(self, run_id: str) -> Response:
+    def _status(self, run_id: str) -> Response[str]:
         ts = _header(self.app.current_event.headers, signature.TIMESTAMP_HEADER) or ""
         data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
         if not self._fresh(ts) or not self._verified(data):
             return _json(Reply(401, {"error": "bad or missing signature"}))
         return _json(self.intake.status(run_id))
 
-    def _cancel(self, run_id: str) -> Response:
+    def _cancel(self, run_id: str) -> Response[str]:
         raw = self._raw_body()
         if not self._verified(raw):
             return _json(Reply(401, {"error": "bad or missing signature"}))
@@ -99,7 +103,7 @@ class Api:
             return _json(Reply(401, {"error": "stale or mismatched cancel request"}))
         return _json(self.intake.cancel(run_id))
 
-    def _github(self) -> Response:
+    def _github(self) -> Response[str]:
         reply = self.github.receive(self._raw_body(), self.app.current_event.headers or {})
         logger.info("github webhook", extra={"status": reply.status})
         return _json(reply)
@@ -125,6 +129,15 @@ class Api:
             return False
 
 
+def build(settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time) -> Api:
+    """The intake as the Lambda function and the embedded stack both run it: one secret cache for
+    the job signatures and the GitHub webhook secret, one run acceptance."""
+    secrets = SecretCache(clients.secrets, max_age=SECRET_MAX_AGE, clock=clock)
+    intake = Intake(settings, clients, Acceptance(settings, clients, clock=clock), clock=clock)
+    github = GitHubWebhooks(settings, clients, secrets.get, clock=clock)
+    return Api(intake, github, secrets, webhook_secret_id=settings.webhook_secret_id, clock=clock)
+
+
 def _header(headers: dict[str, str] | None, name: str) -> str | None:
     for k, v in (headers or {}).items():
         if k.lower() == name.lower():
@@ -132,14 +145,14 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
     return None
 
 
-def _json(reply: Reply) -> Response:
+def _json(reply: Reply) -> Response[str]:
     return Response(status_code=reply.status, content_type="application/json", body=json.dumps(reply.body))
 
 
 @cache
 def _api() -> Api:
     settings = Settings.from_env()
-    return Api(settings, AwsClients(region=settings.region))
+    return build(settings, AwsClients(region=settings.region))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,50 +1,29 @@
-"""Job intake: authenticate, validate, record, acknowledge. Packaging happens elsewhere.
+"""Job intake: parse and validate a submitted body, then accept it; status and cancel.
 
-The answer never waits for clones or encryption: accepting a run is one conditional PutItem
-and one S3 PutObject (whose event starts packaging). Invalid input changes nothing.
+The answer never waits for clones or encryption: accepting a run (``store.acceptance``) is the
+watchdog, one conditional PutItem and one S3 PutObject (whose event starts packaging). What
+arrives over HTTP is checked here, so invalid input changes nothing.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
-import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
 
-from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.job.model import Job
+from lambda_runtime.intake.reply import Reply
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
-from lambda_runtime.schema import layout
-from lambda_runtime.schema.records import RunRecord
-from lambda_runtime.schema.status import RunStatus
 from lambda_runtime.settings import Settings
+from lambda_runtime.store.acceptance import Acceptance, AcceptInProgress, KeyReused, body_hash
 from lambda_runtime.store.cancel import request_cancel
-from lambda_runtime.store.runs import RunStore
 
 MAX_IDEMPOTENCY_KEY = 255
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    body: dict[str, Any]
 
 
 class BadRequest(Exception):
@@ -115,37 +94,19 @@ class NoAliasSafeLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def new_ids(username: str, flow_label: str, now: float) -> dict[str, str]:
-    """Run id plus the seed's trace and flow id formats."""
-    core = secrets.token_hex(8)
-    return {"run_id": core, "trace_id": f"{core}:{int(now)}", "flow_id": f"{username}:{core}-{flow_label}"}
-
-
 class Intake:
-    def __init__(self, settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time):
+    """What the HTTP routes do once the request is authenticated."""
+
+    def __init__(self, settings: Settings, clients: AwsClients, acceptance: Acceptance, *,
+                 clock: Callable[[], float] = time.time):
         self.settings = settings
         self.clients = clients
         self.clock = clock
-        self.store = RunStore(
-            clients.dynamodb,
-            settings.orders_table,
-            settings.events_table,
-            clock=clock,
-            event_ttl_days=settings.event_ttl_days,
-        )
-        persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=clients.dynamodb)
-        self._idem_config = IdempotencyConfig(
-            event_key_jmespath="idempotency_key",
-            payload_validation_jmespath="body_sha256",
-            expires_after_seconds=24 * 3600,
-            raise_on_no_idempotency_key=False,
-        )
-        self._accept_once = idempotent_function(
-            data_keyword_argument="submission", persistence_store=persistence, config=self._idem_config
-        )(self._accept)
+        self.acceptance = acceptance
+        self.store = acceptance.store
 
     def register_lambda_context(self, context: Any) -> None:
-        self._idem_config.register_lambda_context(context)
+        self.acceptance.register_lambda_context(context)
 
     def submit(self, raw: bytes, *, content_type: str | None = None, idempotency_key: str | None = None) -> Reply:
         """Validate and accept a job body that has already passed signature checks."""
@@ -164,67 +125,13 @@ class Intake:
         job_doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
         if len(json.dumps(job_doc)) > 4 * self.settings.max_body_bytes:  # defaults filled in, never expanded
             return BadRequest(413, "the job is larger than the submission size limit").reply()
-        submission = {
-            "job": job_doc,
-            "idempotency_key": idempotency_key,
-            "body_sha256": hashlib.sha256(raw).hexdigest(),
-        }
-        if idempotency_key is None:
-            return Reply(202, self._accept(submission))
         try:
-            return Reply(202, self._accept_once(submission=submission))
-        except IdempotencyValidationError:
+            ack = self.acceptance.accept(job_doc, body_sha256=body_hash(raw), idempotency_key=idempotency_key)
+        except KeyReused:
             return Reply(422, {"error": "Idempotency-Key was already used with a different body"})
-        except IdempotencyAlreadyInProgressError:
+        except AcceptInProgress:
             return Reply(409, {"error": "a submission with this Idempotency-Key is in progress; retry shortly"})
-
-    def _accept(self, submission: dict[str, Any]) -> dict[str, Any]:
-        job = Job.model_validate(submission["job"])
-        now = self.clock()
-        username = job.username or "unknown"
-        ids = new_ids(username, job.name, now)
-        run_id = ids["run_id"]
-        deadline = now + job.timeout
-        # the job timeout is armed before anything else exists, so no run can outlive it, even
-        # one whose packaging never happens (a lost message, a poison job in the dead-letter queue)
-        watchdog.start_job_timeout(self.clients.sfn, self.settings.watchdog_arn, bucket=self.settings.internal_bucket,
-                                   run_id=run_id, deadline=deadline)
-        self.store.create_run(
-            RunRecord(
-                **ids,
-                status=RunStatus.ACCEPTED,
-                name=job.name,
-                username=username,
-                repo=job.repo,
-                pr_number=job.pr_number,
-                commit=job.commit,
-                timeout=job.timeout,
-                deadline=deadline,
-                created_at=now,
-                order_total=len(job.orders),
-                idempotency_key=submission.get("idempotency_key"),
-                **submission.get("run_fields", {}),
-            )
-        )
-        self.clients.s3.put_object(
-            Bucket=self.settings.internal_bucket,
-            Key=layout.job_key(run_id),
-            Body=json.dumps(submission["job"]).encode(),
-            ContentType="application/json",
-        )
-        return {
-            **ids,
-            "status": RunStatus.ACCEPTED.value,
-            "orders": len(job.orders),
-            "done": f"s3://{self.settings.done_bucket}/{layout.done_key(run_id)}",
-        }
-
-    def accept_job(self, job: Job, *, idempotency_key: str, run_fields: dict[str, Any]) -> dict[str, Any]:
-        """Accept an already validated job from inside the engine (a VCS event), idempotently."""
-        doc = job.model_dump(mode="json", by_alias=True, exclude_none=True)
-        submission = {"job": doc, "idempotency_key": idempotency_key, "run_fields": run_fields,
-                      "body_sha256": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()}
-        return dict(self._accept_once(submission=submission))
+        return Reply(202, ack)
 
     def status(self, run_id: str) -> Reply:
         snap = self.store.load(run_id)
@@ -235,7 +142,6 @@ class Intake:
         return Reply(200, run_summary(snap))
 
     def cancel(self, run_id: str) -> Reply:
-
         run = self.store.get_run(run_id)
         if run is None:
             return Reply(404, {"error": f"run '{run_id}' not found"})

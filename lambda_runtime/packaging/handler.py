@@ -1,9 +1,12 @@
-"""Lambda entrypoint (``init_job``): accepted jobs (S3 ``jobs/`` events via SQS) get packaged."""
+"""Lambda entrypoint (``init_job``): accepted jobs (S3 ``jobs/`` events via SQS) get packaged, and
+queued GitHub events (S3 ``webhooks/github/`` events) become jobs."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.aws.s3_events import process_by_subject
@@ -11,22 +14,40 @@ from lambda_runtime.logs import logger
 from lambda_runtime.packaging.logic import Packager
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
-from lambda_runtime.vcs.base import NoopVcs
+from lambda_runtime.vcs.base import VcsProvider, provider_for
+
+if TYPE_CHECKING:  # imported by build() only when GitHub is configured: PyGithub adds ~100 ms to a cold start
+    from lambda_runtime.github.events import GitHubEvents
 
 
-@cache
-def _components() -> tuple[Packager, Any]:
-    settings = Settings.from_env()
-    clients = AwsClients(region=settings.region)
+class Packaging(NamedTuple):
+    """What ``process`` needs: the packager, and the GitHub events handler when GitHub is configured."""
+
+    packager: Packager
+    github: GitHubEvents | None = None
+
+
+def build(
+    settings: Settings,
+    clients: AwsClients,
+    *,
+    vcs: VcsProvider | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Packaging:
+    """Packaging as the Lambda function and the embedded stack both run it. ``vcs`` reports the
+    runs (default: the configured provider); the GitHub events handler reads ``.iac-ci.yml`` and
+    comments through ``vcs`` when that is the GitHub provider, else through its own."""
+    vcs = vcs or provider_for(settings, clients)
+    packager = Packager(settings, clients, vcs=vcs, clock=clock)
     if not settings.github_enabled:
-        return Packager(settings, clients, vcs=NoopVcs()), None
-    # imported only when used: PyGithub adds ~100 ms to a cold start
-    from lambda_runtime.intake.logic import Intake
-    from lambda_runtime.packaging.github_events import GitHubEvents
-    from lambda_runtime.vcs.github import GitHubVcs
+        return Packaging(packager)
+    from lambda_runtime.github.events import GitHubEvents
+    from lambda_runtime.github.provider import GitHubVcs
+    from lambda_runtime.store.acceptance import Acceptance
 
-    vcs = GitHubVcs(settings, clients)
-    return Packager(settings, clients, vcs=vcs), GitHubEvents(settings, clients, vcs, Intake(settings, clients))
+    github = vcs if isinstance(vcs, GitHubVcs) else GitHubVcs(settings, clients)
+    acceptance = Acceptance(settings, clients, store=packager.store, clock=clock)
+    return Packaging(packager, GitHubEvents(settings, clients, github, acceptance))
 
 
 def subject_of(key: str) -> str | None:
@@ -38,7 +59,7 @@ def subject_of(key: str) -> str | None:
     return f"{hook[0]}:{hook[1]}" if hook else None
 
 
-def process(event: dict[str, Any], packager: Packager, github: Any = None) -> dict[str, Any]:
+def process(event: dict[str, Any], packager: Packager, github: GitHubEvents | None = None) -> dict[str, Any]:
     """``github``: the GitHubEvents of a stack with GitHub configured, else None."""
     def work(subject: str) -> str:
         kind, _, ident = subject.partition(":")
@@ -49,6 +70,12 @@ def process(event: dict[str, Any], packager: Packager, github: Any = None) -> di
         return "ignored"
 
     return process_by_subject(event, subject_of, work)
+
+
+@cache
+def _components() -> Packaging:
+    settings = Settings.from_env()
+    return build(settings, AwsClients(region=settings.region))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,29 +1,34 @@
-"""Turning a queued GitHub pull-request event into a job (runs in the packaging function).
+"""Which GitHub event starts what (runs in the packaging function): a queued pull-request event
+becomes a job.
 
 The repository's ``.iac-ci.yml`` at the PR's head commit declares the orders (the job file's
 ``orders`` schema, plus optional ``name``, ``env`` and ``timeout``); the repository at that
 commit is every order's default source. No file: no job. An invalid file: one PR comment
-listing every problem, and no job.
+listing every problem, and no job. A valid file: the job is accepted through the store's
+``Acceptance`` (idempotent per delivery), exactly as a submitted job is.
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.intake.github import Deliveries
-from lambda_runtime.intake.logic import Intake
+from lambda_runtime.github.deliveries import Deliveries
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.logs import logger
 from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
-from lambda_runtime.vcs.github import GitHubVcs
+from lambda_runtime.store.acceptance import Acceptance
+
+if TYPE_CHECKING:  # PyGithub is imported by whoever builds the provider, not by this module
+    from lambda_runtime.github.provider import GitHubVcs
 
 CONFIG_KEYS = {"orders", "name", "env", "timeout"}
+MAX_LISTED_PROBLEMS = 200
 
 
 @dataclass
@@ -31,12 +36,13 @@ class GitHubEvents:
     settings: Settings
     clients: AwsClients
     vcs: GitHubVcs
-    intake: Intake
+    acceptance: Acceptance
 
     def __post_init__(self) -> None:
         self.deliveries = Deliveries(self.clients.dynamodb, self.settings.idempotency_table)
 
     def handle(self, delivery: str) -> str:
+        """Process one queued delivery once; returns its outcome (for logs and tests)."""
         if not self.deliveries.claim(delivery):
             return "duplicate"
         try:
@@ -64,8 +70,8 @@ class GitHubEvents:
             self.vcs.comment(repo, number, config_problems_comment(self.settings.github_config_file, sha, exc.problems),
                              installation)
             return "invalid", {"problems": len(exc.problems)}
-        ack = self.intake.accept_job(job, idempotency_key=f"github-{delivery}",
-                                     run_fields={"vcs": "github", "installation_id": installation})
+        ack = self.acceptance.accept_job(job, idempotency_key=f"github-{delivery}",
+                                         run_fields={"vcs": "github", "installation_id": installation})
         return "accepted", {"run_id": ack["run_id"]}
 
     def _job_document(self, text: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +115,9 @@ def _login(pr: dict[str, Any]) -> str:
 
 
 def config_problems_comment(path: str, sha: str, problems: list[Problem]) -> str:
+    """The one PR comment for an invalid config file: every problem (up to a bound), under GitHub's limit."""
     lines = [f"<!-- iac-ci:config:{sha} -->", f"### ❌ iac-ci did not start: `{path}` at `{sha[:12]}` is invalid", ""]
-    lines += [f"- {p}" for p in problems[:200]]
-    if len(problems) > 200:
-        lines.append(f"- … and {len(problems) - 200} more")
+    lines += [f"- {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"- … and {len(problems) - MAX_LISTED_PROBLEMS} more")
     return "\n".join(lines)[:60000]

@@ -17,15 +17,18 @@ from typing import Any
 from github import Auth, Github, GithubException, GithubRetry
 
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.github.comment import MARKER_PREFIX, marker, render
 from lambda_runtime.logs import logger
+from lambda_runtime.schema.records import RunSummary
 from lambda_runtime.settings import Settings
 from lambda_runtime.vcs.base import VcsProvider
-from lambda_runtime.vcs.comment import MARKER_PREFIX, marker, render
 
 STATUS_STATES = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "cancelled": "error"}
 
 
 class GitHubVcs(VcsProvider):
+    """One per process: API clients per installation, and the comment id of each run once found."""
+
     def __init__(self, settings: Settings, clients: AwsClients, *, retry_total: int = 5,
                  clock: Callable[[], float] = time.time):
         self._settings = settings
@@ -39,20 +42,23 @@ class GitHubVcs(VcsProvider):
         self._token: str | None = None
 
     # ---- VcsProvider ----------------------------------------------------------------------
-    def run_started(self, summary: dict[str, Any]) -> None:
-        if self._applies(summary):
-            self._set_status(summary, "pending", f"run {summary['run_id']}: running")
-            self._upsert_comment(summary)
+    def run_started(self, summary: RunSummary) -> None:
+        pr = self._pull_request(summary)
+        if pr:
+            self._set_status(pr[0], summary, "pending", f"run {summary['run_id']}: running")
+            self._upsert_comment(pr, summary)
 
-    def run_updated(self, summary: dict[str, Any]) -> None:
-        if self._applies(summary):
-            self._upsert_comment(summary)
+    def run_updated(self, summary: RunSummary) -> None:
+        pr = self._pull_request(summary)
+        if pr:
+            self._upsert_comment(pr, summary)
 
-    def run_finished(self, summary: dict[str, Any]) -> None:
-        if self._applies(summary):
-            self._upsert_comment(summary)
+    def run_finished(self, summary: RunSummary) -> None:
+        pr = self._pull_request(summary)
+        if pr:
+            self._upsert_comment(pr, summary)
             state = STATUS_STATES.get(str(summary.get("status")), "error")
-            self._set_status(summary, state, f"run {summary['run_id']}: {summary.get('status')}")
+            self._set_status(pr[0], summary, state, f"run {summary['run_id']}: {summary.get('status')}")
 
     # ---- repository content and PR comments outside a run -----------------------------------
     def read_file(self, repo: str, path: str, ref: str, installation_id: int | None = None) -> str | None:
@@ -72,11 +78,15 @@ class GitHubVcs(VcsProvider):
 
     # ---- internals ------------------------------------------------------------------------
     @staticmethod
-    def _applies(summary: dict[str, Any]) -> bool:
-        return bool(summary.get("repo") and summary.get("pr_number") and summary.get("vcs") == "github")
+    def _pull_request(summary: RunSummary) -> tuple[str, int] | None:
+        """(repository, PR number) of a run that reports to a GitHub pull request, else None."""
+        repo, number = summary.get("repo"), summary.get("pr_number")
+        if repo and number and summary.get("vcs") == "github":
+            return repo, int(number)
+        return None
 
-    def _upsert_comment(self, summary: dict[str, Any]) -> None:
-        repo_name, pr, run_id = summary["repo"], int(summary["pr_number"]), str(summary["run_id"])
+    def _upsert_comment(self, pr_ref: tuple[str, int], summary: RunSummary) -> None:
+        (repo_name, pr), run_id = pr_ref, str(summary["run_id"])
         body = render(summary, logs_location=f"s3://{self._settings.internal_bucket}/runs/{run_id}/orders/")
         issue = self._repo(repo_name, summary.get("installation_id")).get_issue(pr)
         key = (repo_name, pr, run_id)
@@ -93,11 +103,12 @@ class GitHubVcs(VcsProvider):
             issue.get_comment(comment_id).edit(body)
             self._comment_ids[key] = comment_id
 
-    def _set_status(self, summary: dict[str, Any], state: str, description: str) -> None:
-        if not summary.get("commit"):
+    def _set_status(self, repo_name: str, summary: RunSummary, state: str, description: str) -> None:
+        commit = summary.get("commit")
+        if not commit:
             return
-        repo = self._repo(summary["repo"], summary.get("installation_id"))
-        repo.get_commit(summary["commit"]).create_status(
+        repo = self._repo(repo_name, summary.get("installation_id"))
+        repo.get_commit(commit).create_status(
             state=state, description=description[:140], context=f"iac-ci/{summary.get('name')}")
 
     def _repo(self, full_name: str, installation_id: int | None) -> Any:

@@ -6,9 +6,10 @@ last resort orders are listed by name, grouped by status.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from lambda_runtime.masking import redact_credentials
+from lambda_runtime.schema.records import OrderView, RunSummary
 
 GITHUB_COMMENT_LIMIT = 65536
 MARKER_PREFIX = "<!-- iac-ci:run:"
@@ -16,13 +17,16 @@ MIN_TAIL_CHARS = 200
 ICONS = {"succeeded": "✅", "failed": "❌", "timed_out": "⏱️", "cancelled": "🚫", "skipped": "⏭️", "running": "🔄",
          "queued": "⏳", "accepted": "⏳", "packaging": "📦"}
 
+Orders = Mapping[str, OrderView]
+
 
 def marker(run_id: str) -> str:
+    """The hidden first line that finds a run's comment again (from another process, after a restart)."""
     return f"{MARKER_PREFIX}{run_id} -->"
 
 
-def render(summary: dict[str, Any], *, logs_location: str | None = None, limit: int = GITHUB_COMMENT_LIMIT) -> str:
-    orders: dict[str, dict[str, Any]] = summary.get("orders", {})
+def render(summary: RunSummary, *, logs_location: str | None = None, limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    orders: Orders = summary.get("orders", {})
     head = _header(summary)
     foot = f"\n\nFull logs: `{logs_location}`" if logs_location else ""
     for table in (_table(orders), _compact_table(orders), _names_by_status(orders)):
@@ -38,7 +42,7 @@ def render(summary: dict[str, Any], *, logs_location: str | None = None, limit: 
     return body
 
 
-def _header(summary: dict[str, Any]) -> str:
+def _header(summary: RunSummary) -> str:
     status = summary.get("status") or "accepted"
     lines = [
         marker(str(summary.get("run_id"))),
@@ -47,44 +51,45 @@ def _header(summary: dict[str, Any]) -> str:
         f"Run `{summary.get('run_id')}` · commit `{str(summary.get('commit') or '')[:12]}` · "
         f"trace `{summary.get('trace_id')}`",
     ]
-    if summary.get("error"):
-        lines += ["", "> " + _clean(str(summary["error"]))[:2000].replace("\n", "\n> ")]
+    error = summary.get("error")
+    if error:
+        lines += ["", "> " + _clean(str(error))[:2000].replace("\n", "\n> ")]
     layers = summary.get("order_layers") or []
     if layers and sum(len(layer) for layer in layers) <= 200:
         lines += ["", "**Order of execution:** " + " → ".join(", ".join(f"`{n}`" for n in layer) for layer in layers)]
     return "\n".join(lines) + "\n\n"
 
 
-def _duration(o: dict[str, Any]) -> str:
+def _duration(o: OrderView) -> str:
     d = o.get("duration_s")
     return "" if d is None else (f"{d:.0f}s" if d >= 10 else f"{d:.1f}s")
 
 
-def _table(orders: dict[str, dict[str, Any]]) -> str:
+def _table(orders: Orders) -> str:
     rows = ["| order | status | target | duration | exit |", "|---|---|---|---|---|"]
     for name, o in orders.items():
         st = o.get("status") or ""
         tolerated = " (tolerated)" if st in ("failed", "timed_out") and o.get("must_succeed") is False else ""
-        exit_code = "" if o.get("exit_code") is None else str(o["exit_code"])
+        exit_code = o.get("exit_code")
         rows.append(f"| `{name}` | {ICONS.get(st, '')} {st}{tolerated} | {o.get('target') or ''} | "
-                    f"{_duration(o)} | {exit_code} |")
+                    f"{_duration(o)} | {'' if exit_code is None else str(exit_code)} |")
     return "\n".join(rows) + "\n"
 
 
-def _compact_table(orders: dict[str, dict[str, Any]]) -> str:
+def _compact_table(orders: Orders) -> str:
     rows = ["| order | status |", "|---|---|"]
     rows += [f"| {name} | {o.get('status')} |" for name, o in orders.items()]
     return "\n".join(rows) + "\n"
 
 
-def _names_by_status(orders: dict[str, dict[str, Any]]) -> str:
+def _names_by_status(orders: Orders) -> str:
     groups: dict[str, list[str]] = {}
     for name, o in orders.items():
         groups.setdefault(str(o.get("status")), []).append(name)
     return "\n".join(f"**{st}** ({len(ns)}): " + ", ".join(ns) for st, ns in groups.items()) + "\n"
 
 
-def _tails(orders: dict[str, dict[str, Any]], *, budget: int) -> str:
+def _tails(orders: Orders, *, budget: int) -> str:
     """Log tails of finished orders, failures first; as many as fit with at least MIN_TAIL_CHARS each."""
     finished = [(n, o) for n, o in orders.items() if o.get("log_tail") and o.get("status") not in ("queued", "running")]
     finished.sort(key=lambda item: item[1].get("status") == "succeeded")  # stable: failures first
