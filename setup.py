@@ -1,22 +1,36 @@
-"""Packaging for iac-ci: the runtime, the CDK constructs and the ``iac-ci`` command."""
+"""Packaging for iac-ci: the runtime, the CDK constructs and the ``iac-ci`` command.
+
+``pip install iac-ci`` is complete: the construct library (``from iac_ci_constructs import
+IacCiPipeline``, so aws-cdk-lib, constructs and cdk-nag are requirements, as for any construct
+library) and the ``iac-ci`` command with its embedded AWS (moto). ``[dev]`` adds the test tools.
+
+The runtime image builds from this same file with a narrower tree: its build context holds only
+``lambda_runtime`` (``.dockerignore``), and then this file describes a runtime-only distribution
+(that package, ``lambda_runtime/requirements-lambda.txt``, no console script), so the image's
+metadata names nothing it does not carry. A partial tree of the full distribution is an error.
+"""
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+HERE = Path(__file__).resolve().parent
 RUNTIME = [
     line.strip()
-    for line in Path("lambda_runtime/requirements-lambda.txt").read_text(encoding="utf-8").splitlines()
+    for line in (HERE / "lambda_runtime" / "requirements-lambda.txt").read_text(encoding="utf-8").splitlines()
     if line.strip() and not line.startswith("#")
+]
+# Floors verified with the construct tests: aws-cdk-lib 2.187 added DockerImageAsset(display_name=),
+# 2.215 scoped the bucket-notifications handler's policy (nag-clean with the shipped suppressions);
+# cdk-nag before 2.32 fails its CB5 rule on the image URI. cdk-nag 3 is a new major: not yet.
+CDK = [
+    "aws-cdk-lib>=2.215,<3",
+    "constructs>=10.0.5,<11",
+    "cdk-nag>=2.32,<3",
 ]
 EMBEDDED = [
     "moto[server]>=5.2.5,<6",
     "click>=8.1,<9",
     "rich>=13,<16",
-]
-CDK = [
-    "aws-cdk-lib>=2.170,<3",
-    "constructs>=10,<11",
-    "cdk-nag>=2.28,<3",
 ]
 DEV = [
     "pytest>=8,<10",
@@ -25,25 +39,43 @@ DEV = [
     "hypothesis>=6,<7",
     "ruff>=0.6,<1",
     "cfn-lint>=1,<2",
+    "mypy>=1.11,<2",
+    "boto3-stubs[codebuild,dynamodb,kms,lambda,s3,secretsmanager,sqs,ssm,stepfunctions,sts]>=1.34,<2",
+    "types-PyYAML>=6,<7",
 ]
+
+RUNTIME_DATA = {"lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"]}
+FULL = ("lambda_runtime", "iac_ci_constructs", "iac_ci")
+
+present = {name for name in FULL[1:] if (HERE / name / "__init__.py").is_file()}
+if present == set(FULL[1:]):  # a checkout or an sdist: the whole distribution
+    options = dict(
+        # assets/ is a data directory (no __init__.py): listed as a package so setuptools ships it
+        packages=find_packages(include=[pattern for name in FULL for pattern in (name, f"{name}.*")])
+        + ["iac_ci_constructs.assets"],
+        package_data={**RUNTIME_DATA, "iac_ci_constructs": ["py.typed"], "iac_ci_constructs.assets": ["Dockerfile"],
+                      "iac_ci": ["py.typed"]},
+        install_requires=RUNTIME + CDK + EMBEDDED,
+        extras_require={"dev": DEV},
+        entry_points={"console_scripts": ["iac-ci=iac_ci.cli:main"]},
+    )
+elif not present:  # the runtime image's build context (the checkout narrowed by .dockerignore)
+    options = dict(
+        packages=find_packages(include=["lambda_runtime", "lambda_runtime.*"]),
+        package_data=RUNTIME_DATA,
+        install_requires=RUNTIME,
+    )
+else:
+    raise SystemExit(f"incomplete source tree: it has {sorted(present)}, a build needs both iac_ci_constructs and "
+                     "iac_ci (the distribution) or neither (the runtime image)")
 
 setup(
     name="iac-ci",
     version="0.1.0",
     description="Serverless continuous delivery for infrastructure as code",
-    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(
-        include=["lambda_runtime", "lambda_runtime.*", "iac_ci_constructs", "iac_ci_constructs.*", "iac_ci", "iac_ci.*"]
-    ),
-    package_data={
-        "lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"],
-        "iac_ci_constructs": ["py.typed"],
-        "iac_ci": ["py.typed"],
-    },
     include_package_data=True,
-    install_requires=RUNTIME + EMBEDDED,
-    extras_require={"cdk": CDK, "dev": DEV + CDK},
-    entry_points={"console_scripts": ["iac-ci=iac_ci.cli:main"]},
+    **options,
 )

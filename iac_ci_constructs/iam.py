@@ -24,7 +24,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from lambda_runtime.schema import deployment, layout
 
 ANY = "*"  # a run id or an order name inside an object key pattern
-# the wake-up signals the watchdog writes (lambda_runtime.watchdog.start; tests/test_construct_iam.py checks it)
+# the wake-up signals the watchdog writes (lambda_runtime.watchdog.start; tests/construct/test_construct_iam.py)
 WATCHDOG_WAKE_SIGNAL = "wake-*"
 
 # KMS encryption context the packaging step pins every sops file to (lambda_runtime.packaging.logic)

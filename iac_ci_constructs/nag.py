@@ -162,7 +162,7 @@ def wildcard_findings(document: Mapping[str, Any]) -> dict[str, set[str]]:
 def _reason(sid: str | None, actions: frozenset[str], resource: str) -> str | None:
     if resource == "*":
         return next((reason for allowed, reason in STAR_REASONS if actions <= allowed), None)
-    if sid in SID_REASONS:
+    if sid is not None and sid in SID_REASONS:
         return SID_REASONS[sid]
     return next((reason for marker, reason in RESOURCE_REASONS if marker in resource), None)
 

