@@ -225,7 +225,8 @@ def test_one_image_asset_staged_from_the_narrowed_context(built) -> None:
     assert asset["source"]["platform"] == "linux/arm64"
     assert asset["source"]["dockerBuildArgs"] == {"IMAGE_PLATFORM": "linux/arm64"}
     staged = {p.name for p in (outdir / asset["source"]["directory"]).iterdir()}
-    assert staged == {"Dockerfile", ".dockerignore", "setup.py", "pyproject.toml", "README.md", "lambda_runtime"}
+    assert staged == {".dockerignore", "setup.py", "pyproject.toml", "README.md", "lambda_runtime", "iac_ci_constructs"}
+    assert asset["source"]["dockerFile"] == "iac_ci_constructs/assets/Dockerfile"  # the one copy, package data
 
 
 def test_codebuild_project_runs_the_same_image_and_the_buildspec_command(resources) -> None:

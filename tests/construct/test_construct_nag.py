@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import runpy
-from pathlib import Path
 
 import pytest
 from aws_cdk import App, Aspects, Stack
@@ -22,12 +21,13 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import ManualArgs, lint
+from support.paths import REPO_ROOT
 
 from iac_ci_constructs import IacCiPipeline
 
 pytestmark = pytest.mark.slow  # two full synths with every AwsSolutions rule, then cfn-lint
 
-SAMPLE_APP = Path(__file__).resolve().parent.parent / "sample_app" / "app.py"
+SAMPLE_APP = REPO_ROOT / "sample_app" / "app.py"
 
 
 @pytest.fixture(scope="module")

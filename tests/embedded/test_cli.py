@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 pytestmark = pytest.mark.slow
 
 

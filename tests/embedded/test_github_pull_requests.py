@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import requests
-from fakes.github_server import FakeGitHub
+from support.fakes.github_server import FakeGitHub
+from support.paths import GITHUB_FIXTURES
 
 from lambda_runtime.intake.signature import sign
 
 pytestmark = pytest.mark.slow
-FIXTURES = Path(__file__).parent / "fixtures" / "github"
+FIXTURES = GITHUB_FIXTURES
 WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
 TOKEN = "ghp_" + "T" * 36
 SECRET_VALUE = "SuperSecret-" + uuid.uuid4().hex[:8]

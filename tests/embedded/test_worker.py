@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from support.paths import REPO_ROOT
+from support.processes import live_group_members
 
 from lambda_runtime import sops
 from lambda_runtime.masking import MASK
@@ -29,7 +31,6 @@ from lambda_runtime.worker.runner import execute_order
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cr3t-value-" + "x7Q9"
 
 
@@ -133,24 +134,6 @@ def _artifact_url(clients: Any, settings: Any, producer: Order) -> InputUrl:
     return InputUrl(from_order=producer.order, path="dist", url=url)
 
 
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (reaping orphans is init's job, not ours)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(entry.name))
-    return alive
 
 
 @pytest.fixture()
@@ -264,9 +247,9 @@ def test_timeout_kills_the_whole_process_group(clients, settings, work, tmp_path
     assert ("sending SIGKILL" in order.log()) == ("trap" in cmd)
     pgid = int(pgid_file.read_text())
     deadline = time.monotonic() + 10
-    while _live_group_members(pgid) and time.monotonic() < deadline:
+    while live_group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _live_group_members(pgid) == []
+    assert live_group_members(pgid) == []
     with pytest.raises(ProcessLookupError):  # zombies are reaped by init shortly after
         while time.monotonic() < deadline:
             os.killpg(pgid, 0)
@@ -469,9 +452,9 @@ def test_sigterm_to_the_worker_stops_commands_and_reports(aws, clients, settings
             proc.kill()
     assert order.result().status is OrderStatus.FAILED
     deadline = time.monotonic() + 10
-    while _live_group_members(pgid) and time.monotonic() < deadline:
+    while live_group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _live_group_members(pgid) == []
+    assert live_group_members(pgid) == []
 
 
 def test_commands_cannot_read_the_payload_from_the_worker_process(aws, clients, settings):

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults.aws_faults import AwsFaults, LostResponses
-from faults.chaos import ChaosDelivery, CrashAt, SelectiveDispatcher, s3_event
-from faults.invariants import chain, check_run, counted_job, diamond, enable_versioning
+from support.faults.aws_faults import AwsFaults, LostResponses
+from support.faults.chaos import ChaosDelivery, CrashAt, SelectiveDispatcher, s3_event
+from support.faults.invariants import chain, check_run, counted_job, diamond, enable_versioning
+from support.paths import GITHUB_FIXTURES
 
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
@@ -380,7 +381,7 @@ def test_a_lost_answer_to_the_github_delivery_record(make_stack, aws) -> None:
     stack = make_stack(github_webhook_secret_id=secret_id)
     lost = LostResponses("dynamodb", "PutItem", lambda body: b"github-delivery#" in body, times=1).install(
         stack.clients)
-    doc = json.loads((Path(__file__).parent / "fixtures" / "github" / "pull_request_opened.json").read_text())
+    doc = json.loads((GITHUB_FIXTURES / "pull_request_opened.json").read_text())
     doc["pull_request"]["head"]["sha"] = "3f786850e387550fdab836ed7e6dc881de23001b"
     body, delivery = json.dumps(doc).encode(), str(uuid.uuid4())
     code, answer = stack.request("POST", "/webhooks/github", body, {

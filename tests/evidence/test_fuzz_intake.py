@@ -23,15 +23,15 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
-from faults.oracle import accepted_job_problems, pull_request_problems
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
+from support.faults.oracle import accepted_job_problems, pull_request_problems
+from support.paths import GITHUB_FIXTURES, REPO_ROOT
 
 from iac_ci.embedded.apigw import proxy_event
 from iac_ci.embedded.stack import EmbeddedStack
@@ -39,7 +39,7 @@ from lambda_runtime.intake import signature
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.deployment import INTAKE_TIMEOUT_SECONDS
 
-FIXTURES = Path(__file__).parent / "fixtures" / "github"
+FIXTURES = GITHUB_FIXTURES
 GH_SECRET = "gh-" + uuid.uuid4().hex
 HEAD_SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
 
@@ -636,7 +636,7 @@ def test_a_large_dense_graph_is_validated_within_the_intake_timeout() -> None:
     assert len(body) < 1_000_000
     # the validation the intake runs before answering, in its own process so it can be stopped at the timeout
     proc = subprocess.Popen([sys.executable, "-c", _VALIDATE_IN_A_LAMBDA], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+                            stdout=subprocess.PIPE, cwd=REPO_ROOT)
     try:
         out, _ = proc.communicate(body, timeout=INTAKE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:

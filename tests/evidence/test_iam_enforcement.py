@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 import pytest
-from iam_support import (
+from support.iam import (
     COMPONENTS,
     MOTO_SFN_KEY,
     REGION,

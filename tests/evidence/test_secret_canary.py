@@ -32,8 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from fakes.github_server import FakeGitHub
-from faults.canary import Corpus, forms, new_temp_entries, sops_values_are_encrypted, wait_for
+from support.fakes.github_server import FakeGitHub
+from support.faults.canary import Corpus, forms, new_temp_entries, sops_values_are_encrypted, wait_for
+from support.paths import GITHUB_FIXTURES
 
 from iac_ci.embedded.apigw import proxy_event
 from iac_ci.embedded.stack import EmbeddedStack
@@ -43,7 +44,7 @@ from lambda_runtime.schema import layout
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = Path(__file__).parent / "fixtures" / "github"
+FIXTURES = GITHUB_FIXTURES
 H = uuid.uuid4().hex[:12]
 SSM_VALUE = f'Cn{H}"q\\z/+&=:@!%é'  # quote, backslash, slash, URL-reserved, non-ASCII
 SM_PASSWORD = f"pw-{H}-s3cr3t!#"

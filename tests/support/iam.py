@@ -1,6 +1,6 @@
 """IAM enforcement on the embedded AWS: the construct's own policies, applied to moto.
 
-Used by ``tests/test_iam_enforcement.py``, in four parts:
+Used by ``tests/evidence/test_iam_enforcement.py``, in four parts:
 
 1. ``synthesize()`` / ``component_policies()``: the policy documents ``IacCiPipeline`` attaches to
    each component's role, read from the synthesized template (nothing re-typed by hand).

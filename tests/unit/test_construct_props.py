@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import itertools
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +223,63 @@ def test_sizes_retention_throttling_and_lifecycle(custom) -> None:
     template.resource_count_is("AWS::ApiGateway::Account", 0)
     internal = resources[stack.resolve(pipeline.internal_bucket.node.default_child.logical_id)]["Properties"]
     assert {r.get("ExpirationInDays") for r in internal["LifecycleConfiguration"]["Rules"] if "Prefix" in r} == {30}
+
+
+# ---- the constructor's signature is the props ------------------------------------------------------
+def keyword_parameters() -> list[inspect.Parameter]:
+    return [p for p in inspect.signature(IacCiPipeline.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def same_default(a: Any, b: Any) -> bool:
+    """Equal, or the same jsii constant (a static property may hand out a new proxy per access)."""
+    return a == b or (type(a) is type(b) and getattr(a, "name", None) is not None and a.name == b.name)
+
+
+def test_constructor_keywords_are_the_props_fields() -> None:
+    """Names, order, types and defaults: the signature cannot drift from IacCiPipelineProps."""
+    fields = dataclasses.fields(IacCiPipelineProps)
+    parameters = keyword_parameters()
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    hints, field_hints = typing.get_type_hints(IacCiPipeline.__init__), typing.get_type_hints(IacCiPipelineProps)
+    for parameter, field in zip(parameters, fields, strict=True):
+        assert hints[parameter.name] == field_hints[field.name], field.name
+        assert field.default is not dataclasses.MISSING, field.name  # every property is optional
+        assert same_default(parameter.default, field.default), field.name
+    [rest] = [p for p in inspect.signature(IacCiPipeline.__init__).parameters.values()
+              if p.kind is inspect.Parameter.VAR_KEYWORD]
+    assert hints[rest.name] is typing.Never  # misspelt keywords: reported at run time, rejected by type checkers
+
+
+def test_constructor_forwards_every_keyword(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each keyword reaches its own field (a unique sentinel per property; stopped before anything is built)."""
+    captured: list[IacCiPipelineProps] = []
+
+    def capture(self: IacCiPipelineProps, *, unknown: Any = None) -> IacCiPipelineProps:
+        captured.append(self)
+        raise IacCiPipelinePropsError(["captured"])
+
+    monkeypatch.setattr(IacCiPipelineProps, "validated", capture)
+    sentinels = {p.name: object() for p in keyword_parameters()}
+    with pytest.raises(IacCiPipelinePropsError):
+        IacCiPipeline(Stack(App(), "S"), "IacCi", **sentinels)
+    [props] = captured
+    assert {name: getattr(props, name) for name in sentinels} == sentinels
+
+
+def test_every_property_documents_the_behaviour_of_its_default() -> None:
+    source = Path(inspect.getfile(IacCiPipelineProps)).read_text()
+    [cls] = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "IacCiPipelineProps"]
+    docs = {a.target.id: b.value.value for a, b in itertools.pairwise(cls.body)
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
+    for field in dataclasses.fields(IacCiPipelineProps):
+        assert "Default:" in docs.get(field.name, ""), field.name
+
+
+def test_from_kwargs_validates_as_the_constructor_does() -> None:
+    with pytest.raises(IacCiPipelinePropsError) as err:
+        IacCiPipelineProps.from_kwargs({"worker_memory_mb": 1, "worker_memory_mib": 1})
+    assert list(err.value.problems) == ["unknown property 'worker_memory_mb' (did you mean 'worker_memory_mib'?)",
+                                        "worker_memory_mib must be between 128 and 10240, got 1"]
+    assert IacCiPipelineProps.from_kwargs({"worker_memory_mib": 4096}).worker_memory_mib == 4096

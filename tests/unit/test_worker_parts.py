@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 import pytest
+from support.processes import live_group_members
 
 from lambda_runtime.masking import MASK, Masker
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
@@ -369,27 +370,13 @@ def _env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **extra}
 
 
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of the group that are not zombies (reaping orphans is init's job, not ours)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(entry.name))
-    return alive
 
 
 def _wait_group_gone(pgid: int) -> list[int]:
     deadline = time.monotonic() + 10
-    while _live_group_members(pgid) and time.monotonic() < deadline:
+    while live_group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _live_group_members(pgid)
+    return live_group_members(pgid)
 
 
 def test_run_script_reports_the_exit_code_and_streams_both_outputs(tmp_path: Path,

@@ -1,4 +1,4 @@
-"""Fault-injection helpers for the engine's evidence tests (tests/test_faults.py and friends).
+"""Fault-injection helpers for the engine's evidence tests (tests/evidence/test_faults.py and friends).
 
 - ``aws_faults``: throttling and 5xx answers injected through botocore's own retry path.
 - ``chaos``: at-least-once, late, duplicated and reordered S3 notifications; lost dispatches;

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faults.chaos import resend_callbacks, wait_queue_drained
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.status import OrderStatus, RunStatus
+from support.faults.chaos import resend_callbacks, wait_queue_drained
 
 EXEC_ENV = "FAULTS_EXEC_LOG"
 RECORD_EXECUTION = f'printf "%s %s %s\\n" "$IAC_CI_RUN_ID" "$IAC_CI_ORDER" "$$" >> "${EXEC_ENV}"'
