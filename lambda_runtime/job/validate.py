@@ -148,7 +148,7 @@ def _job_source(raw: dict[str, Any]) -> list[tuple[str, Any]]:
     if raw.get("source") is None:
         return []
     try:
-        return [("source", TypeAdapter[Source](Source).validate_python(raw["source"]))]  # type: ignore[arg-type]
+        return [("source", TypeAdapter[Source](Source).validate_python(raw["source"]))]
     except ValidationError:
         return []
 
