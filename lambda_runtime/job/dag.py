@@ -161,7 +161,12 @@ class Plan:
 
 
 def _blocks(state: NodeState, status: OrderStatus) -> bool:
-    """A dependency blocks its dependents when it is required and did not succeed."""
+    """A dependency blocks its dependents when it is required and did not succeed, or when it was
+    skipped itself: ``must_succeed: false`` tolerates an order's own failure, never a skip, so
+    nothing below a blocked order runs (an advisory ``smoke`` between a failed ``deploy-test`` and
+    ``deploy-prd`` must not let ``deploy-prd`` through)."""
+    if status is OrderStatus.SKIPPED:
+        return True
     return state.must_succeed and status.terminal and status is not OrderStatus.SUCCEEDED
 
 

@@ -111,6 +111,23 @@ def test_three_level_failure_cascade(engine) -> None:
     assert set(dispatch_counts(engine, done["run_id"])) == {"a", "free"}
 
 
+def test_a_skip_is_not_tolerated_by_an_advisory_order(engine) -> None:
+    """The reported chain: deploy-test fails, advisory smoke is skipped, deploy-prd must not run."""
+    job = {
+        "name": "promotion",
+        "orders": [
+            {"name": "deploy-test", "cmds": ["exit 1"]},
+            {"name": "smoke", "must_succeed": False, "depends_on": ["deploy-test"], "cmds": ["true"]},
+            {"name": "deploy-prd", "depends_on": ["smoke"], "cmds": ["true"]},
+        ],
+    }
+    done = run_job(engine, job)
+    assert done["status"] == "failed"
+    assert statuses(done) == {"deploy-test": "failed", "smoke": "skipped", "deploy-prd": "skipped"}
+    assert "dependency 'smoke'" in done["orders"]["deploy-prd"]["reason"]
+    assert set(dispatch_counts(engine, done["run_id"])) == {"deploy-test"}  # nothing below it started
+
+
 def test_sigkilled_worker_is_reported_timed_out_by_the_watchdog(engine) -> None:
     job = {
         "name": "killed",

@@ -28,6 +28,23 @@ def test_three_level_cascade_in_one_pass() -> None:
     assert not plan.all_terminal
 
 
+def test_a_skipped_advisory_order_still_blocks_everything_below_it() -> None:
+    """deploy-test failed, so smoke (must_succeed: false) is skipped, so deploy-prd must be too."""
+    plan = dag.plan(
+        nodes(
+            {
+                "deploy-test": (S.FAILED, True, ()),
+                "smoke": (S.QUEUED, False, ("deploy-test",)),
+                "deploy-prd": (S.QUEUED, True, ("smoke",)),
+            }
+        )
+    )
+    assert plan.skip == {"smoke": "deploy-test", "deploy-prd": "smoke"}
+    assert plan.ready == [] and plan.all_terminal
+    later = dag.plan(nodes({"smoke": (S.SKIPPED, False, ()), "deploy-prd": (S.QUEUED, True, ("smoke",))}))
+    assert later.skip == {"deploy-prd": "smoke"}  # also when the skip was written by an earlier step
+
+
 def test_tolerated_failure_lets_dependents_run() -> None:
     plan = dag.plan(nodes({"lint": (S.FAILED, False, ()), "pkg": (S.QUEUED, True, ("lint",))}))
     assert plan.skip == {} and plan.ready == ["pkg"]

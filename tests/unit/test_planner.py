@@ -58,6 +58,12 @@ CASES = {
         results={"lint": (S.FAILED, "worker")},
         settle={"lint": S.FAILED}, start=["pkg"],
     ),
+    "a skipped advisory order still skips its dependents": Case(
+        {"deploy-test": (S.RUNNING, True, ()), "smoke": (S.QUEUED, False, ("deploy-test",)),
+         "deploy-prd": (S.QUEUED, True, ("smoke",))},
+        results={"deploy-test": (S.FAILED, "worker")},
+        settle={"deploy-test": S.FAILED, "smoke": S.SKIPPED, "deploy-prd": S.SKIPPED}, finalize=R.FAILED,
+    ),
     "the last result finalizes the run": Case(
         {"a": (S.SUCCEEDED, True, ()), "b": (S.RUNNING, True, ("a",))},
         results={"b": (S.SUCCEEDED, "worker")},
