@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from lambda_runtime.job import yaml_text
+
 
 class JobFileError(ValueError):
     pass
@@ -20,8 +22,10 @@ def load_job_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise JobFileError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+        doc = json.loads(text) if path.suffix == ".json" else yaml_text.load(text)
+    except yaml.YAMLError as exc:
+        raise JobFileError(f"{path} is not valid YAML: {yaml_text.describe(exc)}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise JobFileError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(doc, dict):
         raise JobFileError(f"{path}: a job must be a mapping with 'name' and 'orders'")

@@ -18,6 +18,7 @@ import yaml
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.github.deliveries import Deliveries
+from lambda_runtime.job import yaml_text
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.logs import logger
 from lambda_runtime.schema import layout
@@ -76,9 +77,12 @@ class GitHubEvents:
 
     def _job_document(self, text: str, event: dict[str, Any]) -> dict[str, Any]:
         try:
-            config = yaml.safe_load(text)
+            config = yaml_text.load(text)
         except yaml.YAMLError as exc:
-            raise JobValidationError([Problem(None, "", f"not valid YAML: {str(exc).splitlines()[0]}")]) from None
+            raise JobValidationError([Problem(None, "", f"not valid YAML: {yaml_text.describe(exc)}")]) from None
+        except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+            raise JobValidationError([Problem(None, "", f"not a YAML document iac-ci can read: {str(exc)[:200]}")]
+                                     ) from None
         if not isinstance(config, dict):
             raise JobValidationError([Problem(None, "", "must be a mapping with 'orders'")])
         unknown = sorted(set(config) - CONFIG_KEYS)

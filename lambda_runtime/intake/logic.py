@@ -18,6 +18,7 @@ import yaml
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake.reply import Reply
+from lambda_runtime.job import yaml_text
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.acceptance import Acceptance, AcceptInProgress, KeyReused, body_hash
@@ -75,7 +76,7 @@ def _load(text: str, is_yaml: bool | None) -> Any:
             if is_yaml is False:
                 raise BadRequest(400, "body is not valid JSON") from None
     try:
-        return yaml.load(text, Loader=NoAliasSafeLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml_text.load(text)
     except yaml.YAMLError as exc:
         raise BadRequest(400, f"body is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
     except RecursionError:
@@ -83,15 +84,6 @@ def _load(text: str, is_yaml: bool | None) -> Any:
     except (ValueError, TypeError, OverflowError) as exc:  # well-formed YAML that cannot be constructed
         raise BadRequest(400, f"body has a value YAML cannot represent: {str(exc)[:200]}") from None
 
-
-class NoAliasSafeLoader(yaml.SafeLoader):
-    """SafeLoader without anchors and aliases: a small body must not expand into a huge job."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
-        return super().compose_node(parent, index)
 
 
 class Intake:

@@ -72,6 +72,14 @@ def test_validate_schema_and_invalid_run(tmp_path: Path) -> None:
     assert "orders" in schema["properties"]
 
 
+def test_an_alias_bomb_job_file_exits_2_naming_the_place(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("name: bomb\nx: &a [y, y, y, y, y, y, y, y, y]\norders: [{name: o, cmds: *a}]\n")
+    proc = iac_ci("validate", str(bomb))
+    assert proc.returncode == 2
+    assert "YAML aliases are not accepted (line 3, column" in proc.stderr
+
+
 def test_secret_seeding_with_json_key(tmp_path: Path) -> None:
     job = write_job(
         tmp_path,

@@ -71,6 +71,10 @@ def world(tmp_path_factory):
     fake.stop()
 
 
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join('*' + chr(97 + i) for _ in range(9))}]\n" for i in range(8))
+
+
 def payload(world: dict[str, Any], *, sha: str | None = None, number: int = 7, action: str = "opened") -> bytes:
     doc = copy.deepcopy(json.loads((FIXTURES / "pull_request_opened.json").read_text()))
     doc["action"] = action
@@ -159,6 +163,18 @@ def test_invalid_config_gets_one_comment_listing_every_problem(world) -> None:
     assert "is invalid" in body
     assert "order 'a': cmds" in body and "unknown order 'ghost'" in body and "order 'b': timeout" in body
     assert not [s for s in fake.statuses if s["sha"] == sha]
+
+
+def test_an_alias_bomb_in_the_config_is_refused_without_expanding(world) -> None:
+    """Nine levels of nine aliases (a 'billion laughs' in 1 KB) would be ~387 million strings."""
+    fake = world["fake"]
+    sha = "e" * 40
+    fake.files[("acme/infra", sha, ".iac-ci.yml")] = ALIAS_BOMB
+    assert deliver(world, payload(world, sha=sha, number=12)).status_code == 202
+    comment = wait_for(lambda: next((c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 12)), None),
+                       what="the config problems comment")
+    assert "YAML aliases are not accepted (line 2, column" in comment["body"]
+    assert not [s for s in fake.statuses if s["sha"] == sha]  # no job
 
 
 def test_repository_without_config_gets_no_job(world) -> None:
