@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -48,7 +48,12 @@ class ValidationPolicy:
     role_arn_patterns: tuple[str, ...] = ()
     source_bucket_patterns: tuple[str, ...] = ()  # buckets S3 zip sources may come from
     allow_local_sources: bool = False  # path sources and file:// git URLs: embedded mode only
-    allowed_exact: frozenset[str] = field(default_factory=frozenset)
+    allowed_exact: frozenset[str] = field(default_factory=frozenset)  # order secrets named one by one
+    # git credentials only (the deployment's GitHub token clones pull requests; no command sees it)
+    git_token_exact: frozenset[str] = field(default_factory=frozenset)
+    # the engine's own credentials (API signing key, webhook secret, GitHub token or App key):
+    # refused as order secrets however they are named, even inside an allowed prefix or list
+    engine_secrets: frozenset[str] = field(default_factory=frozenset)
 
 
 def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
@@ -148,7 +153,9 @@ def _job_source(raw: dict[str, Any]) -> list[tuple[str, Any]]:
     if raw.get("source") is None:
         return []
     try:
-        return [("source", TypeAdapter[Source](Source).validate_python(raw["source"]))]
+        # ``Source`` is an annotated union, which mypy does not take as a type argument here
+        adapter: TypeAdapter[Any] = TypeAdapter(cast(Any, Source))
+        return [("source", adapter.validate_python(raw["source"]))]
     except ValidationError:
         return []
 
@@ -247,7 +254,14 @@ def _policy_problems(
 ) -> list[Problem]:
     problems: list[Problem] = []
 
-    def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef) -> None:
+    engine = {secret_name(s) for s in policy.engine_secrets}
+
+    def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef, *, git_token: bool = False) -> None:
+        if isinstance(ref, SecretsManagerRef) and secret_name(ref.secret) in engine:
+            if not (git_token and ref.secret in policy.git_token_exact):
+                problems.append(Problem(order, fld, f"secret '{ref.secret}' is one of the engine's own credentials "
+                                                    "and is never given to an order"))
+            return
         if isinstance(ref, SsmRef):
             if ref.ssm not in policy.allowed_exact and not ref.ssm.startswith(policy.ssm_prefixes):
                 problems.append(
@@ -260,7 +274,8 @@ def _policy_problems(
                 )
         else:
             name = secret_name(ref.secret)
-            if ref.secret not in policy.allowed_exact and not name.startswith(policy.secret_prefixes):
+            exact = policy.allowed_exact | (policy.git_token_exact if git_token else frozenset())
+            if ref.secret not in exact and not name.startswith(policy.secret_prefixes):
                 problems.append(
                     Problem(
                         order,
@@ -281,7 +296,7 @@ def _policy_problems(
             if src.git.url.startswith("file://") and not policy.allow_local_sources:
                 problems.append(Problem(order, fld + ".git.url", "file:// URLs are accepted in embedded mode only"))
             if src.git.token is not None:
-                check_ref(order, fld + ".git.token", src.git.token)
+                check_ref(order, fld + ".git.token", src.git.token, git_token=True)
 
     for fld, src in job_sources:
         check_source(None, fld, src)
