@@ -100,6 +100,14 @@ class Settings(BaseModel):
             role_arn_patterns=self.allowed_role_arns,
             source_bucket_patterns=self.allowed_source_buckets,
             allow_local_sources=self.embedded,
-            # the deployment's own GitHub token is the git credential of pull-request runs
-            allowed_exact=frozenset(self.allowed_exact_refs) | ({self.github_token_secret_id} - {""}),
+            allowed_exact=frozenset(self.allowed_exact_refs),
+            # the deployment's own GitHub token is the git credential of pull-request runs, and only that
+            git_token_exact=frozenset({self.github_token_secret_id} - {""}),
+            engine_secrets=self.engine_secret_ids,
         )
+
+    @property
+    def engine_secret_ids(self) -> frozenset[str]:
+        """The engine's own credentials: never an order's secret, whatever a job says."""
+        return frozenset({self.webhook_secret_id, self.github_webhook_secret_id, self.github_token_secret_id,
+                          self.github_app_secret_id} - {""})

@@ -375,8 +375,9 @@ def smoke(stack: str, region: str | None, wait_timeout: float) -> None:
 
 
 # ---- a local stand-in for a deployed stack ------------------------------------------------
-GITHUB_WEBHOOK_SECRET_ID = "iac-ci/github-webhook-secret"
-GITHUB_TOKEN_SECRET_ID = "iac-ci/github-token"
+# the engine's own credentials live outside every job prefix (and are refused by name anyway)
+GITHUB_WEBHOOK_SECRET_ID = "iac-ci-engine/github-webhook-secret"
+GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
 
 
 @main.command()

@@ -40,7 +40,8 @@ def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
         "packaging_queue": f"{prefix}-packaging",
         "callbacks_queue": f"{prefix}-callbacks",
         "watchdog": f"{prefix}-watchdog",
-        "webhook_secret": f"{prefix}/webhook-secret",
+        # outside every job prefix (``<prefix>/`` is the default one): the engine's own credential
+        "webhook_secret": f"{prefix}-engine/api-signing-key",
         "kms_alias": f"alias/{prefix}-sops",
     }
 

@@ -170,8 +170,8 @@ def test_an_alias_bomb_in_the_config_is_refused_without_expanding(world) -> None
     fake = world["fake"]
     sha = "e" * 40
     fake.files[("acme/infra", sha, ".iac-ci.yml")] = ALIAS_BOMB
-    assert deliver(world, payload(world, sha=sha, number=12)).status_code == 202
-    comment = wait_for(lambda: next((c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 12)), None),
+    assert deliver(world, payload(world, sha=sha, number=13)).status_code == 202
+    comment = wait_for(lambda: next((c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 13)), None),
                        what="the config problems comment")
     assert "YAML aliases are not accepted (line 2, column" in comment["body"]
     assert not [s for s in fake.statuses if s["sha"] == sha]  # no job

@@ -87,6 +87,21 @@ def test_invalid_job_is_400_with_every_problem_and_records_nothing(api, clients)
     assert recorded(clients, settings) == (0, [])
 
 
+def test_a_job_asking_for_the_api_signing_key_is_refused_and_records_nothing(api, clients) -> None:
+    """The attack: a signed job names the engine's own key (by name and by ARN) to print it."""
+    app, secret, settings = api
+    arn = clients.secrets.describe_secret(SecretId=settings.webhook_secret_id)["ARN"]
+    assert not settings.webhook_secret_id.startswith(settings.allowed_secret_prefixes)  # stored outside them
+    job = {"name": "steal", "orders": [{"name": "exfil", "cmds": ["echo $K | base64"], "secrets": [
+        {"env": "K", "secret": settings.webhook_secret_id}, {"env": "K2", "secret": arn}]}]}
+    code, body = post(app, secret, json.dumps(job).encode())
+    assert code == 400
+    found = [(p["order"], p["field"], p["message"]) for p in body["problems"]]
+    assert [(o, f) for o, f, _ in found] == [("exfil", "secrets[0]"), ("exfil", "secrets[1]")]
+    assert all("engine's own credentials" in m for _, _, m in found)
+    assert recorded(clients, settings) == (0, [])
+
+
 @pytest.mark.parametrize("raw", [b"", b"not json {", b"\xff\xfe", b"[1,2]", b'"x"', b"[" * 5000])
 def test_malformed_bodies_are_4xx(api, clients, raw) -> None:
     app, secret, settings = api

@@ -236,3 +236,45 @@ def test_paths_are_normalised() -> None:
     job = parse_job(mutate(orders={0: {"dir": "./src/", "artifacts": ["./dist/"]}}))
     assert job.order("build").dir == "src" and job.order("build").artifacts == ["dist"]
     assert parse_job(mutate(orders={0: {"dir": "."}})).order("build").dir is None
+
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbCdEf"
+ENGINE_POLICY = ValidationPolicy(
+    allowed_exact=frozenset({"iac-ci/github-token"}),  # even listed one by one, it stays refused
+    git_token_exact=frozenset({ARN.format("iac-ci/github-token")}),
+    engine_secrets=frozenset({ARN.format("iac-ci/github-token"), ARN.format("iac-ci/api-key"),
+                              "iac-ci/github-webhook-secret"}),
+)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["iac-ci/github-token", ARN.format("iac-ci/github-token"), "iac-ci/api-key", ARN.format("iac-ci/api-key"),
+     "iac-ci/github-webhook-secret"],
+)
+def test_the_engines_own_credentials_are_never_order_secrets(ref: str) -> None:
+    """Inside the allowed prefix, by name or by ARN, even on the exact list: refused, naming the order."""
+    found = problems(mutate(orders={1: {"secrets": [{"env": "T", "secret": ref}]}}), ENGINE_POLICY)
+    assert [(o, f) for o, f, _ in found] == [("deploy", "secrets[0]")]
+    assert "one of the engine's own credentials" in found[0][2]
+
+
+def test_the_deployments_github_token_is_a_git_credential_only() -> None:
+    token = ARN.format("iac-ci/github-token")
+    git = {"git": {"url": "https://github.com/acme/infra.git", "token": {"secret": token}}}
+    parse_job(mutate(source=git), ENGINE_POLICY)  # cloning a pull request with it: fine
+    found = problems(mutate(source={"git": {**git["git"], "token": {"secret": ARN.format("iac-ci/api-key")}}}),
+                     ENGINE_POLICY)
+    assert [(o, f) for o, f, _ in found] == [(None, "source.git.token")]
+
+
+def test_settings_declare_every_engine_credential() -> None:
+    from lambda_runtime.settings import Settings
+
+    settings = Settings(orders_table="o", events_table="e", locks_table="l", idempotency_table="i",
+                        internal_bucket="b", done_bucket="d", state_bucket="s", kms_key_arn="k", watchdog_arn="w",
+                        webhook_secret_id="api-key", github_webhook_secret_id="gh-hook",
+                        github_token_secret_id="gh-token", allowed_exact_refs=("iac-ci/ok",))
+    policy = settings.validation_policy()
+    assert policy.engine_secrets == {"api-key", "gh-hook", "gh-token"}
+    assert policy.allowed_exact == {"iac-ci/ok"} and policy.git_token_exact == {"gh-token"}
