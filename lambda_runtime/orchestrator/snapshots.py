@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from lambda_runtime.schema.records import STATIC_ORDER_FIELDS, OrderRecord, RunRecord, RunSnapshot
+from lambda_runtime.schema.records import STATIC_ORDER_FIELDS, RunSnapshot
 from lambda_runtime.schema.status import RunStatus
 from lambda_runtime.store.runs import RunStore
 
@@ -24,7 +24,6 @@ HOT_FIELDS = (
     "deadline",
     "cancel_requested",
     "finalized",
-    "packaging_error",
     "trace_id",
     "attempt",
     "dispatched_at",
@@ -59,12 +58,9 @@ class SnapshotCache:
                 merged = {n: {**static.get(n, {}), **item} for n, item in orders.items()}
                 for name, status in final.items():
                     merged.setdefault(name, {**static[name], "status": status})
-                return RunSnapshot(RunRecord.from_item(run), {n: OrderRecord.from_item(o) for n, o in merged.items()})
+                return RunSnapshot.from_items(run, merged)
         run, orders = self._store.load_items(run_id)
-        snap = RunSnapshot(
-            RunRecord.from_item(run) if run is not None else None,
-            {n: OrderRecord.from_item(o) for n, o in orders.items()},
-        )
+        snap = RunSnapshot.from_items(run, orders)
         if snap.run is not None and snap.run.status is RunStatus.RUNNING and orders:
             with self._lock:
                 self._runs[run_id] = _Cached({n: {k: o[k] for k in STATIC_ORDER_FIELDS if k in o}

@@ -142,6 +142,11 @@ class RunSnapshot:
     run: RunRecord | None
     orders: dict[str, OrderRecord] = field(default_factory=dict)
 
+    @classmethod
+    def from_items(cls, run: dict[str, Any] | None, orders: dict[str, dict[str, Any]]) -> RunSnapshot:
+        return cls(RunRecord.from_item(run) if run is not None else None,
+                   {n: OrderRecord.from_item(o) for n, o in orders.items()})
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseFence:

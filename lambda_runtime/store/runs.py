@@ -128,11 +128,7 @@ class RunStore:
 
     def load(self, run_id: str) -> RunSnapshot:
         """The run and all its orders, typed, in one strongly consistent Query."""
-        run, orders = self.load_items(run_id)
-        return RunSnapshot(
-            run=RunRecord.from_item(run) if run is not None else None,
-            orders={n: OrderRecord.from_item(o) for n, o in orders.items()},
-        )
+        return RunSnapshot.from_items(*self.load_items(run_id))
 
     def load_items(
         self, run_id: str, fields: Sequence[str] | None = None, *, open_only: bool = False
