@@ -112,30 +112,27 @@ class EmbeddedStack:
         resp = self.api.handle(proxy_event(method, path, body, headers), None)
         return int(resp["statusCode"]), json.loads(resp.get("body") or "{}")
 
+    def signed_request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """``request`` signed now with the stack's key, as ``iac-ci submit`` signs it."""
+        signed = {**(headers or {}), **signature.signed_headers(self.webhook_secret, method, path, body, time.time())}
+        return self.request(method, path, body, signed)
+
     def submit(
         self, job: dict[str, Any] | bytes, *, idempotency_key: str | None = None, content_type: str = "application/json"
     ) -> tuple[int, dict[str, Any]]:
         body = job if isinstance(job, bytes) else json.dumps(job).encode()
-        headers = {"Content-Type": content_type, signature.HEADER: signature.sign(self.webhook_secret, body)}
+        headers = {"Content-Type": content_type}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return self.request("POST", "/jobs", body, headers)
+        return self.signed_request("POST", "/jobs", body, headers)
 
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
-        body = json.dumps({"run_id": run_id, "ts": time.time()}).encode()
-        return self.request(
-            "POST", f"/runs/{run_id}/cancel", body, {signature.HEADER: signature.sign(self.webhook_secret, body)}
-        )
+        return self.signed_request("POST", f"/runs/{run_id}/cancel", b"{}", {"Content-Type": "application/json"})
 
     def status(self, run_id: str) -> tuple[int, dict[str, Any]]:
-        ts = str(time.time())
-        data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
-        return self.request(
-            "GET",
-            f"/runs/{run_id}",
-            None,
-            {signature.HEADER: signature.sign(self.webhook_secret, data), signature.TIMESTAMP_HEADER: ts},
-        )
+        return self.signed_request("GET", f"/runs/{run_id}")
 
     def done(self, run_id: str) -> dict[str, Any] | None:
         try:

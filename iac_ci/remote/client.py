@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,28 +46,35 @@ class StackInfo:
 
 
 class ApiClient:
-    def __init__(self, api_url: str, secret: str, *, timeout: float = 30):
+    """The stack's HTTP API, each request signed (``intake.signature``) at the moment it is sent.
+
+    Retries (429, 5xx, an unreachable endpoint) sign again with a fresh timestamp: the stack refuses
+    a signature it has seen (409). A retried submission is then a new request, and only its
+    ``Idempotency-Key`` makes it answer the first run instead of starting another, so ``submit``
+    always sends one (a fresh one per call when the caller gives none).
+    """
+
+    RETRY_STATUSES = (429, 502, 503, 504)
+
+    def __init__(self, api_url: str, secret: str, *, timeout: float = 30, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, attempts: int = 4):
         self._url = api_url.rstrip("/")
         self._secret = secret
         self._timeout = timeout
+        self._clock, self._sleep, self._attempts = clock, sleep, attempts
 
     def submit(self, body: bytes, *, content_type: str = "application/json",
                idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
-        headers = {"Content-Type": content_type, signature.HEADER: signature.sign(self._secret, body)}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        return self._request("POST", "/jobs", body, headers)
+        """One submission, however many attempts it takes: the attempts share an Idempotency-Key, so a
+        retry after a lost answer returns the run the first attempt started."""
+        key = idempotency_key or f"iac-ci-{uuid.uuid4().hex}"
+        return self._request("POST", "/jobs", body, {"Content-Type": content_type, "Idempotency-Key": key})
 
     def status(self, run_id: str) -> tuple[int, dict[str, Any]]:
-        ts = str(time.time())
-        path = f"/runs/{run_id}"
-        sig = signature.sign(self._secret, signature.read_request_bytes("GET", path, ts))
-        return self._request("GET", path, None, {signature.HEADER: sig, signature.TIMESTAMP_HEADER: ts})
+        return self._request("GET", f"/runs/{run_id}", None, {})
 
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
-        body = json.dumps({"run_id": run_id, "ts": time.time()}).encode()
-        return self._request("POST", f"/runs/{run_id}/cancel", body,
-                             {"Content-Type": "application/json", signature.HEADER: signature.sign(self._secret, body)})
+        return self._request("POST", f"/runs/{run_id}/cancel", b"{}", {"Content-Type": "application/json"})
 
     def follow(self, run_id: str, *, poll: float = 2.0, timeout: float | None = None,
                on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -79,7 +87,7 @@ class ApiClient:
                     on_progress(body)
                 if body.get("status") in {s.value for s in RunStatus if s.terminal}:
                     return body
-            elif code not in (429, 502, 503, 504):
+            elif code not in self.RETRY_STATUSES:
                 raise StackError(f"status of run {run_id} failed ({code}): {body.get('error')}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} not finished after {timeout}s")
@@ -87,21 +95,21 @@ class ApiClient:
 
     def _request(self, method: str, path: str, body: bytes | None,
                  headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        req = urllib.request.Request(self._url + path, data=body, method=method, headers=headers)
-        for attempt in range(4):
+        """Send, retrying transient failures with backoff; every attempt is signed anew."""
+        for attempt in range(self._attempts):
+            last = attempt == self._attempts - 1
+            signed = {**headers, **signature.signed_headers(self._secret, method, path, body, self._clock())}
+            req = urllib.request.Request(self._url + path, data=body, method=method, headers=signed)
             try:
                 with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                     return resp.status, _json(resp.read())
             except urllib.error.HTTPError as exc:
-                if exc.code in (429, 502, 503, 504) and attempt < 3:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                return exc.code, _json(exc.read())
+                if exc.code not in self.RETRY_STATUSES or last:
+                    return exc.code, _json(exc.read())
             except urllib.error.URLError as exc:
-                if attempt < 3:
-                    time.sleep(0.5 * 2 ** attempt)
-                    continue
-                raise StackError(f"cannot reach {self._url}: {exc.reason}") from None
+                if last:
+                    raise StackError(f"cannot reach {self._url}: {exc.reason}") from None
+            self._sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
 
 

@@ -5,8 +5,11 @@ Routes (API Gateway REST proxy events):
     GET  /runs/{run_id}          signed status request -> 200 run summary
     POST /runs/{run_id}/cancel   signed cancel request -> 202
     POST /webhooks/github        GitHub-signed webhook -> 202 queued (``lambda_runtime.github.webhooks``)
-Every request is authenticated before anything is parsed; a bad signature is a 401 that
-records nothing.
+Every request is authenticated before anything is parsed: our routes by a signature over
+timestamp, method, path and body (``intake.signature``), a 401 naming what was wrong (signature
+or timestamp) that records nothing. The two routes that change state then record the signature
+(``store.replays``): the same signed request sent again within its window is a 409 that starts
+nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lambda_runtime.intake.reply import Reply
 from lambda_runtime.logs import logger
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.acceptance import Acceptance
+from lambda_runtime.store.replays import Replays
 
 SECRET_MAX_AGE = 300
 
@@ -53,10 +57,11 @@ class SecretCache:
 class Api:
     """The router plus its dependencies; one per process (or per embedded stack), made by ``build``."""
 
-    def __init__(self, intake: Intake, github: GitHubWebhooks, secrets: SecretCache, *, webhook_secret_id: str,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, intake: Intake, github: GitHubWebhooks, secrets: SecretCache, replays: Replays, *,
+                 webhook_secret_id: str, clock: Callable[[], float] = time.time):
         self.intake = intake
         self.github = github
+        self.replays = replays
         self.clock = clock
         self._secrets = secrets
         self._secret_id = webhook_secret_id
@@ -74,8 +79,9 @@ class Api:
     # ---- routes -------------------------------------------------------------------------
     def _submit(self) -> Response[str]:
         raw = self._raw_body()
-        if not self._verified(raw):
-            return _json(Reply(401, {"error": "bad or missing signature"}))
+        refusal = self._refusal("POST", "/jobs", raw, once=True)
+        if refusal is not None:
+            return _json(refusal)
         headers = self.app.current_event.headers
         reply = self.intake.submit(
             raw, content_type=_header(headers, "Content-Type"), idempotency_key=_header(headers, "Idempotency-Key")
@@ -84,24 +90,12 @@ class Api:
         return _json(reply)
 
     def _status(self, run_id: str) -> Response[str]:
-        ts = _header(self.app.current_event.headers, signature.TIMESTAMP_HEADER) or ""
-        data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
-        if not self._fresh(ts) or not self._verified(data):
-            return _json(Reply(401, {"error": "bad or missing signature"}))
-        return _json(self.intake.status(run_id))
+        refusal = self._refusal("GET", f"/runs/{run_id}", b"", once=False)  # a read: replaying it changes nothing
+        return _json(refusal or self.intake.status(run_id))
 
     def _cancel(self, run_id: str) -> Response[str]:
-        raw = self._raw_body()
-        if not self._verified(raw):
-            return _json(Reply(401, {"error": "bad or missing signature"}))
-        try:
-            body = json.loads(raw or b"{}")
-            ts = str(body.get("ts", "")) if isinstance(body, dict) else ""
-        except ValueError:
-            ts = ""
-        if not self._fresh(ts) or (isinstance(body, dict) and body.get("run_id") not in (None, run_id)):
-            return _json(Reply(401, {"error": "stale or mismatched cancel request"}))
-        return _json(self.intake.cancel(run_id))
+        refusal = self._refusal("POST", f"/runs/{run_id}/cancel", self._raw_body(), once=True)
+        return _json(refusal or self.intake.cancel(run_id))
 
     def _github(self) -> Response[str]:
         reply = self.github.receive(self._raw_body(), self.app.current_event.headers or {})
@@ -118,24 +112,32 @@ class Api:
             return b""
         return base64.b64decode(event.body) if event.is_base64_encoded else event.body.encode()
 
-    def _verified(self, data: bytes) -> bool:
-        secret = self._secret(self._secret_id)
-        return signature.verify(secret, data, _header(self.app.current_event.headers, signature.HEADER))
-
-    def _fresh(self, ts: str) -> bool:
-        try:
-            return abs(self.clock() - float(ts)) <= signature.MAX_SKEW_SECONDS
-        except ValueError:
-            return False
+    def _refusal(self, method: str, path: str, body: bytes, *, once: bool) -> Reply | None:
+        """None when the request is signed, fresh and (``once``: a state-changing route) not seen
+        before; else the answer. The signature is recorded only once verified, so no one without
+        the key can write a record, and before the route acts, so a replay never reaches it."""
+        headers = self.app.current_event.headers
+        sig = _header(headers, signature.HEADER)
+        verdict = signature.verify_request(
+            self._secret(self._secret_id), method=method, path=path, body=body,
+            timestamp=_header(headers, signature.TIMESTAMP_HEADER), signature=sig, now=self.clock(),
+        )
+        if not verdict.ok or sig is None:
+            return Reply(401, {"error": verdict.message})
+        if once and not self.replays.record(sig):
+            logger.warning("replayed signed request", extra={"method": method, "path": path})
+            return Reply(409, {"error": "this signed request was already received; sign each request anew"})
+        return None
 
 
 def build(settings: Settings, clients: AwsClients, *, clock: Callable[[], float] = time.time) -> Api:
     """The intake as the Lambda function and the embedded stack both run it: one secret cache for
-    the job signatures and the GitHub webhook secret, one run acceptance."""
+    the job signatures and the GitHub webhook secret, one run acceptance, one replay record."""
     secrets = SecretCache(clients.secrets, max_age=SECRET_MAX_AGE, clock=clock)
     intake = Intake(settings, clients, Acceptance(settings, clients, clock=clock), clock=clock)
     github = GitHubWebhooks(settings, clients, secrets.get, clock=clock)
-    return Api(intake, github, secrets, webhook_secret_id=settings.webhook_secret_id, clock=clock)
+    replays = Replays(clients.dynamodb, settings.idempotency_table, clock=clock)
+    return Api(intake, github, secrets, replays, webhook_secret_id=settings.webhook_secret_id, clock=clock)
 
 
 def _header(headers: dict[str, str] | None, name: str) -> str | None:

@@ -30,7 +30,7 @@ def api(stack, clients):
 def post(api_obj: Api, secret: str, body: bytes, *, sign: bool = True, **headers: str) -> tuple[int, dict]:
     hdrs = {"Content-Type": "application/json", **headers}
     if sign:
-        hdrs[signature.HEADER] = signature.sign(secret, body)
+        hdrs.update(signature.signed_headers(secret, "POST", "/jobs", body, time.time()))
     resp = api_obj.handle(proxy_event("POST", "/jobs", body, hdrs), None)
     return resp["statusCode"], json.loads(resp["body"])
 
@@ -62,6 +62,7 @@ def test_accepts_a_signed_job_and_records_it(api, clients) -> None:
 def test_bad_signature_is_401_and_records_nothing(api, clients, header) -> None:
     app, secret, settings = api
     hdrs = {signature.HEADER: header} if header else {}
+    hdrs[signature.TIMESTAMP_HEADER] = signature.format_timestamp(time.time())
     code, body = post(app, secret, json.dumps(JOB).encode(), sign=False, **hdrs)
     assert code == 401
     assert recorded(clients, settings) == (0, [])
@@ -69,8 +70,8 @@ def test_bad_signature_is_401_and_records_nothing(api, clients, header) -> None:
 
 def test_signature_of_another_body_is_rejected(api, clients) -> None:
     app, secret, settings = api
-    other = signature.sign(secret, b"{}")
-    code, _ = post(app, secret, json.dumps(JOB).encode(), sign=False, **{signature.HEADER: other})
+    other = signature.signed_headers(secret, "POST", "/jobs", b"{}", time.time())
+    code, _ = post(app, secret, json.dumps(JOB).encode(), sign=False, **other)
     assert code == 401
 
 
@@ -143,25 +144,18 @@ def test_idempotency_key_replay_returns_the_first_run(api, clients) -> None:
 def test_status_and_cancel_routes(api) -> None:
     app, secret, _ = api
     run_id = post(app, secret, json.dumps(JOB).encode())[1]["run_id"]
-    ts = str(time.time())
-    data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
-    hdrs = {signature.HEADER: signature.sign(secret, data), signature.TIMESTAMP_HEADER: ts}
-    resp = app.handle(proxy_event("GET", f"/runs/{run_id}", None, hdrs), None)
+    path = f"/runs/{run_id}"
+    hdrs = signature.signed_headers(secret, "GET", path, None, time.time())
+    resp = app.handle(proxy_event("GET", path, None, hdrs), None)
     assert resp["statusCode"] == 200 and json.loads(resp["body"])["status"] == "accepted"
-    stale = {
-        signature.HEADER: signature.sign(secret, signature.read_request_bytes("GET", f"/runs/{run_id}", "1")),
-        signature.TIMESTAMP_HEADER: "1",
-    }
-    assert app.handle(proxy_event("GET", f"/runs/{run_id}", None, stale), None)["statusCode"] == 401
-    body = json.dumps({"run_id": run_id, "ts": time.time()}).encode()
-    resp = app.handle(
-        proxy_event("POST", f"/runs/{run_id}/cancel", body, {signature.HEADER: signature.sign(secret, body)}), None
-    )
+    stale = signature.signed_headers(secret, "GET", path, None, 1)
+    assert app.handle(proxy_event("GET", path, None, stale), None)["statusCode"] == 401
+    cancel = f"/runs/{run_id}/cancel"
+    resp = app.handle(proxy_event("POST", cancel, b"{}", signature.signed_headers(secret, "POST", cancel, b"{}",
+                                                                                time.time())), None)
     assert resp["statusCode"] == 202
-    body = json.dumps({"ts": time.time()}).encode()
-    resp = app.handle(
-        proxy_event("POST", "/runs/nope/cancel", body, {signature.HEADER: signature.sign(secret, body)}), None
-    )
+    resp = app.handle(proxy_event("POST", "/runs/nope/cancel", b"{}", signature.signed_headers(
+        secret, "POST", "/runs/nope/cancel", b"{}", time.time())), None)
     assert resp["statusCode"] == 404
 
 

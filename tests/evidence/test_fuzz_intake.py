@@ -6,7 +6,9 @@ Properties, for every generated request:
 - invalid input gets a 4xx with a clear ``error`` (and, for an invalid job, ``problems`` naming
   the order and field); 202 only for input an independent oracle (``faults.oracle``) finds sound;
 - a rejected request leaves nothing behind: no run item, no S3 object, no Step Functions
-  execution, no idempotency or delivery record.
+  execution, no idempotency or delivery record; the one exception is the replay record of a
+  verified ``POST /jobs`` or cancel (``store.replays``), written before the route acts whatever
+  it answers, and never for a 401.
 
 The defects this file found are pinned by the regression tests at its end.
 Examples are derandomized (reproducible in CI); set IAC_CI_FUZZ_RANDOM=1 to explore afresh.
@@ -38,6 +40,7 @@ from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.intake import signature
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.deployment import INTAKE_TIMEOUT_SECONDS
+from lambda_runtime.store.replays import Replays
 
 FIXTURES = GITHUB_FIXTURES
 GH_SECRET = "gh-" + uuid.uuid4().hex
@@ -92,11 +95,15 @@ class Intake:
         self.clients = probe.clients
         self.recorder = WriteRecorder()
         self.recorder.install(probe.clients)
+        self.replays = Replays(probe.clients.dynamodb, probe.settings.idempotency_table)
         self.accepted_runs = 0
         self.accepted_webhooks = 0
+        self.replay_records = 0
 
     # every call goes through the API exactly as API Gateway would call the function
     def call(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        sig = next((v for k, v in headers.items() if k.lower() == signature.HEADER.lower() and v), None)
+        seen_before = sig is not None and self.replays.seen(sig)
         self.recorder.take()
         resp = self.stack.api.handle(proxy_event(method, path, body, headers), None)
         status = int(resp["statusCode"])
@@ -107,6 +114,10 @@ class Intake:
             message = payload.get("error") or payload.get("message")
             assert isinstance(message, str) and message.strip(), payload
         writes = self.recorder.take()
+        if sig is not None and not seen_before and self.replays.seen(sig):  # its signature was recorded
+            assert status != 401, "an unauthenticated request wrote a replay record"
+            self.replay_records += 1
+            writes.remove("PutItem")
         if status == 202 and path == "/jobs":
             self.accepted_runs += 1
             assert sorted(writes) == ["PutItem", "PutObject", "StartExecution"], writes
@@ -122,7 +133,9 @@ class Intake:
         headers: dict[str, str] = {}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        headers[signature.HEADER] = signature.sign(self.stack.webhook_secret, body) if sign is None else sign
+        headers.update(signature.signed_headers(self.stack.webhook_secret, "POST", "/jobs", body, time.time()))
+        if sign is not None:  # a fresh timestamp with this signature: what is tried is the signature
+            headers[signature.HEADER] = sign
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         return self.call("POST", "/jobs", body, headers)
@@ -378,7 +391,8 @@ def test_bad_signatures_are_401_and_leave_nothing(intake, sig, idem) -> None:
 def test_a_signature_of_another_body_is_401(intake, body) -> None:
     job = json.dumps(BASE_JOB).encode()
     assume(body != job)
-    code, _ = intake.submit(job, sign=signature.sign(intake.stack.webhook_secret, body))
+    other = signature.signed_headers(intake.stack.webhook_secret, "POST", "/jobs", body, time.time())
+    code, _ = intake.call("POST", "/jobs", job, {"Content-Type": "application/json", **other})
     assert code == 401
 
 
@@ -521,15 +535,14 @@ def test_status_and_cancel_of_any_run_id(intake, run_id, route) -> None:
     assume(run_id and "/" not in run_id)
     secret = intake.stack.webhook_secret
     if route == "status":
-        ts = str(time.time())
-        data = signature.read_request_bytes("GET", f"/runs/{run_id}", ts)
-        code, _ = intake.call("GET", f"/runs/{run_id}", None,
-                              {signature.HEADER: signature.sign(secret, data), signature.TIMESTAMP_HEADER: ts})
+        path = f"/runs/{run_id}"
+        code, _ = intake.call("GET", path, None, signature.signed_headers(secret, "GET", path, None, time.time()))
         assert code in (404, 401)
     else:
-        body = json.dumps({"run_id": run_id if route != "cancel-other" else run_id + "x",
-                           "ts": time.time() - (1000 if route == "cancel-stale" else 0)}).encode()
-        code, _ = intake.call("POST", f"/runs/{run_id}/cancel", body, {signature.HEADER: signature.sign(secret, body)})
+        signed_path = f"/runs/{run_id if route != 'cancel-other' else run_id + 'x'}/cancel"
+        now = time.time() - (1000 if route == "cancel-stale" else 0)
+        code, _ = intake.call("POST", f"/runs/{run_id}/cancel", b"{}",
+                              signature.signed_headers(secret, "POST", signed_path, b"{}", now))
         assert code == 404 if route == "cancel" else code in (401, 404)  # 404 also when no route matches the id
 
 
@@ -653,4 +666,4 @@ def test_zz_the_stack_holds_exactly_what_was_accepted(intake) -> None:
     orders, events, idempotency, objects, executions = intake.footprint()
     assert orders == intake.accepted_runs and executions == intake.accepted_runs and events == 0
     assert objects == intake.accepted_runs + intake.accepted_webhooks
-    assert idempotency == intake.accepted_webhooks
+    assert idempotency == intake.accepted_webhooks + intake.replay_records
