@@ -2,8 +2,10 @@
 invocations one at a time, as a warm Lambda sandbox does.
 
 Reusing the process is what Lambda does between invocations, so running orders through it
-also checks the property the worker promises there: nothing of one invocation (files,
-environment, log keys) is left for the next.
+also checks the property the worker promises there: nothing of one invocation (processes,
+files, environment, log keys) is left for the next. The environment claims its sandbox as
+the Lambda handler does on AWS (``enter_sandbox``), except for the uid sweep and emptying
+/tmp, which here would hit everything else the user runs.
 
 Protocol: one JSON request per line on stdin, ``{"id", "event", "timeout_s"}``; one JSON
 line per finished invocation on the original stdout, ``{"id", "ok"}``. The handler's own
@@ -45,7 +47,9 @@ def main() -> int:
         raise SystemExit(128 + signum)  # the worker stops its command group and reports first
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    from lambda_runtime.worker.handler import handler  # the cold start, paid once
+    from lambda_runtime.worker.handler import enter_sandbox, handler  # the cold start, paid once
+
+    enter_sandbox("local")
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -6,31 +6,56 @@ payload to a local execution environment (``lambda_env``) that stays warm betwee
 invocations and is reused when idle, as Lambda reuses sandboxes. Workers get only what the
 real ones would have: the AWS endpoint and credentials (sops needs KMS) and nothing of the
 caller's environment.
+
+``worker_user`` runs every worker process as that user (a uid; its gid is the same number
+unless the user exists), as a Lambda sandbox runs everything as one unprivileged user: a
+runner started as root still gets the protections that depend on the worker not being root
+(undumpable processes, /proc closed to the commands). ``worker_python`` is then an interpreter
+that user can execute; its directory comes first on the workers' PATH, so a ``python`` next to
+it serves the buildspec command.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND, PAYLOAD_ENV, WorkerPayload
 
 LAMBDA_FUNCTION_TIMEOUT_S = 900
 
 
+def _as_user(uid: int | None) -> dict[str, Any]:
+    """Popen arguments that start the process as ``uid`` (no supplementary groups)."""
+    if uid is None:
+        return {}
+    try:
+        gid = pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        gid = uid
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
 class _LambdaEnv:
     """One warm execution environment: a process serving one invocation at a time."""
 
-    def __init__(self, env: dict[str, str], log_path: Path | None, on_idle: callable) -> None:  # type: ignore[valid-type]
+    def __init__(
+        self, env: dict[str, str], log_path: Path | None, on_idle: Callable[[_LambdaEnv], None], *,
+        python: str, uid: int | None,
+    ) -> None:
         self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "iac_ci.embedded.lambda_env"],
+            [python, "-m", "iac_ci.embedded.lambda_env"],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -38,6 +63,7 @@ class _LambdaEnv:
             start_new_session=True,
             text=True,
             bufsize=1,
+            **_as_user(uid),
         )
         self.busy = False
         self._on_idle = on_idle
@@ -63,9 +89,17 @@ class _LambdaEnv:
 
 
 class LocalDispatcher:
-    def __init__(self, aws_env: dict[str, str], *, log_dir: Path | None = None, max_lambda_environments: int = 16):
-        self._aws_env = aws_env
-        self._max_envs = max_lambda_environments
+    """``aws_env``, ``max_lambda_environments``, ``worker_user`` and ``worker_python`` may be changed
+    until the first dispatch (the embedded stack builds its dispatcher before a test can pass them)."""
+
+    def __init__(
+        self, aws_env: dict[str, str], *, log_dir: Path | None = None, max_lambda_environments: int = 16,
+        worker_user: int | None = None, worker_python: str = sys.executable,
+    ):
+        self.aws_env = aws_env
+        self.max_lambda_environments = max_lambda_environments
+        self.worker_user = worker_user
+        self.worker_python = worker_python
         # async invocations beyond the concurrency limit wait, as Lambda queues throttled async invokes
         self._queued: deque[tuple[str, str, WorkerPayload]] = deque()
         self._log_dir = log_dir
@@ -77,12 +111,13 @@ class LocalDispatcher:
         self.dispatched: list[tuple[str, str, str]] = []  # (run_id, order, target): what really started
 
     def _env(self) -> dict[str, str]:
-        bindir = str(Path(sys.executable).parent)
+        bindirs = dict.fromkeys([str(Path(self.worker_python).parent), str(Path(sys.executable).parent)])
+        home = os.environ.get("HOME", "/tmp") if self.worker_user is None else tempfile.gettempdir()  # noqa: S108
         return {
-            "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": os.environ.get("HOME", "/tmp"),
+            "PATH": ":".join([*bindirs, os.environ.get("PATH", "/usr/bin:/bin")]),
+            "HOME": home,
             "LANG": "C.UTF-8",
-            **self._aws_env,
+            **self.aws_env,
         }
 
     def dispatch(self, target: str, payload: WorkerPayload) -> str:
@@ -102,6 +137,7 @@ class LocalDispatcher:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **_as_user(self.worker_user),
         )
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
@@ -117,9 +153,9 @@ class LocalDispatcher:
         with self._lock:
             self._envs = [e for e in self._envs if e.alive()]
             env = next((e for e in self._envs if not e.busy), None)
-            if env is None and len(self._envs) < self._max_envs:
+            if env is None and len(self._envs) < self.max_lambda_environments:
                 log = self._log_dir / f"lambda-env-{len(self._envs)}.out" if self._log_dir else None
-                env = _LambdaEnv(self._env(), log, self._idle)
+                env = _LambdaEnv(self._env(), log, self._idle, python=self.worker_python, uid=self.worker_user)
                 self._envs.append(env)
             self._invocations += 1
             request_id = f"{payload.run_id}-{payload.order}-{self._invocations}"
@@ -142,6 +178,12 @@ class LocalDispatcher:
                 self._start(env, *self._queued.popleft())
             else:
                 env.busy = False
+
+    def worker_pid(self, run_id: str, order: str) -> int | None:
+        """The process that ran (or runs) the order: for ``lambda``, its execution environment's."""
+        with self._lock:
+            proc = self._by_order.get((run_id, order))
+        return None if proc is None else proc.pid
 
     @property
     def environments(self) -> int:

@@ -4,6 +4,15 @@ StartBuild passes the payload as an environment-variable override, so the builds
 fixed command; ``--event-file`` serves local runs that pipe the payload in. The exit code
 tells CodeBuild's own status apart from the order's: 1 is an order that failed and was
 reported, 3 means nobody will hear about this order from this worker (the watchdog will).
+
+The payload's URLs and the build's credentials must stay out of the commands' reach. The
+buildspec ``exec``s this process, so no shell above it keeps the payload in its environment;
+this process reads the payload and erases it from its own environment block, holds its AWS
+credentials in memory instead of its environment (``sops.hold_credentials``), becomes
+undumpable, and claims the sandbox (``sandbox``). On CodeBuild it runs as root and the commands
+as the image's unprivileged ``iac-ci-order`` (``sandbox.command_user``): the commands then can
+read nothing of the root processes (the CodeBuild agent, this worker, sops), and cannot reach
+the worker's own files.
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ import signal
 import sys
 from types import FrameType
 
+from lambda_runtime import sops
 from lambda_runtime.schema.contract import PAYLOAD_ENV
 from lambda_runtime.schema.status import OrderStatus
+from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.errors import PayloadError
 from lambda_runtime.worker.hardening import erase_environment_variable, make_undumpable
-from lambda_runtime.worker.runner import execute_order, parse_payload
+from lambda_runtime.worker.runner import parse_payload, run_sandboxed
 
 EXIT_SUCCEEDED = 0
 EXIT_ORDER_FAILED = 1
@@ -41,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_REPORTED
     _stop_on_sigterm()
     make_undumpable()
-    run = execute_order(payload)
+    sops.hold_credentials()
+    sandbox.claim("codebuild" if sandbox.on_codebuild() else "local")
+    outcome = run_sandboxed(payload)
+    run = outcome.run
+    if not outcome.clean:
+        logger.error("the sandbox could not be cleaned after the order; processes of it may still run")
     if not run.reported:
         return EXIT_NOT_REPORTED
     return EXIT_SUCCEEDED if run.result.status is OrderStatus.SUCCEEDED else EXIT_ORDER_FAILED

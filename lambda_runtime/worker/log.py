@@ -1,10 +1,19 @@
-"""The order log: the single place the commands' output and the worker's notes are written to."""
+"""The order log: the single place the commands' output and the worker's notes are written to.
+
+The commands must not be able to change what is uploaded as their log (replace it with a file
+of their own, or write a raw secret into it). So the worker keeps the log where no command can
+reach it by name: an anonymous temporary file (``O_TMPFILE``: it never has a name), open only in
+the worker, which is undumpable (``/proc/<worker>/fd`` is closed to other processes of its
+user), and uploads it from that handle.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from pathlib import Path
-from typing import IO, TextIO
+from typing import BinaryIO, TextIO
 
 from lambda_runtime.masking import Masker
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
@@ -19,11 +28,16 @@ class OrderLog:
     The masked lines go to a file (uploaded at the end), to the live stream (CloudWatch or the
     CodeBuild console) and into the tail kept for the result. Writes are serialized because the
     output reader thread and the worker's own notes interleave.
+
+    ``path`` None (the worker): the file is anonymous. A path (tests, tools) names it; the upload
+    still reads the open handle, not the path.
     """
 
-    def __init__(self, path: Path, stream: TextIO | None, masker: Masker) -> None:
+    def __init__(self, path: Path | None, stream: TextIO | None, masker: Masker) -> None:
         self.path = path
-        self._file: IO[str] = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file: BinaryIO = (  # closed in close()
+            open(path, "w+b") if path is not None else tempfile.TemporaryFile("w+b", prefix="iac-ci-log-")  # noqa: SIM115
+        )
         self._stream = stream
         self._masker = masker
         self._longest_secret = 0
@@ -61,6 +75,19 @@ class OrderLog:
             if not self._closed:
                 self._file.flush()
 
+    def upload_body(self) -> Path | bytes:
+        """What to upload: this process's own descriptor of the file (``/proc/self/fd/N``, reopened
+        by each upload attempt, streamed), or the bytes where there is no /proc. Only before close."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("the order log is closed")
+            self._file.flush()
+            fd = self._file.fileno()
+            own = Path(f"/proc/self/fd/{fd}")
+            if own.exists():
+                return own
+            return os.pread(fd, os.fstat(fd).st_size, 0)
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -73,7 +100,7 @@ class OrderLog:
         with self._lock:
             if self._closed:  # a reader abandoned after a stray process kept the pipe open
                 return
-            self._file.write(masked)
+            self._file.write(masked.encode("utf-8", errors="replace"))
             self._tail = (self._tail + masked)[-LOG_TAIL_CHARS:]
             if self._stream is not None:
                 try:

@@ -40,20 +40,20 @@ class Prepared:
 def prepare(payload: WorkerPayload, tmp: Path, log: OrderLog) -> Prepared:
     """Bundle, secrets, working directory and inputs: all before a single command runs."""
     log.note(f"order {payload.order} of run {payload.run_id}, attempt {payload.attempt}")
-    raw_manifest, encrypted = _fetch_bundle(payload, tmp)
+    raw_manifest = _fetch_bundle(payload, tmp)
     manifest = _load_manifest(raw_manifest, payload)
-    secrets = _load_secrets(encrypted, tmp, manifest)
+    secrets = _load_secrets(_fetch_secrets(payload, tmp), tmp, manifest)
     log.add_secrets(list(secrets.values()), payload_urls(payload))
     workdir = _workdir(tmp, manifest)
     _place_inputs(payload, manifest, workdir, tmp, log)
     return Prepared(manifest, workdir, _command_env(manifest, secrets, tmp))
 
 
-def _fetch_bundle(payload: WorkerPayload, tmp: Path) -> tuple[bytes, bytes | None]:
-    """Download the bundle, unpack ``code/`` into ``<tmp>/code`` and return the manifest and the
-    encrypted secrets. Code is unpacked with ``<tmp>/code`` as the boundary, so nothing in the
-    bundle (not even a link) can reach the worker's own files next to it; anything else in the
-    archive is ignored."""
+def _fetch_bundle(payload: WorkerPayload, tmp: Path) -> bytes:
+    """Download the bundle, unpack ``code/`` into ``<tmp>/code`` and return the manifest. Code is
+    unpacked with ``<tmp>/code`` as the boundary, so nothing in the bundle (not even a link) can
+    reach the worker's own files next to it; anything else in the archive (a secrets file in an
+    old or forged bundle included) is ignored: credentials only ever arrive from the dispatch."""
     archive = tmp / "bundle.tar.gz"
     try:
         http_get(payload.bundle_url, archive)
@@ -62,14 +62,28 @@ def _fetch_bundle(payload: WorkerPayload, tmp: Path) -> tuple[bytes, bytes | Non
     code = tmp / BUNDLE_CODE_DIR
     code.mkdir()
     try:
-        manifest, secrets = unpack_bundle(archive, code)
+        manifest, _ignored = unpack_bundle(archive, code)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise OrderFailure(f"the order's bundle is not a readable gzip tar: {exc}") from None
     finally:
         archive.unlink(missing_ok=True)
     if manifest is None:
         raise OrderFailure(f"the order's bundle has no {BUNDLE_MANIFEST}")
-    return manifest, secrets
+    return manifest
+
+
+def _fetch_secrets(payload: WorkerPayload, tmp: Path) -> bytes | None:
+    """The credentials the orchestrator minted for this dispatch (sops ciphertext), if any."""
+    if not payload.secrets_url:
+        return None
+    path = tmp / BUNDLE_SECRETS
+    try:
+        http_get(payload.secrets_url, path)
+        return path.read_bytes()
+    except TransferError as exc:
+        raise OrderFailure(f"could not download the order's credentials: {exc}") from None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _load_manifest(raw: bytes, payload: WorkerPayload) -> Manifest:
@@ -174,6 +188,8 @@ def payload_urls(payload: WorkerPayload) -> list[str]:
     urls = [payload.bundle_url, payload.log_url, payload.result_url, *(i.url for i in payload.inputs)]
     if payload.artifacts_url:
         urls.append(payload.artifacts_url)
+    if payload.secrets_url:
+        urls.append(payload.secrets_url)
     return urls
 
 

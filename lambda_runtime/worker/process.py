@@ -3,6 +3,9 @@ or a stopped worker ends every process the commands started, not just the shell.
 
 The group id is the shell's pid, which stays ours only until the shell is reaped; every wait
 here therefore looks without reaping (WNOWAIT), and the final SIGKILL goes out before the reap.
+A process that left the group (``setsid``, ``setpgid``) is still a descendant of a worker that
+claimed its sandbox (a child subreaper): ``sandbox.kill_leftovers`` ends those right after the
+group, before anything the order produced is packed or uploaded.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.log import LINE_CAP_BYTES, OrderLog
+from lambda_runtime.worker.sandbox import CommandUser
 
 POLL_SECONDS = 0.05
 READER_JOIN_SECONDS = 5.0
@@ -42,11 +47,13 @@ def run_script(
     limit: float,
     source: str,
     kill_grace_seconds: int,
+    user: CommandUser | None = None,
 ) -> ScriptExit:
     """Run ``script`` with bash, its output going line by line to ``log``; past ``limit`` seconds
     (``source`` names where the limit comes from) the group gets SIGTERM, then SIGKILL after
     ``kill_grace_seconds``. An interrupt of the worker itself (SystemExit on SIGTERM) still
-    stops the group, with a shorter grace, before it propagates."""
+    stops the group, with a shorter grace, before it propagates. ``user``: run as that user
+    (uid, gid, no supplementary groups) instead of the worker's."""
     proc = subprocess.Popen(
         [shutil.which("bash") or "/bin/bash", str(script)],
         cwd=cwd,
@@ -55,6 +62,9 @@ def run_script(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        user=None if user is None else user.uid,
+        group=None if user is None else user.gid,
+        extra_groups=None if user is None else [],
     )
     stdout = proc.stdout
     assert stdout is not None
@@ -75,6 +85,7 @@ def run_script(
         if not finished:  # interrupted (SIGTERM to the worker): still stop the commands first
             terminate_group(proc.pid, reader, min(kill_grace_seconds, INTERRUPT_GRACE_CAP_SECONDS))
         signal_group(proc.pid, signal.SIGKILL)  # leftovers too; before reaping, so the id cannot be reused
+        _kill_leftovers(proc.pid, log)
         proc.wait()
         reader.join(READER_JOIN_SECONDS)
         if reader.is_alive():
@@ -82,6 +93,15 @@ def run_script(
         else:
             stdout.close()
     return ScriptExit(proc.returncode, timed_out)
+
+
+def _kill_leftovers(shell: int, log: OrderLog) -> None:
+    """Whatever left the group (the shell itself is spared: its Popen reaps it)."""
+    leftovers = sandbox.kill_leftovers(spare=(shell,))
+    if leftovers.killed:
+        log.note(f"killed {leftovers.killed} process(es) the commands left running outside their process group")
+    if leftovers.survivors:
+        log.note(f"{leftovers.describe()}; this execution environment will not run another order")
 
 
 def pump(stream: BinaryIO, log: OrderLog) -> None:

@@ -8,6 +8,10 @@ disk, so a command cannot forge its own result or read another order's data.
 
 Every order ends in a reported result, whatever went wrong, because the orchestrator only
 moves on when a result object appears (or the watchdog writes one much later).
+
+A worker process that serves orders runs each through ``run_sandboxed``: the sandbox is
+cleaned before and after it (``sandbox``), and on CodeBuild the commands run as an
+unprivileged user while the worker keeps root for its own files and uploads.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from lambda_runtime.masking import Masker, redact_credentials
-from lambda_runtime.schema.contract import Manifest, OrderResult, WorkerPayload
+from lambda_runtime.schema.contract import BUNDLE_CODE_DIR, Manifest, OrderResult, WorkerPayload
 from lambda_runtime.schema.status import OrderStatus
+from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.archive import pack_artifacts, relative_path
 from lambda_runtime.worker.errors import OrderFailure, PayloadError, TransferError
 from lambda_runtime.worker.log import OrderLog
 from lambda_runtime.worker.prepare import Prepared, payload_urls, prepare, validation_summary
 from lambda_runtime.worker.process import run_script
+from lambda_runtime.worker.sandbox import CommandUser
 from lambda_runtime.worker.transfer import http_put
 
 logger = logging.getLogger(__name__)
@@ -47,6 +53,14 @@ class WorkerRun:
 
     result: OrderResult
     reported: bool
+
+
+@dataclass(frozen=True)
+class SandboxedRun:
+    """``run_sandboxed``'s result: the order's, and whether the sandbox may serve another order."""
+
+    run: WorkerRun
+    clean: bool
 
 
 @dataclass(frozen=True)
@@ -79,12 +93,55 @@ def parse_payload(raw: Mapping[str, object] | str | bytes) -> WorkerPayload:
         raise PayloadError("invalid worker payload: " + validation_summary(exc)) from None
 
 
+def run_sandboxed(
+    payload: WorkerPayload, *, deadline_seconds: float | None = None, log_stream: TextIO | None = sys.stdout
+) -> SandboxedRun:
+    """The order in this process's sandbox (claimed with ``sandbox.claim``; unclaimed, the cleaning
+    does nothing): cleaned before, run (as ``sandbox.command_user`` where that applies), cleaned
+    after. A sandbox that cannot be cleaned before refuses the order (reported failed, nothing
+    of it run): a survivor of an earlier order could read this one's secrets."""
+    before = sandbox.clean()
+    if not before.clean:
+        logger.error("the sandbox could not be cleaned before the order: %s", before.describe())
+        reason = f"the execution environment could not be cleaned before the order: {before.describe()}"
+        return SandboxedRun(refuse_order(payload, reason, log_stream=log_stream), clean=False)
+    if before.killed:
+        logger.warning("killed %d process(es) left in the sandbox before the order", before.killed)
+    try:
+        user = sandbox.command_user()
+    except sandbox.SandboxError as exc:
+        return SandboxedRun(refuse_order(payload, str(exc), log_stream=log_stream), clean=True)
+    try:
+        run = execute_order(payload, deadline_seconds=deadline_seconds, log_stream=log_stream, command_user=user)
+    finally:
+        after = sandbox.clean()
+        if not after.clean:
+            logger.error("the sandbox could not be cleaned after the order: %s", after.describe())
+    return SandboxedRun(run, clean=after.clean)
+
+
+def refuse_order(payload: WorkerPayload, reason: str, *, log_stream: TextIO | None = sys.stdout) -> WorkerRun:
+    """Report the order ``failed`` without running anything of it."""
+    started_at = time.time()
+    base_masker = Masker(payload_urls(payload))
+    log = OrderLog(None, log_stream, base_masker)
+    try:
+        log.note(f"order {payload.order} of run {payload.run_id}, attempt {payload.attempt}, not run: {reason}")
+        result = _result(payload, _Outcome(OrderStatus.FAILED, None, f"not run: {reason}"), started_at, log,
+                         base_masker)
+        reported = _report(payload, result, log)
+    finally:
+        log.close()
+    return WorkerRun(result, reported)
+
+
 def execute_order(
     payload: WorkerPayload,
     *,
     deadline_seconds: float | None = None,
     log_stream: TextIO | None = sys.stdout,
     workdir_parent: str | None = None,
+    command_user: CommandUser | None = None,
 ) -> WorkerRun:
     """Run the order and report its result; returns the result this worker produced and whether
     a result is now stored (this one, or one another producer reported first).
@@ -93,6 +150,7 @@ def execute_order(
     (or ``timed_out``) result, uploaded like a success. If another producer reported first
     (412), this worker's result is still returned, but the stored one is left alone. Only an
     interrupt of the worker itself (SystemExit, KeyboardInterrupt) is re-raised, after the report.
+    ``command_user``: the commands run as that user (the worker must be root).
     """
     clock = _Clock(deadline_seconds)
     started_at = time.time()
@@ -102,8 +160,8 @@ def execute_order(
     interrupted: BaseException | None = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix="iac-ci-order-", dir=workdir_parent))
-        log = OrderLog(tmp / "log.txt", log_stream, base_masker)
-        outcome = _attempt(payload, tmp, log, clock)
+        log = OrderLog(None, log_stream, base_masker)  # anonymous: nothing the commands can reach by name
+        outcome = _attempt(payload, tmp, log, clock, command_user)
     except BaseException as exc:  # noqa: BLE001 - even an interrupt must leave a result behind
         if not isinstance(exc, Exception):
             interrupted = exc
@@ -126,11 +184,13 @@ def execute_order(
 # ---- the order, step by step ------------------------------------------------------------------
 
 
-def _attempt(payload: WorkerPayload, tmp: Path, log: OrderLog, clock: _Clock) -> _Outcome:
+def _attempt(
+    payload: WorkerPayload, tmp: Path, log: OrderLog, clock: _Clock, command_user: CommandUser | None
+) -> _Outcome:
     """Everything that can go wrong inside the order becomes an outcome here, never an exception."""
     try:
         prepared = prepare(payload, tmp, log)
-        outcome = _run_commands(payload, prepared, tmp, log, clock)
+        outcome = _run_commands(payload, prepared, tmp, log, clock, command_user)
         if outcome.status is OrderStatus.SUCCEEDED and prepared.manifest.artifacts:
             try:
                 _publish_artifacts(payload, prepared, tmp, log)
@@ -170,13 +230,19 @@ def _time_limit(payload: WorkerPayload, manifest: Manifest, clock: _Clock) -> tu
     return min(limits, key=lambda item: item[0])
 
 
-def _run_commands(payload: WorkerPayload, prepared: Prepared, tmp: Path, log: OrderLog, clock: _Clock) -> _Outcome:
+def _run_commands(
+    payload: WorkerPayload, prepared: Prepared, tmp: Path, log: OrderLog, clock: _Clock, user: CommandUser | None
+) -> _Outcome:
     manifest = prepared.manifest
     limit, source = _time_limit(payload, manifest, clock)
     if limit <= 0:
         return _Outcome(OrderStatus.TIMED_OUT, None, f"no time left to start the commands ({source})")
     script = tmp / "script.sh"
     script.write_text(_script(manifest.cmds), encoding="utf-8")
+    if user is not None:
+        script.chmod(0o644)
+        _hand_over(tmp, prepared, user)
+        log.note(f"the commands run as {user.name} (uid {user.uid})")
     log.note(f"running {len(manifest.cmds)} command(s) in {manifest.dir or '.'} (limit {limit:.0f}s)")
     end = run_script(
         script,
@@ -186,6 +252,7 @@ def _run_commands(payload: WorkerPayload, prepared: Prepared, tmp: Path, log: Or
         limit=limit,
         source=source,
         kill_grace_seconds=payload.kill_grace_seconds,
+        user=user,
     )
     if end.timed_out:
         return _Outcome(OrderStatus.TIMED_OUT, None, f"timed out after {limit:.0f}s ({source})")
@@ -193,6 +260,26 @@ def _run_commands(payload: WorkerPayload, prepared: Prepared, tmp: Path, log: Or
         return _Outcome(OrderStatus.SUCCEEDED, 0)
     code = end.returncode if end.returncode > 0 else 128 - end.returncode  # killed by a signal: the shell's convention
     return _Outcome(OrderStatus.FAILED, code, f"a command exited with code {code}")
+
+
+def _hand_over(tmp: Path, prepared: Prepared, user: CommandUser) -> None:
+    """The commands' user gets the source tree, HOME and TMPDIR. The order's directory itself stays
+    the worker's, traversable but neither listable nor writable, so nothing the worker writes
+    there after the commands (the artifacts archive) can be a link they planted."""
+    tmp.chmod(0o711)
+    roots = {tmp / BUNDLE_CODE_DIR, prepared.workdir}
+    roots.update(Path(prepared.env[v]) for v in ("HOME", "TMPDIR") if prepared.env.get(v))
+    for root in roots:
+        if root.is_relative_to(tmp) and root != tmp and root.exists():
+            _chown_tree(root, user)
+
+
+def _chown_tree(root: Path, user: CommandUser) -> None:
+    """Before any command ran, so nothing in the tree can change under the walk; links are not followed."""
+    os.chown(root, user.uid, user.gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), user.uid, user.gid, follow_symlinks=False)
 
 
 def _publish_artifacts(payload: WorkerPayload, prepared: Prepared, tmp: Path, log: OrderLog) -> None:
@@ -239,9 +326,8 @@ def _result(
 def _report(payload: WorkerPayload, result: OrderResult, log: OrderLog | None) -> bool:
     """Log first (the result announces it), then the result, written only if nobody else did."""
     if log is not None:
-        log.flush()
         try:
-            http_put(payload.log_url, log.path, "text/plain; charset=utf-8")
+            http_put(payload.log_url, log.upload_body(), "text/plain; charset=utf-8")
         except TransferError as exc:
             logger.error("could not upload the order log: %s", exc)
     try:

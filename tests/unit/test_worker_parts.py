@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from json import loads as json_loads
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +28,7 @@ from support.processes import live_group_members
 
 from lambda_runtime.masking import MASK, Masker
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
+from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.archive import (
     extract_under,
     outermost,
@@ -591,3 +594,121 @@ def test_an_unreachable_server_is_a_network_error_without_the_url(tmp_path: Path
     assert caught.value.status is None and str(caught.value).startswith("network error: ")
     assert "s3cr3tsig" not in str(caught.value)
     assert time.monotonic() - began >= sum(HTTP_RETRY_DELAYS) - 0.05  # retried, with the back-off
+
+
+# ---- the sandbox: the log out of the commands' reach, leftovers killed, the commands' user ----------------
+
+
+def test_the_workers_order_log_has_no_name_and_is_uploaded_from_its_own_handle(
+        serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    log = OrderLog(None, None, Masker())
+    try:
+        log.line("genuine output")
+        log.note("a note")
+        body = log.upload_body()
+        assert isinstance(body, Path) and body.parent == Path("/proc/self/fd")
+        assert os.readlink(body).endswith("(deleted)")  # O_TMPFILE: a file that never had a name
+        assert set(Path(tempfile.gettempdir()).iterdir()) == before
+        server = serve([502])  # a retry reopens the handle and sends the whole log again
+        http_put(server.url, body, "text/plain; charset=utf-8")
+        assert [s.body for s in server.seen] == [f"genuine output\n{NOTE_PREFIX}a note\n".encode()] * 2
+    finally:
+        log.close()
+    with pytest.raises(ValueError, match="closed"):
+        log.upload_body()
+
+
+SUBREAPER = """
+import json, os, subprocess, sys, time
+from lambda_runtime.worker.hardening import set_child_subreaper
+from lambda_runtime.worker import sandbox
+assert set_child_subreaper()
+subprocess.run(["bash", "-c", sys.argv[1]], check=True)
+pids = []
+for name in ("setsid", "same-group", "double-fork"):
+    while not os.path.exists(name) or not open(name).read().strip():
+        time.sleep(0.02)
+    pids.append(int(open(name).read()))
+parents = [sandbox.process_table()[pid].ppid for pid in pids]
+sweep = sandbox.kill_descendants()
+print(json.dumps({"me": os.getpid(), "pids": pids, "parents": parents, "killed": sweep.killed,
+                  "survivors": list(sweep.survivors), "left": [p for p in pids if os.path.exists(f"/proc/{p}")]}))
+"""
+ORPHANS = ("setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > setsid; "
+           "(sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > same-group); "
+           "python3 -c 'import os, time\nif os.fork() == 0:\n os.setpgid(0, 0)\n if os.fork() == 0:\n"
+           "  open(\"double-fork\", \"w\").write(str(os.getpid())); time.sleep(1000)\n os._exit(0)\nos.wait()'")
+
+
+def test_a_subreaper_finds_and_kills_setsid_and_double_fork_orphans(tmp_path: Path) -> None:
+    """In a process of its own: a subreaper adopts orphans, and the test runner must not become one."""
+    proc = subprocess.run([sys.executable, "-c", SUBREAPER, ORPHANS], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert proc.returncode == 0, proc.stderr
+    out = json_loads(proc.stdout)
+    assert out["parents"] == [out["me"]] * 3  # all three orphans were reparented to the subreaper
+    assert out["killed"] == 3 and out["survivors"] == [] and out["left"] == []  # killed and reaped, no zombies
+
+
+def test_clearing_a_directory_removes_links_not_their_targets_and_locked_trees(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the sandbox's\n")
+    root = tmp_path / "tmp"
+    (root / "locked" / "deep").mkdir(parents=True)
+    (root / "locked" / "deep" / "f").write_text("x")
+    (root / "file").write_text("x")
+    (root / "link").symlink_to(outside)
+    (root / "locked" / "deep").chmod(0)
+    (root / "locked").chmod(0o500)
+    assert sandbox.clear_directory(root) == ()
+    assert list(root.iterdir()) == [] and (outside / "keep.txt").exists()
+
+
+def test_the_uid_sweep_refuses_root() -> None:
+    with pytest.raises(ValueError, match="root"):
+        sandbox.kill_user_processes(0)
+
+
+def test_an_unclaimed_process_does_not_sweep() -> None:
+    """The test runner (or any library use) has not claimed a sandbox: cleaning must leave its children alone."""
+    child = subprocess.Popen(["sleep", "1000"])
+    try:
+        assert not sandbox.claimed()
+        assert sandbox.clean() == sandbox.Sweep() and sandbox.kill_leftovers() == sandbox.Sweep()
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_sandbox_detection_needs_what_only_the_services_set() -> None:
+    assert not sandbox.on_lambda({"AWS_LAMBDA_FUNCTION_NAME": "f"})  # a test environment may set the name
+    assert sandbox.on_lambda({"AWS_LAMBDA_FUNCTION_NAME": "f", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"})
+    assert sandbox.on_codebuild({"CODEBUILD_BUILD_ID": "p:1"}) and not sandbox.on_codebuild({})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root (the CodeBuild worker's case)")
+def test_the_command_user_is_resolved_and_never_root() -> None:
+    assert sandbox.command_user({}) is None  # not on CodeBuild, nothing asked for: the worker's own user
+    assert sandbox.command_user({"IAC_CI_COMMAND_USER": "nobody"}) == sandbox.CommandUser("nobody", 65534, 65534)
+    assert sandbox.command_user({"IAC_CI_COMMAND_USER": "23456"}) == sandbox.CommandUser("23456", 23456, 23456)
+    for root in ("root", "0"):
+        with pytest.raises(sandbox.SandboxError, match="never run as root"):
+            sandbox.command_user({"IAC_CI_COMMAND_USER": root})
+    with pytest.raises(sandbox.SandboxError, match="the image creates iac-ci-order"):
+        sandbox.command_user({"CODEBUILD_BUILD_ID": "p:1"})  # on CodeBuild without the image's user: refuse
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root (the CodeBuild worker's case)")
+def test_run_script_runs_the_commands_as_the_given_user(tmp_path: Path) -> None:
+    log = _new_log(tmp_path)
+    with tempfile.TemporaryDirectory() as shared:  # pytest's tmp_path is private to root
+        Path(shared).chmod(0o755)
+        script = _script(Path(shared), 'echo "$(id -u) $(id -g) $(id -G)"\n')
+        script.chmod(0o644)
+        end = run_script(script, cwd=Path("/"), env=_env(), log=log, limit=30, source="test", kill_grace_seconds=1,
+                         user=sandbox.CommandUser("23456", 23456, 23457))
+    assert end.returncode == 0, _log_text(log)
+    assert _log_text(log).splitlines() == ["23456 23457 23457"]  # and no supplementary groups of the worker's
