@@ -42,9 +42,11 @@ def image_function(
     retry_attempts: int | None = None,
     on_failure: lambda_.IDestination | None = None,
     max_event_age: Duration | None = None,
+    reserved_concurrency: int | None = None,
 ) -> lambda_.DockerImageFunction:
     """The function of ``component`` under ``scope/id``: its own role (explicit statements only),
-    log group, X-Ray tracing, and the image command naming its handler."""
+    log group, X-Ray tracing, and the image command naming its handler; ``reserved_concurrency``
+    (``None``: unreserved) is both its guaranteed and its maximum number of concurrent executions."""
     group = Construct(scope, id)
     role = defaults.service_role(group, "Role", "lambda.amazonaws.com", f"iac-ci {component} function")
     for statement in statements:
@@ -70,6 +72,7 @@ def image_function(
         timeout=Duration.seconds(FUNCTION_TIMEOUT_SECONDS[component]),
         role=role, log_group=log_group, vpc=vpc, vpc_subnets=vpc_subnets,
         retry_attempts=retry_attempts, on_failure=on_failure, max_event_age=max_event_age,
+        reserved_concurrent_executions=reserved_concurrency,
     )
     # active tracing without Tracing.ACTIVE, which would add the X-Ray statement to the role's main policy
     cast(lambda_.CfnFunction, function.node.default_child).add_property_override("TracingConfig.Mode", "Active")
