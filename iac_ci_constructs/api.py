@@ -1,8 +1,10 @@
 """The ``Api`` namespace: the REST API every client (the CLI, CI systems, GitHub) calls.
 
-Requests are authenticated by the intake function (an HMAC signature over the body, or over
-method, path and timestamp), not by API Gateway: routes have no authorizer, the stage is
-throttled and logged, and path parameters are checked by a request validator.
+Job, status and cancel requests are authenticated by the intake function (an HMAC signature over
+timestamp, method, path and body), not by API Gateway. The approve and reject routes are
+authorized by API Gateway with IAM (SigV4): the caller's principal is the reviewer, and
+``IacCiPipeline.grant_approve`` gives a principal the right to call them. The stage is throttled
+and logged, and path parameters are checked by a request validator.
 """
 
 from __future__ import annotations
@@ -26,15 +28,21 @@ class Api:
     request_validator: apigw.RequestValidator
     intake_integration: apigw.LambdaIntegration
 
-    def add_route(self, method: str, path: str, integration: apigw.Integration | None = None) -> apigw.Method:
+    def add_route(self, method: str, path: str, integration: apigw.Integration | None = None, *,
+                  iam_authorized: bool = False) -> apigw.Method:
         """``method path`` on the API; default: proxied to the intake function."""
         resource = self.rest_api.root.resource_for_path(path)
         added = resource.add_method(
             method.upper(), integration or self.intake_integration,
-            authorization_type=apigw.AuthorizationType.NONE, request_validator=self.request_validator,
+            authorization_type=apigw.AuthorizationType.IAM if iam_authorized else apigw.AuthorizationType.NONE,
+            request_validator=self.request_validator,
         )
-        nag.suppress_method(added)
+        nag.suppress_method(added, iam_authorized=iam_authorized)
         return added
+
+    def decision_routes_arn(self) -> str:
+        """The execute-api ARN pattern of the approve and reject routes of this stage."""
+        return self.rest_api.arn_for_execute_api("POST", "/runs/*/*", API_STAGE)
 
 
 def build_api(scope: Construct, props: IacCiPipelineProps, *, intake: lambda_.IFunction) -> Api:
@@ -66,4 +74,6 @@ def build_api(scope: Construct, props: IacCiPipelineProps, *, intake: lambda_.IF
               intake_integration=apigw.LambdaIntegration(intake, allow_test_invoke=False))
     for method, path in deployment.ROUTES:
         api.add_route(method, path)
+    for method, path in deployment.IAM_ROUTES:
+        api.add_route(method, path, iam_authorized=True)
     return api

@@ -23,7 +23,7 @@ from constructs import Construct
 from iac_ci_constructs import defaults
 from iac_ci_constructs import iam as policies
 from iac_ci_constructs.functions import image_function
-from iac_ci_constructs.props import IacCiPipelineProps
+from iac_ci_constructs.props import PACKAGING_EPHEMERAL_STORAGE_MIB, SQS_MAX_CONCURRENCY, IacCiPipelineProps
 from iac_ci_constructs.queues import Queues
 from iac_ci_constructs.storage import Storage
 from iac_ci_constructs.workers import Workers
@@ -37,7 +37,6 @@ EVENT_SOURCE_BATCH_SIZE = {
 }
 INTAKE_MEMORY_MIB = 512
 ORCHESTRATOR_MEMORY_MIB = 512
-PACKAGING_EPHEMERAL_STORAGE_MIB = 2048
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,20 @@ def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, worke
         github_token_secret_id=props.github_token_secret.secret_arn if props.github_token_secret else "",
         github_app_secret_id=props.github_app_secret.secret_arn if props.github_app_secret else "",
         github_api_url=props.github_api_url,
+        max_source_bytes=props.max_source_bytes,
+        max_source_files=props.max_source_files,
+        max_running_per_run=props.max_running_per_run or 0,
+        max_running_per_deployment=props.max_running_per_deployment or 0,
+        policy=props.deployment_policy().to_json() if props.policy is not None else "",
     )
+
+
+def grants(props: IacCiPipelineProps) -> policies.Grants:
+    """Everything any environment of the policy grants: what dispatch may read and assume."""
+    envs = props.deployment_policy().environments.values()
+    return policies.Grants(ssm=sorted({g for e in envs for g in e.ssm}),
+                           secrets=sorted({g for e in envs for g in e.secrets}),
+                           roles=sorted({g for e in envs for g in e.roles}))
 
 
 def build_engine(
@@ -117,12 +129,12 @@ def build_engine(
     engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog)
     env = engine_settings.to_env()
     tables, internal = storage.table_grants, storage.internal_bucket
+    granted = grants(props)
     packaging = image_function(
         scope, "Packaging", "packaging",
         policies.packaging(
             tables=tables, internal=internal, source_buckets=props.allowed_source_buckets,
-            sops_key=storage.kms_key, ssm_prefixes=props.allowed_ssm_prefixes,
-            secret_prefixes=props.allowed_secret_prefixes, role_arns=props.allowed_role_arns, stack=stack),
+            grants=granted, stack=stack),
         props=props, image=image, environment=env, memory_mib=props.packaging_memory_mib,
         ephemeral_storage_mib=PACKAGING_EPHEMERAL_STORAGE_MIB,
     )
@@ -130,13 +142,16 @@ def build_engine(
         scope, "Orchestrator", "orchestrator",
         policies.orchestrator(
             tables=tables, internal=internal, done=storage.done_bucket, watchdog=watchdog.state_machine,
-            worker_function=workers.function, worker_project=workers.project),
+            worker_function=workers.function, worker_project=workers.project, sops_key=storage.kms_key,
+            grants=granted, stack=stack),
         props=props, image=image, environment=env, memory_mib=ORCHESTRATOR_MEMORY_MIB,
+        reserved_concurrency=props.orchestrator_reserved_concurrency,
     )
     intake = image_function(
         scope, "Intake", "intake",
         policies.intake(tables=tables, internal=internal, watchdog=watchdog.state_machine),
         props=props, image=image, environment=env, memory_mib=INTAKE_MEMORY_MIB,
+        reserved_concurrency=props.intake_reserved_concurrency,
     )
     storage.webhook_secret.grant_read(intake)
     if props.github_webhook_secret is not None:
@@ -146,7 +161,19 @@ def build_engine(
             github_credentials.grant_read(packaging)
             github_credentials.grant_read(orchestrator)
     consumers = {"packaging": packaging, "orchestrator": orchestrator}
+    # an event source invoking past its function's reserved concurrency is throttled, and the throttled
+    # messages come back after the visibility timeout (then go to the dead-letter queue): bound it
+    max_concurrency = {"orchestrator": _event_source_concurrency(props.orchestrator_reserved_concurrency)}
     for consumer, queue in queues.queues.items():
         consumers[consumer].add_event_source(event_sources.SqsEventSource(
-            queue, batch_size=EVENT_SOURCE_BATCH_SIZE[consumer], report_batch_item_failures=True))
+            queue, batch_size=EVENT_SOURCE_BATCH_SIZE[consumer], report_batch_item_failures=True,
+            max_concurrency=max_concurrency.get(consumer)))
     return Engine(settings=engine_settings, intake=intake, packaging=packaging, orchestrator=orchestrator)
+
+
+def _event_source_concurrency(reserved: int | None) -> int | None:
+    """The SQS event source's MaximumConcurrency for a function with ``reserved`` concurrency."""
+    if reserved is None:
+        return None
+    low, high = SQS_MAX_CONCURRENCY
+    return max(low, min(high, reserved))

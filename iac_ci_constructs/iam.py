@@ -27,7 +27,7 @@ ANY = "*"  # a run id or an order name inside an object key pattern
 # the wake-up signals the watchdog writes (lambda_runtime.watchdog.start; tests/construct/test_construct_iam.py)
 WATCHDOG_WAKE_SIGNAL = "wake-*"
 
-# KMS encryption context the packaging step pins every sops file to (lambda_runtime.packaging.logic)
+# KMS encryption context every sops file is pinned to at dispatch (lambda_runtime.orchestrator.minting)
 SOPS_CONTEXT_KEYS = ("order", "run_id")
 
 # Powertools DynamoDBPersistenceLayer: conditional put, get, update and delete of its records
@@ -66,6 +66,17 @@ def callbacks_listing(bucket: s3.IBucket, sid: str) -> iam.PolicyStatement:
 
 
 @dataclass(frozen=True)
+class Grants:
+    """Every credential any environment of the deployment policy grants: what dispatch may read
+    and assume (``lambda_runtime.orchestrator.minting``). Exact names, prefixes and globs all
+    become ARN patterns."""
+
+    ssm: Sequence[str]
+    secrets: Sequence[str]
+    roles: Sequence[str]
+
+
+@dataclass(frozen=True)
 class Tables:
     orders: dynamodb.ITable
     events: dynamodb.ITable
@@ -75,13 +86,17 @@ class Tables:
 
 def intake(*, tables: Tables, internal: s3.IBucket, watchdog: sfn.IStateMachine) -> list[iam.PolicyStatement]:
     """``lambda_runtime.intake``: arm the job-timeout watchdog, create the run item, answer status
-    (Query) and cancel requests, record idempotency keys, put the accepted job and the cancel signal."""
+    (Query) and cancel requests, record idempotency keys, put the accepted job and the cancel signal;
+    record reviewers' decisions (a conditional order update with its audit event in one transaction)
+    and wake the orchestrator with an approval signal."""
     return [
         allow("RunItems", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
               [tables.orders.table_arn]),
         allow("IdempotencyRecords", IDEMPOTENCY_ACTIONS, [tables.idempotency.table_arn]),
-        allow("PutSubmissionsAndCancelSignals", ["s3:PutObject"],
-              objects(internal, *submission_keys(), layout.control_key(ANY, layout.SIGNAL_CANCEL))),
+        allow("AuditApprovals", ["dynamodb:PutItem"], [tables.events.table_arn]),
+        allow("PutSubmissionsAndSignals", ["s3:PutObject"],
+              objects(internal, *submission_keys(), layout.control_key(ANY, layout.SIGNAL_CANCEL),
+                      layout.control_key(ANY, layout.SIGNAL_APPROVAL_PREFIX + ANY))),
         allow("StartJobWatchdog", ["states:StartExecution"], [watchdog.state_machine_arn]),
     ]
 
@@ -91,15 +106,13 @@ def packaging(
     tables: Tables,
     internal: s3.IBucket,
     source_buckets: Sequence[s3.IBucket],
-    sops_key: kms.IKey,
-    ssm_prefixes: Sequence[str],
-    secret_prefixes: Sequence[str],
-    role_arns: Sequence[str],
+    grants: Grants,
     stack: Stack,
 ) -> list[iam.PolicyStatement]:
     """``lambda_runtime.packaging``: run transitions (with their events), order inserts (transactions
-    guarded by a ConditionCheck on the run), the job object, bundles, the packaged signal, and the
-    secrets and roles orders reference."""
+    guarded by a ConditionCheck on the run), the job object, bundles, the packaged signal, that
+    every referenced secret exists (metadata only) and git tokens. No KMS, no role: credentials
+    are created at dispatch."""
     statements = [
         allow("RunAndOrderItems",
               ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem",
@@ -111,15 +124,18 @@ def packaging(
               objects(internal, layout.bundle_key(ANY, ANY))),
         allow("PutPackagedSignals", ["s3:PutObject"],
               objects(internal, layout.control_key(ANY, layout.SIGNAL_PACKAGED))),
-        allow("EncryptBundleSecrets", ["kms:Encrypt"], [sops_key.key_arn], sops_context_condition()),
-        allow("ReadAllowedParameters", ["ssm:GetParameter"], [ssm_parameter_arn(stack, p) for p in ssm_prefixes]),
-        allow("ReadAllowedSecrets", ["secretsmanager:GetSecretValue"],
-              [secret_arn(stack, p) for p in secret_prefixes]),
+        # DescribeParameters has no resource-level permissions; it returns metadata, never values
+        allow("CheckParametersExist", ["ssm:DescribeParameters"], ["*"]),
     ]
+    if grants.secrets:
+        statements.append(allow("CheckSecretsExistAndReadGitTokens",
+                                ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"],
+                                [secret_arn(stack, p) for p in grants.secrets]))
+    if grants.ssm:
+        statements.append(allow("ReadGitTokenParameters", ["ssm:GetParameter"],
+                                [ssm_parameter_arn(stack, p) for p in grants.ssm]))
     if source_buckets:
         statements.append(allow("ReadZipSources", ["s3:GetObject"], [b.arn_for_objects("*") for b in source_buckets]))
-    if role_arns:
-        statements.append(allow("AssumeAllowedRoles", ["sts:AssumeRole"], list(role_arns)))
     return statements
 
 
@@ -131,11 +147,15 @@ def orchestrator(
     watchdog: sfn.IStateMachine,
     worker_function: lambda_.IFunction,
     worker_project: codebuild.IProject,
+    sops_key: kms.IKey,
+    grants: Grants,
+    stack: Stack,
 ) -> list[iam.PolicyStatement]:
     """``lambda_runtime.orchestrator``: consistent Query of a run, fenced transactions (Update on
     orders, Put on events, ConditionCheck on the lease), lease updates, callback listing and
-    result reads, engine results, presigned worker URLs, the done object, watchdogs, dispatch."""
-    return [
+    result reads, engine results, presigned worker URLs, the done object, watchdogs, dispatch,
+    and each order's credentials, minted at dispatch (read, assume, encrypt, delete when final)."""
+    statements = [
         allow("RunAndOrderItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [tables.orders.table_arn]),
         allow("AppendEvents", ["dynamodb:PutItem"], [tables.events.table_arn]),
         # GetItem: RunLocks.release/acquire re-read the lease (a wake-up arrived meanwhile, a lost answer)
@@ -153,7 +173,19 @@ def orchestrator(
         allow("DispatchLambdaWorker", ["lambda:InvokeFunction"], [worker_function.function_arn]),
         allow("DispatchCodeBuildWorker", ["codebuild:StartBuild", "codebuild:StopBuild"],
               [worker_project.project_arn]),
+        allow("MintedCredentials", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+              objects(internal, layout.secrets_key(ANY, ANY))),
+        allow("EncryptOrderSecrets", ["kms:Encrypt"], [sops_key.key_arn], sops_context_condition()),
     ]
+    if grants.ssm:
+        statements.append(allow("ReadGrantedParameters", ["ssm:GetParameter"],
+                                [ssm_parameter_arn(stack, p) for p in grants.ssm]))
+    if grants.secrets:
+        statements.append(allow("ReadGrantedSecrets", ["secretsmanager:GetSecretValue"],
+                                [secret_arn(stack, p) for p in grants.secrets]))
+    if grants.roles:
+        statements.append(allow("AssumeGrantedRoles", ["sts:AssumeRole"], list(grants.roles)))
+    return statements
 
 
 def worker(*, sops_key: kms.IKey) -> list[iam.PolicyStatement]:
@@ -176,13 +208,25 @@ def watchdog(*, internal: s3.IBucket) -> list[iam.PolicyStatement]:
     ]
 
 
-def ssm_parameter_arn(stack: Stack, prefix: str) -> str:
+def _pattern(grant: str) -> str:
+    """A policy grant as an ARN resource pattern: a prefix (``a/``) or a glob keeps its ``*``; an
+    exact name stays exact."""
+    return grant + "*" if grant.endswith("/") else grant
+
+
+def ssm_parameter_arn(stack: Stack, grant: str) -> str:
     """``/iac-ci/`` -> ``arn:...:parameter/iac-ci/*`` (the ARN drops a name's leading slash)."""
-    return stack.format_arn(service="ssm", resource="parameter", resource_name=prefix.lstrip("/") + "*",
+    return stack.format_arn(service="ssm", resource="parameter", resource_name=_pattern(grant).lstrip("/"),
                             arn_format=ArnFormat.SLASH_RESOURCE_NAME)
 
 
-def secret_arn(stack: Stack, prefix: str) -> str:
-    """``iac-ci/`` -> ``arn:...:secret:iac-ci/*`` (the trailing ``*`` also covers the random suffix)."""
-    return stack.format_arn(service="secretsmanager", resource="secret", resource_name=prefix + "*",
+def secret_arn(stack: Stack, grant: str) -> str:
+    """``iac-ci/`` -> ``arn:...:secret:iac-ci/*``; an exact name gets ``-??????``, the random suffix
+    Secrets Manager appends to every ARN."""
+    if grant.startswith("arn:"):
+        return grant
+    pattern = _pattern(grant)
+    if not pattern.endswith("*"):
+        pattern += "-??????"
+    return stack.format_arn(service="secretsmanager", resource="secret", resource_name=pattern,
                             arn_format=ArnFormat.COLON_RESOURCE_NAME)

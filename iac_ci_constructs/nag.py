@@ -46,6 +46,9 @@ STAR_REASONS: tuple[tuple[frozenset[str], str], ...] = (
      "the image actions themselves are limited to the asset repository"),
     (LOG_DELIVERY_ACTIONS, "Step Functions logging to CloudWatch Logs: the log-delivery and resource-policy actions "
                            "have no resource-level permissions, AWS requires Resource '*'"),
+    (frozenset({"ssm:DescribeParameters"}),
+     "Packaging checks that the SSM parameters a job names exist: ssm:DescribeParameters has no resource-level "
+     "permissions (AWS requires '*') and returns metadata only, never a value"),
     (CODEBUILD_VPC_ACTIONS, "Workers in a VPC: the ENI and VPC-describe actions Lambda and CodeBuild need (those of "
                             "AWSLambdaVPCAccessExecutionRole and CodeBuild's VPC policy) have no resource-level "
                             "permissions"),
@@ -55,8 +58,9 @@ STAR_REASONS: tuple[tuple[frozenset[str], str], ...] = (
 LAYOUT_KEYS = ("Object keys embed run ids and order names; the resource is the exact key pattern of "
                "lambda_runtime.schema.layout for this action, with '*' only in place of the run id and order")
 SID_REASONS: Mapping[str, str] = {
-    "PutSubmissionsAndCancelSignals": LAYOUT_KEYS + "; other submissions (webhook events) are named by their "
-                                                     "delivery id under their notification prefix",
+    "PutSubmissionsAndSignals": LAYOUT_KEYS + "; other submissions (webhook events) are named by their "
+                                               "delivery id under their notification prefix; approval signals by "
+                                               "a random id",
     "ReadSubmissions": LAYOUT_KEYS + "; other submissions (webhook events) are named by their delivery id under "
                                      "their notification prefix",
     "WriteBundles": LAYOUT_KEYS,
@@ -66,12 +70,17 @@ SID_REASONS: Mapping[str, str] = {
     "WriteDone": LAYOUT_KEYS,
     "HeadResults": LAYOUT_KEYS,
     "WriteTimedOutAndWakeUps": LAYOUT_KEYS,
-    "ReadAllowedParameters": "Jobs may reference SSM parameters under the allow-listed prefixes "
-                             "(allowed_ssm_prefixes), which intake also enforces; nothing else is readable",
-    "ReadAllowedSecrets": "Jobs may reference secrets under the allow-listed prefixes (allowed_secret_prefixes), "
-                          "which intake also enforces; the trailing '*' also covers Secrets Manager's random suffix",
+    "MintedCredentials": LAYOUT_KEYS + " (the sops file minted at dispatch, deleted once the order is final)",
+    "ReadGrantedParameters": "Orders may reference SSM parameters their policy environment grants (prefixes and "
+                             "globs by design), which intake also enforces; nothing else is readable",
+    "ReadGitTokenParameters": "Git sources may read their token from SSM parameters a policy environment grants "
+                              "(prefixes and globs by design)",
+    "ReadGrantedSecrets": "Orders may reference secrets their policy environment grants, which intake also "
+                          "enforces; the '*' or '-??????' covers Secrets Manager's random suffix",
+    "CheckSecretsExistAndReadGitTokens": "Packaging checks that granted secrets exist (DescribeSecret, metadata) and "
+                                         "reads git tokens; prefixes and globs come from the policy's environments",
     "ReadZipSources": "S3 zip sources may be any object of the allow-listed source buckets (allowed_source_buckets)",
-    "AssumeAllowedRoles": "Orders may run as the allow-listed roles (allowed_role_arns, IAM wildcards allowed by "
+    "AssumeGrantedRoles": "Orders may run as the roles their policy environment grants (IAM wildcards allowed by "
                           "design), which intake also enforces",
 }
 # CDK's own statements on the CodeBuild project role, recognised by their resource.
@@ -136,9 +145,14 @@ def suppress(pipeline: Any) -> None:
                     "logs with the basic execution policy", [LAMBDA_BASIC_EXECUTION])], apply_to_children=True)
 
 
-def suppress_method(method: apigw.Method) -> None:
-    reason = ("Requests are authenticated by the intake function: an HMAC-SHA256 signature of the body (or of the "
-              "method, path and timestamp) with the webhook secret, as GitHub-style webhooks and the iac-ci CLI send")
+def suppress_method(method: apigw.Method, *, iam_authorized: bool = False) -> None:
+    if iam_authorized:
+        reason = "Authorized by API Gateway with IAM (SigV4): the caller's principal is the reviewer; no Cognito pool"
+        NagSuppressions.add_resource_suppressions(method, [suppression("COG4", reason)])
+        return
+    reason = ("Requests are authenticated by the intake function: an HMAC-SHA256 signature of the timestamp, "
+              "method, path and body with the API signing secret, as the iac-ci CLI sends; GitHub webhooks by "
+              "GitHub's own signature")
     NagSuppressions.add_resource_suppressions(method, [suppression("APIG4", reason), suppression("COG4", reason)])
 
 

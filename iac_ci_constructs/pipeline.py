@@ -15,6 +15,7 @@ them and is the construct's public face: its properties, ``add_route``, ``grant_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Never
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
@@ -43,6 +44,7 @@ from iac_ci_constructs.props import IacCiPipelineProps, IacCiPipelinePropsError
 from iac_ci_constructs.queues import build_queues
 from iac_ci_constructs.storage import build_storage
 from iac_ci_constructs.workers import build_workers
+from lambda_runtime.policy.model import Policy
 from lambda_runtime.schema import deployment, layout
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS
 
@@ -72,7 +74,15 @@ class IacCiPipeline(Construct):
         packaging_memory_mib: int = 1024,
         worker_memory_mib: int = 2048,
         worker_ephemeral_storage_mib: int = 4096,
+        max_source_bytes: int = 512 * 1024 * 1024,
+        max_source_files: int = 100_000,
         codebuild_compute_type: codebuild.ComputeType = codebuild.ComputeType.SMALL,
+        intake_reserved_concurrency: int | None = 20,
+        orchestrator_reserved_concurrency: int | None = 10,
+        worker_reserved_concurrency: int | None = None,
+        max_running_per_run: int | None = None,
+        max_running_per_deployment: int | None = None,
+        policy: Policy | str | Path | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
         log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
         internal_object_retention_days: int = 90,
@@ -103,7 +113,13 @@ class IacCiPipeline(Construct):
             allowed_role_arns=allowed_role_arns, allowed_source_buckets=allowed_source_buckets,
             architecture=architecture, packaging_memory_mib=packaging_memory_mib,
             worker_memory_mib=worker_memory_mib, worker_ephemeral_storage_mib=worker_ephemeral_storage_mib,
-            codebuild_compute_type=codebuild_compute_type, removal_policy=removal_policy,
+            max_source_bytes=max_source_bytes, max_source_files=max_source_files,
+            codebuild_compute_type=codebuild_compute_type,
+            intake_reserved_concurrency=intake_reserved_concurrency,
+            orchestrator_reserved_concurrency=orchestrator_reserved_concurrency,
+            worker_reserved_concurrency=worker_reserved_concurrency,
+            max_running_per_run=max_running_per_run, max_running_per_deployment=max_running_per_deployment,
+            policy=policy, removal_policy=removal_policy,
             log_retention=log_retention, internal_object_retention_days=internal_object_retention_days,
             vpc=vpc, vpc_subnets=vpc_subnets, existing_kms_key=existing_kms_key,
             existing_webhook_secret=existing_webhook_secret, github_webhook_secret=github_webhook_secret,
@@ -166,6 +182,17 @@ class IacCiPipeline(Construct):
             resource_arns=[self.api.arn_for_execute_api(stage=API_STAGE)],
         )
         return self.webhook_secret.grant_read(grantee).combine(describe).combine(invoke)
+
+    def grant_approve(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` call the approve and reject routes (``iac-ci approve/reject --stack``) and
+        find the API. What it may approve is the policy's business: the caller's principal counts only
+        where an environment lists it among its ``reviewers``. No signing secret is given."""
+        stack = Stack.of(self)
+        describe = iam.Grant.add_to_principal(
+            grantee=grantee, actions=["cloudformation:DescribeStacks"], resource_arns=[stack.stack_id])
+        invoke = iam.Grant.add_to_principal(
+            grantee=grantee, actions=["execute-api:Invoke"], resource_arns=[self._api.decision_routes_arn()])
+        return describe.combine(invoke)
 
     def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read the final run summaries (``s3://<done bucket>/<run_id>/done``)."""

@@ -28,9 +28,18 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 
+from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file, permissive_policy
+
 LAMBDA_MEMORY_MIB = (128, 10_240)
 LAMBDA_EPHEMERAL_STORAGE_MIB = (512, 10_240)
 MAX_WATCHDOG_GRACE_SECONDS = 3_600
+MiB = 1024 * 1024
+# Lambda's environment holds 4 KB in all; the engine's own variables take about 1.5 KB
+MAX_POLICY_JSON = 2400
+PACKAGING_EPHEMERAL_STORAGE_MIB = 2048
+# a source's archive (or fetched repository) and what it expands to are both in packaging's /tmp
+MAX_SOURCE_BYTES = PACKAGING_EPHEMERAL_STORAGE_MIB * MiB // 2
+SQS_MAX_CONCURRENCY = (2, 1_000)  # what an SQS event source's MaximumConcurrency accepts
 ARM64, X86_64 = lambda_.Architecture.ARM_64.name, lambda_.Architecture.X86_64.name
 # IAM role ARN, optionally with IAM wildcards (* and ?) in the account or the role path/name.
 # fnmatch character classes ([...]) are rejected: IAM has no equivalent, so the allow-list
@@ -83,9 +92,59 @@ class IacCiPipelineProps:
     worker_ephemeral_storage_mib: int = 4096
     """``/tmp`` size of the worker function. Default: orders get 4096 MiB of ``/tmp``."""
 
+    max_source_bytes: int = 512 * MiB
+    """Largest source, in bytes: an S3 zip object, a fetched git repository, and what either one
+    checks out or extracts to (bytes actually written, whatever an archive declares). Default: 512 MiB;
+    a source past it fails its run with an error naming the source and ``max_source_bytes``. At most
+    1024 MiB (the archive and its contents both sit in the packaging function's 2048 MiB ``/tmp``)."""
+
+    max_source_files: int = 100_000
+    """Most files one source may hold (zip members, files of a git checkout). Default: 100,000; a source
+    with more fails its run with an error naming the source and ``max_source_files``."""
+
     codebuild_compute_type: codebuild.ComputeType = codebuild.ComputeType.SMALL
     """Compute type of the CodeBuild worker project (orders with ``target: codebuild``). Default: SMALL
     (orders run on CodeBuild's smallest general-purpose instances)."""
+
+    intake_reserved_concurrency: int | None = 20
+    """Concurrent executions reserved for the intake function (the API and its webhooks), so that a job
+    with thousands of Lambda orders cannot take the account's whole Lambda concurrency from it. Default:
+    20 (the API's default burst limit) are reserved; ``None`` reserves nothing. Reservations come out of
+    the account's concurrency quota, of which AWS keeps 100 unreserved: in an account whose quota is
+    below 100 plus the reservations (new accounts may start at 10), pass ``None``."""
+
+    orchestrator_reserved_concurrency: int | None = 10
+    """Concurrent executions reserved for the orchestrator, which is also the most its queue's event source
+    invokes at once (SQS ``MaximumConcurrency``, so messages are not throttled back to the queue and on to
+    its dead-letter queue). Default: 10 are reserved; ``None`` reserves nothing and leaves the event
+    source unbounded. At least 2 (the least ``MaximumConcurrency`` accepts); AWS keeps 100 of the
+    account's quota unreserved (see ``intake_reserved_concurrency``)."""
+
+    worker_reserved_concurrency: int | None = None
+    """Reserved concurrency of the worker function, which is then the most Lambda orders (``target:
+    lambda``) the deployment runs at once. Default: no reservation and no cap (workers share the account's
+    unreserved concurrency). Invocations past the cap wait in Lambda's asynchronous queue for up to
+    ``watchdog_grace_seconds`` (the event age limit), then land in the worker failure queue and their
+    orders end ``timed_out``: keep it above the number of Lambda orders that can be running at once. AWS
+    keeps 100 of the account's quota unreserved (see ``intake_reserved_concurrency``)."""
+
+    max_running_per_run: int | None = None
+    """Most orders of one run running at once; its further ready orders stay ``queued`` until one
+    finishes. Default: no cap per run."""
+
+    max_running_per_deployment: int | None = None
+    """Most orders running at once across every run of the deployment (Lambda and CodeBuild alike);
+    further ready orders stay ``queued`` and start as slots free, in any run. Default: no cap. Prefer
+    it to ``worker_reserved_concurrency`` as the bound: the engine queues, where Lambda would throttle
+    an invoke into a timeout and CodeBuild would refuse a build over a project limit."""
+
+    policy: Policy | str | Path | None = None
+    """The deployment policy: a ``Policy`` or the path of its YAML file (``examples/policy.yaml``):
+    repositories, trusted authors, forks, and environments with what each grants and the rules
+    (branches, events, reviewers, approvals, wait timer) that must pass first. Validated at synth.
+    The function roles may read and assume exactly what its environments grant. Default: one
+    environment made of ``allowed_ssm_prefixes``, ``allowed_secret_prefixes`` and
+    ``allowed_role_arns``, with no rules; give either those or a policy."""
 
     removal_policy: RemovalPolicy = RemovalPolicy.RETAIN
     """What happens to tables, buckets, the KMS key, the secret and log groups when removed from the
@@ -165,6 +224,34 @@ class IacCiPipelineProps:
     def names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
 
+    def deployment_policy(self) -> Policy:
+        """The policy the engine applies (the given one, or the allowed_* prefixes as one environment)."""
+        if isinstance(self.policy, Policy):
+            return self.policy
+        if self.policy is not None:
+            return load_policy_file(self.policy)
+        return permissive_policy(ssm=self.allowed_ssm_prefixes, secrets=self.allowed_secret_prefixes,
+                                 roles=self.allowed_role_arns)
+
+    def _policy_problems(self) -> list[str]:
+        if self.policy is None:
+            return []
+        if not isinstance(self.policy, (Policy, str, Path)):
+            return ["policy must be a Policy or the path of a policy YAML file"]
+        out = []
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in ("allowed_ssm_prefixes", "allowed_secret_prefixes", "allowed_role_arns"):
+            if tuple(getattr(self, name)) != tuple(defaults[name]):  # type: ignore[arg-type]
+                out.append(f"{name} and policy are exclusive: with a policy, its environments say what is granted")
+        try:
+            text = self.deployment_policy().to_json()
+        except PolicyError as exc:
+            return out + [f"policy: {p}" for p in exc.problems]
+        if len(text) > MAX_POLICY_JSON:
+            out.append(f"policy: {len(text)} characters as JSON, more than the {MAX_POLICY_JSON} a Lambda "
+                       "environment leaves for it")
+        return out
+
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> IacCiPipelineProps:
         """Build and validate; raises ``IacCiPipelinePropsError`` listing every problem."""
@@ -215,6 +302,17 @@ class IacCiPipelineProps:
         out += _int_problems(
             "worker_ephemeral_storage_mib", self.worker_ephemeral_storage_mib, *LAMBDA_EPHEMERAL_STORAGE_MIB
         )
+        out += _int_problems("max_source_bytes", self.max_source_bytes, 1, MAX_SOURCE_BYTES)
+        out += _int_problems("max_source_files", self.max_source_files, 1, None)
+        out += _int_problems("intake_reserved_concurrency", self.intake_reserved_concurrency, 1, None,
+                             optional=True)
+        out += [f"{p} (the least an SQS event source's MaximumConcurrency accepts)" for p in _int_problems(
+            "orchestrator_reserved_concurrency", self.orchestrator_reserved_concurrency, SQS_MAX_CONCURRENCY[0], None,
+            optional=True)]
+        out += _int_problems("worker_reserved_concurrency", self.worker_reserved_concurrency, 1, None, optional=True)
+        out += _int_problems("max_running_per_run", self.max_running_per_run, 1, None, optional=True)
+        out += _int_problems("max_running_per_deployment", self.max_running_per_deployment, 1, None, optional=True)
+        out += self._policy_problems()
         out += _int_problems("internal_object_retention_days", self.internal_object_retention_days, 1, None)
         out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
         out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,
@@ -247,9 +345,11 @@ def _prefix_problems(name: str, prefixes: Sequence[str], pattern: re.Pattern[str
     return out
 
 
-def _int_problems(name: str, value: object, low: int, high: int | None) -> list[str]:
+def _int_problems(name: str, value: object, low: int, high: int | None, *, optional: bool = False) -> list[str]:
+    if optional and value is None:
+        return []
     if not isinstance(value, int) or isinstance(value, bool):
-        return [f"{name} must be an integer, got {value!r}"]
+        return [f"{name} must be an integer{' or None' if optional else ''}, got {value!r}"]
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         return [f"{name} must be {bound}, got {value}"]

@@ -4,6 +4,12 @@ Both run the runtime image with the same role statements (decrypt with the sops 
 run and order of the bundle, and nothing else): everything else an order reaches is through
 presigned URLs. In a VPC (``props.vpc``), both get network interfaces in the worker subnets.
 
+The CodeBuild buildspec is one command, ``exec``-ing the worker, and no ``run-as``: the worker
+runs as root and runs the order's commands as the image's unprivileged ``iac-ci-order`` itself
+(``lambda_runtime.worker.sandbox``). With ``run-as`` the worker would share the commands' uid,
+so its files (the order directory, the artifacts it packs) would be theirs to change, as on
+Lambda, where there is no root to keep.
+
 Until this namespace existed they were direct children of the pipeline (``Worker/...``,
 ``WorkerBuild/...``): ``keep_logical_ids`` gives them the logical ids of those paths, so an
 existing stack updates them in place instead of replacing them.
@@ -64,6 +70,7 @@ def build_workers(
         # an invocation Lambda could not start within the watchdog's grace is dropped (to the
         # failure queue) rather than run an order the watchdog is about to declare timed out
         max_event_age=Duration.seconds(min(high, max(low, props.watchdog_grace_seconds))),
+        reserved_concurrency=props.worker_reserved_concurrency,  # None: unreserved, no cap
     )
     project = _codebuild_worker(group, props, image=image, sops_key=sops_key, subnets=subnets)
     keep_logical_ids(group)

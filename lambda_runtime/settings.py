@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambda_runtime.job.validate import ValidationPolicy
+from lambda_runtime.policy.model import Policy, TriggerEvent, permissive_policy, policy_from_json
 
 ENV_PREFIX = "IAC_CI_"
+
+
+@lru_cache(maxsize=4)
+def _parse_policy(text: str) -> Policy:
+    return policy_from_json(text)
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -42,6 +49,13 @@ class Settings(BaseModel):
     allowed_role_arns: tuple[str, ...] = ()
     allowed_source_buckets: tuple[str, ...] = ()
     allowed_exact_refs: tuple[str, ...] = ()
+    # the deployment policy as JSON (``Policy.to_json``); empty: one default environment made of
+    # the allowed_* prefixes above, which is today's behaviour
+    policy: str = ""
+    # orders running at once in one run (0: no cap); the rest stay queued until one finishes
+    max_running_per_run: int = Field(default=0, ge=0)
+    # orders running at once across every run of the deployment (0: no cap; ``store.slots``)
+    max_running_per_deployment: int = Field(default=0, ge=0)
     # GitHub (all optional: without a webhook secret, /webhooks/github answers 404)
     github_webhook_secret_id: str = ""
     github_token_secret_id: str = ""
@@ -55,6 +69,10 @@ class Settings(BaseModel):
     presign_margin_seconds: int = Field(default=3600, ge=60)
     event_ttl_days: int = 90
     max_body_bytes: int = 1_000_000
+    # caps on one fetched source (git checkout or extracted zip; the zip object and the fetched
+    # repository too): bytes on disk and number of files (packaging.sources.SourceLimits)
+    max_source_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    max_source_files: int = Field(default=100_000, ge=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,7 +111,15 @@ class Settings(BaseModel):
         """Whether runs report to GitHub (a token or an App is configured)."""
         return bool(self.github_token_secret_id or self.github_app_secret_id)
 
-    def validation_policy(self) -> ValidationPolicy:
+    def deployment_policy(self) -> Policy:
+        """The policy every component applies; parsed once per process."""
+        return _parse_policy(self.policy) if self.policy else permissive_policy(
+            ssm=(*self.allowed_ssm_prefixes, *self.allowed_exact_refs),
+            secrets=(*self.allowed_secret_prefixes, *self.allowed_exact_refs),
+            roles=self.allowed_role_arns)
+
+    def validation_policy(self, event: TriggerEvent = TriggerEvent.SUBMIT, branch: str | None = None, *,
+                          withhold_credentials: bool = False) -> ValidationPolicy:
         return ValidationPolicy(
             ssm_prefixes=self.allowed_ssm_prefixes,
             secret_prefixes=self.allowed_secret_prefixes,
@@ -104,6 +130,10 @@ class Settings(BaseModel):
             # the deployment's own GitHub token is the git credential of pull-request runs, and only that
             git_token_exact=frozenset({self.github_token_secret_id} - {""}),
             engine_secrets=self.engine_secret_ids,
+            deployment=self.deployment_policy(),
+            event=event,
+            branch=branch,
+            withhold_credentials=withhold_credentials,
         )
 
     @property

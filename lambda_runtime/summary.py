@@ -10,7 +10,7 @@ from lambda_runtime.schema.records import OrderRecord, OrderView, RunRecord, Run
 def order_view(order: OrderRecord) -> OrderView:
     started, finished = order.started_at, order.finished_at
     duration = round(finished - started, 3) if started is not None and finished is not None else None
-    return {
+    view: OrderView = {
         "status": order.status.value,
         "target": order.target,
         "must_succeed": order.must_succeed,
@@ -20,6 +20,15 @@ def order_view(order: OrderRecord) -> OrderView:
         "log_key": order.log_key,
         "reason": order.reason,
     }
+    if order.gated:
+        view["approval"] = {
+            "environment": order.environment,
+            "needed": order.approvals_needed,
+            "approved_by": [str(a.get("by")) for a in order.approvals],
+            "wait_until": order.wait_until if order.wait_seconds and order.awaiting_since else None,
+            "rejected_by": str(order.rejection.get("by")) if order.rejection else None,
+        }
+    return view
 
 
 def run_summary(snap: RunSnapshot, *, status: str | None = None) -> RunSummary:

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ import click
 from rich.console import Console
 
 from iac_ci.cli.jobfile import JobFileError, load_job_file, prepare
+from iac_ci.cli.local_approvals import LocalApprover, interactive
 from iac_ci.cli.progress import Progress, orders_table
+from lambda_runtime.approvals.logic import Approvals
 from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, ValidationPolicy, parse_job
+from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -28,12 +32,32 @@ EMBEDDED_ROLE_PATTERN = "arn:aws:iam::123456789012:role/*"
 
 
 def embedded_policy(
-    *, roles: tuple[str, ...] = (EMBEDDED_ROLE_PATTERN,), allowed_exact: frozenset[str] = frozenset()
+    *, roles: tuple[str, ...] = (EMBEDDED_ROLE_PATTERN,), allowed_exact: frozenset[str] = frozenset(),
+    deployment: Policy | None = None,
 ) -> ValidationPolicy:
-    """What a local run accepts: local sources, any S3 bucket of the embedded AWS, its roles."""
+    """What a local run accepts: local sources, any S3 bucket of the embedded AWS, its roles; with a
+    deployment policy, what its environments grant instead of the roles and prefixes."""
     return ValidationPolicy(
-        allow_local_sources=True, role_arn_patterns=roles, source_bucket_patterns=("*",), allowed_exact=allowed_exact
+        allow_local_sources=True, role_arn_patterns=roles, source_bucket_patterns=("*",), allowed_exact=allowed_exact,
+        deployment=deployment,
     )
+
+
+policy_option = click.option(
+    "--policy", "policy_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help="Deployment policy (YAML): environments, what they grant, reviewers. Default: one permissive environment.")
+
+
+def _load_policy_or_exit(path: Path | None, err: Console) -> Policy | None:
+    if path is None:
+        return None
+    try:
+        return load_policy_file(path)
+    except PolicyError as exc:
+        err.print(f"[red]invalid policy[/] {path}:", highlight=False)
+        for p in exc.problems:
+            err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(EXIT_INVALID)
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -66,10 +90,11 @@ def main() -> None:
 
 @main.command()
 @click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
-def validate(job_file: Path) -> None:
-    """Check a job file; exit 0 if valid, 2 with every problem listed if not."""
+@policy_option
+def validate(job_file: Path, policy_file: Path | None) -> None:
+    """Check a job file (against a deployment policy); exit 0 if valid, 2 with every problem listed if not."""
     err = Console(stderr=True)
-    _, job = _load_or_exit(job_file, embedded_policy(), err)
+    _, job = _load_or_exit(job_file, embedded_policy(deployment=_load_policy_or_exit(policy_file, err)), err)
     err.print(f"[green]valid[/]: job '{job.name}' with {len(job.orders)} orders", highlight=False)
 
 
@@ -88,6 +113,10 @@ def schema() -> None:
 @click.option("--allow-role", multiple=True, metavar="PATTERN", help="Extra role ARN patterns orders may assume.")
 @click.option("--timeout", "wait_timeout", type=float, default=None, help="Give up waiting after this many seconds.")
 @click.option("--quiet", is_flag=True, help="No live progress table.")
+@policy_option
+@click.option("--approve", multiple=True, metavar="ORDER",
+              help="Approve ORDER when its environment asks ('all': every order). Without it a terminal prompts; "
+                   "elsewhere an order awaiting approval is rejected.")
 def run(
     job_file: Path,
     as_json: bool,
@@ -97,17 +126,25 @@ def run(
     allow_role: tuple[str, ...],
     wait_timeout: float | None,
     quiet: bool,
+    policy_file: Path | None,
+    approve: tuple[str, ...],
 ) -> None:
     """Run JOB_FILE end to end on an embedded AWS (moto on loopback, workers as local processes)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)
+    deployment = _load_policy_or_exit(policy_file, err)
     policy = embedded_policy(
         roles=roles,
         allowed_exact=frozenset(ssm_values) | frozenset(secret_values),
+        deployment=deployment,
     )
     doc, job = _load_or_exit(job_file, policy, err)
+    unknown = sorted(set(approve) - {o.name for o in job.orders} - {"all"})
+    if unknown:
+        err.print(f"[red]error:[/] --approve names no order of the job: {', '.join(unknown)}", highlight=False)
+        sys.exit(EXIT_INVALID)
 
     from iac_ci.embedded.server import EmbeddedAws
     from iac_ci.embedded.stack import EmbeddedStack
@@ -122,6 +159,7 @@ def run(
             "allowed_role_arns": roles,
             "allowed_source_buckets": ("*",),
             "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values),
+            "policy": deployment.to_json() if deployment is not None else "",
         },
     )
     try:
@@ -136,7 +174,12 @@ def run(
             err.print(
                 f"run [bold]{run_id}[/] accepted ({len(job.orders)} orders); trace {body['trace_id']}", highlight=False
             )
-            done = _follow(stack, run_id, err, live=not quiet and err.is_terminal, wait_timeout=wait_timeout)
+            approver = LocalApprover(
+                Approvals(stack.clients, stack.store, stack.settings.internal_bucket, stack.settings.deployment_policy),
+                run_id, approve, ask=(lambda q: click.confirm(q, default=False, err=True)) if interactive() else None,
+                say=lambda m: err.print(m, highlight=False, markup=False))
+            done = _follow(stack, run_id, err, live=not quiet and err.is_terminal, wait_timeout=wait_timeout,
+                           on_summary=approver.check)
     finally:
         aws.stop()
     sys.exit(_report(done, as_json, err))
@@ -152,7 +195,8 @@ def _report(done: dict[str, Any], as_json: bool, err: Console) -> int:
     return EXIT_OK if done["status"] == "succeeded" else EXIT_FAILED
 
 
-def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: float | None) -> dict[str, Any]:
+def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: float | None,
+            on_summary: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Wait for the done object with live progress; Ctrl-C cancels through the same path as the API."""
     cancelled = False
 
@@ -165,10 +209,17 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with Progress(err, run_id, enabled=live) as progress:
+
+            def tick(summary: dict[str, Any]) -> None:
+                if on_summary is not None:
+                    on_summary(summary)
+                progress.update(summary)
+
             while True:
                 try:
                     return stack.wait(
-                        run_id, timeout=wait_timeout or 10**9, on_progress=progress.update if live else None
+                        run_id, timeout=wait_timeout or 10**9,
+                        on_progress=tick if live or on_summary is not None else None,
                     )
                 except KeyboardInterrupt:
                     err.print("[yellow]cancelling...[/]")
@@ -201,6 +252,7 @@ def json_result(done: dict[str, Any]) -> dict[str, Any]:
                 "exit_code": o.get("exit_code"),
                 "duration_s": o.get("duration_s"),
                 "log_tail": (o.get("log_tail") or "")[-LOG_TAIL_CHARS:],
+                **({"approval": o["approval"], "reason": o.get("reason")} if o.get("approval") else {}),
             }
             for name, o in done.get("orders", {}).items()
         },
@@ -242,7 +294,8 @@ SMOKE_JOB = {
 }
 
 
-def _stack_client(stack: str, region: str | None) -> Any:
+def _stack_client(stack: str, region: str | None, *, with_secret: bool = True) -> Any:
+    """The stack's API; ``with_secret=False`` for a reviewer, whose requests SigV4 signs instead."""
     import boto3
 
     from iac_ci.remote.client import ApiClient, StackError, StackInfo
@@ -250,6 +303,8 @@ def _stack_client(stack: str, region: str | None) -> Any:
     session = boto3.Session(region_name=region)
     try:
         info = StackInfo.from_cloudformation(stack, session.client("cloudformation"))
+        if not with_secret:
+            return ApiClient(info.api_url, "")
         secret = session.client("secretsmanager").get_secret_value(SecretId=info.secret_arn)["SecretString"]
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
@@ -351,6 +406,56 @@ def cancel(run_id: str, stack: str, region: str | None) -> None:
     sys.exit(EXIT_INVALID if code == 404 else EXIT_FAILED)
 
 
+def _decision_command(verdict: str) -> Any:
+    @click.argument("run_id")
+    @click.argument("orders", nargs=-1)
+    @click.option("--stack", default=None, help="Name of the deployed CloudFormation stack (you are the reviewer: "
+                                                "your AWS credentials sign the request).")
+    @region_option
+    @click.option("--url", default=None, help="Base URL of an `iac-ci serve` instead of a stack.")
+    @click.option("--secret", envvar="IAC_CI_API_SECRET", default=None, help="Signing secret of that serve.")
+    @click.option("--approver", default=None, help="With --url: the GitHub login or IAM ARN deciding.")
+    @click.option("--reason", default="", help="Why (recorded in the audit trail and the PR comment).")
+    def command(run_id: str, orders: tuple[str, ...], stack: str | None, region: str | None, url: str | None,
+                secret: str | None, approver: str | None, reason: str) -> None:
+        err = Console(stderr=True)
+        if (stack is None) == (url is None):
+            raise click.UsageError("give either --stack (a deployed stack) or --url (an iac-ci serve)")
+        if stack is not None:
+            import boto3
+
+            from iac_ci.remote.client import SigV4
+
+            session = boto3.Session(region_name=region)
+            credentials = session.get_credentials()
+            if credentials is None:
+                raise click.ClickException("no AWS credentials: the reviewer is the caller's IAM principal")
+            client = _stack_client(stack, region, with_secret=False)
+            code, body = client.decide(run_id, verdict, list(orders), reason=reason,
+                                       sigv4=SigV4(credentials, session.region_name or "us-east-1"))
+        else:
+            from iac_ci.remote.client import ApiClient
+
+            if not secret or not approver:
+                raise click.UsageError("--url needs --secret and --approver")
+            code, body = ApiClient(str(url), secret).decide(run_id, verdict, list(orders), reason=reason,
+                                                            approver=approver)
+        for name in body.get("recorded", []):
+            err.print(f"{verdict}d {name} as {body.get('reviewer')}", highlight=False, markup=False)
+        for problem in body.get("problems", []) or ([body["error"]] if body.get("error") else []):
+            err.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+        if code != 200:
+            sys.exit(EXIT_INVALID if code in (400, 404) else EXIT_FAILED)
+
+    command.__doc__ = (f"{verdict.capitalize()} ORDERS of RUN_ID waiting for their environment's reviewers "
+                       "(all waiting orders if none named).")
+    return command
+
+
+main.command("approve")(_decision_command("approve"))
+main.command("reject")(_decision_command("reject"))
+
+
 @main.command()
 @stack_option
 @region_option
@@ -389,12 +494,14 @@ GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
 @click.option("--endpoint-url", help="Use this AWS-compatible endpoint instead of starting one.")
 @click.option("--ssm", multiple=True, metavar="NAME=VALUE", help="Seed an SSM parameter in the embedded AWS.")
 @click.option("--secret", multiple=True, metavar="ID=VALUE", help="Seed a Secrets Manager secret.")
+@policy_option
 def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
-          endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...]) -> None:
-    """Serve the engine's HTTP API (jobs, runs, GitHub webhooks) on an embedded AWS until Ctrl-C."""
+          endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], policy_file: Path | None) -> None:
+    """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
+    deployment = _load_policy_or_exit(policy_file, err)
 
     from iac_ci.embedded.http_api import HttpApi
     from iac_ci.embedded.server import EmbeddedAws
@@ -414,6 +521,7 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             "allowed_role_arns": (EMBEDDED_ROLE_PATTERN,), "allowed_source_buckets": ("*",),
             "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values),
             "github_api_url": github_api_url, "github_seconds_between_writes": 0.05,
+            "policy": deployment.to_json() if deployment is not None else "",
         }
         if webhook_secret:
             _put_secret(seed.secrets, GITHUB_WEBHOOK_SECRET_ID, webhook_secret)
@@ -427,7 +535,7 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             _put_secret(seed.secrets, sid, val)
         stack = EmbeddedStack(aws, settings_overrides=overrides)
         with stack, HttpApi(stack.api, host=host, port=port) as http:
-            err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, POST /runs/ID/cancel, "
+            err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, POST /runs/ID/cancel|approve|reject, "
                       f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",
                       highlight=False, soft_wrap=True)
             err.print(f"job signing secret (X-IacCi-Signature-256): {stack.webhook_secret}", highlight=False,

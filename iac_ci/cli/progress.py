@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 STYLE = {
@@ -17,7 +18,21 @@ STYLE = {
     "timed_out": "magenta",
     "skipped": "yellow",
     "cancelled": "yellow",
+    "awaiting_approval": "bold yellow",
+    "rejected": "red",
 }
+
+
+def status_cell(order: dict[str, Any]) -> str:
+    """The status, with who approved and how many are needed for an order that waits for reviewers."""
+    st = order.get("status") or "?"
+    text = f"[{STYLE[st]}]{st}[/]" if st in STYLE else escape(st)
+    approval = order.get("approval")
+    if approval and st == "awaiting_approval":
+        text += f" ({len(approval.get('approved_by') or [])}/{approval.get('needed')})"
+    elif approval and approval.get("rejected_by"):
+        text += " by " + escape(str(approval["rejected_by"]))
+    return text
 
 
 def orders_table(summary: dict[str, Any], *, title: str | None = None, now: float | None = None) -> Table:
@@ -26,12 +41,11 @@ def orders_table(summary: dict[str, Any], *, title: str | None = None, now: floa
         table.add_column(col)
     now = now or time.time()
     for name, o in summary.get("orders", {}).items():
-        st = o.get("status") or "?"
         dur = o.get("duration_s")
         table.add_row(
-            name,
+            escape(name),
             o.get("target") or "",
-            f"[{STYLE.get(st, '')}]{st}[/]",
+            status_cell(o),
             "" if o.get("exit_code") is None else str(o["exit_code"]),
             "" if dur is None else f"{dur:.1f}s",
         )

@@ -45,6 +45,22 @@ class StackInfo:
                    outputs[deployment.OUTPUT_WEBHOOK_SECRET_ARN], outputs)
 
 
+@dataclass(frozen=True)
+class SigV4:
+    """SigV4 signing for the stack's IAM-authorized routes, with the caller's own credentials."""
+
+    credentials: Any  # botocore Credentials
+    region: str
+
+    def headers(self, method: str, url: str, body: bytes) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+        SigV4Auth(self.credentials.get_frozen_credentials(), "execute-api", self.region).add_auth(request)
+        return dict(request.headers.items())
+
+
 class ApiClient:
     """The stack's HTTP API, each request signed (``intake.signature``) at the moment it is sent.
 
@@ -76,6 +92,19 @@ class ApiClient:
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
         return self._request("POST", f"/runs/{run_id}/cancel", b"{}", {"Content-Type": "application/json"})
 
+    def decide(self, run_id: str, verdict: str, orders: list[str], *, reason: str = "",
+               sigv4: SigV4 | None = None, approver: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Approve or reject waiting orders. Against a deployed stack the request is SigV4-signed with
+        the caller's AWS credentials (``sigv4``): the stack takes the reviewer from that signature.
+        ``iac-ci serve`` has no IAM in front, so there the signed body names the ``approver``."""
+        path = f"/runs/{run_id}/{verdict}"
+        doc: dict[str, Any] = {"orders": orders, "reason": reason}
+        if sigv4 is None:
+            body = json.dumps({**doc, "approver": approver}).encode()
+            return self._request("POST", path, body, {"Content-Type": "application/json"})
+        body = json.dumps(doc).encode()
+        return self._send("POST", path, body, lambda: sigv4.headers("POST", self._url + path, body))
+
     def follow(self, run_id: str, *, poll: float = 2.0, timeout: float | None = None,
                on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll the run until it is final; returns its summary."""
@@ -95,11 +124,15 @@ class ApiClient:
 
     def _request(self, method: str, path: str, body: bytes | None,
                  headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        return self._send(method, path, body, lambda: {
+            **headers, **signature.signed_headers(self._secret, method, path, body, self._clock())})
+
+    def _send(self, method: str, path: str, body: bytes | None,
+              sign: Callable[[], dict[str, str]]) -> tuple[int, dict[str, Any]]:
         """Send, retrying transient failures with backoff; every attempt is signed anew."""
         for attempt in range(self._attempts):
             last = attempt == self._attempts - 1
-            signed = {**headers, **signature.signed_headers(self._secret, method, path, body, self._clock())}
-            req = urllib.request.Request(self._url + path, data=body, method=method, headers=signed)
+            req = urllib.request.Request(self._url + path, data=body, method=method, headers=sign())
             try:
                 with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                     return resp.status, _json(resp.read())

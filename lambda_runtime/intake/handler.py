@@ -4,6 +4,8 @@ Routes (API Gateway REST proxy events):
     POST /jobs                   signed job submission -> 202 {run_id, trace_id, flow_id, done}
     GET  /runs/{run_id}          signed status request -> 200 run summary
     POST /runs/{run_id}/cancel   signed cancel request -> 202
+    POST /runs/{run_id}/approve  IAM-authorized (SigV4) -> the caller approves waiting orders
+    POST /runs/{run_id}/reject   IAM-authorized (SigV4) -> the caller rejects waiting orders
     POST /webhooks/github        GitHub-signed webhook -> 202 queued (``lambda_runtime.github.webhooks``)
 Every request is authenticated before anything is parsed: our routes by a signature over
 timestamp, method, path and body (``intake.signature``), a 401 naming what was wrong (signature
@@ -23,6 +25,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
+from lambda_runtime.approvals.logic import Verdict
+from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.github.webhooks import GitHubWebhooks
 from lambda_runtime.intake import signature
@@ -65,10 +69,13 @@ class Api:
         self.clock = clock
         self._secrets = secrets
         self._secret_id = webhook_secret_id
+        self.embedded = intake.settings.embedded
         self.app = APIGatewayRestResolver()
         self.app.post("/jobs")(self._submit)
         self.app.get("/runs/<run_id>")(self._status)
         self.app.post("/runs/<run_id>/cancel")(self._cancel)
+        self.app.post("/runs/<run_id>/approve")(lambda run_id: self._decide(run_id, "approve"))
+        self.app.post("/runs/<run_id>/reject")(lambda run_id: self._decide(run_id, "reject"))
         self.app.post("/webhooks/github")(self._github)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -96,6 +103,31 @@ class Api:
     def _cancel(self, run_id: str) -> Response[str]:
         refusal = self._refusal("POST", f"/runs/{run_id}/cancel", self._raw_body(), once=True)
         return _json(refusal or self.intake.cancel(run_id))
+
+    def _decide(self, run_id: str, verdict: Verdict) -> Response[str]:
+        """The reviewer is the caller's IAM principal, as API Gateway verified its SigV4 signature
+        (these routes are IAM-authorized on AWS). Only the embedded stack (``iac-ci serve``), which
+        has no IAM in front, takes a signed request naming its ``approver``: there the holder of the
+        signing key is the operator of the whole local deployment."""
+        raw = self._raw_body()
+        identity = ((self.app.current_event.raw_event.get("requestContext") or {}).get("identity") or {})
+        principal = identity.get("userArn") if isinstance(identity, dict) else None
+        if principal:
+            reviewer = Reviewer(identity=str(principal), kind="iam", via="api")
+        elif self.embedded:
+            refusal = self._refusal("POST", f"/runs/{run_id}/{verdict}", raw, once=True)
+            if refusal is not None:
+                return _json(refusal)
+            approver = _approver(raw)
+            if approver is None:
+                return _json(Reply(400, {"error": "approver: a GitHub login or an IAM principal ARN is required"}))
+            reviewer = Reviewer(identity=approver, kind="iam" if approver.startswith("arn:") else "github", via="api")
+        else:
+            return _json(Reply(403, {"error": "this route needs an IAM-signed (SigV4) request"}))
+        reply = self.intake.decide(run_id, verdict, reviewer, raw)
+        logger.info("approval decision", extra={"status": reply.status, "run_id": run_id, "verdict": verdict,
+                                                "reviewer": reviewer.identity})
+        return _json(reply)
 
     def _github(self) -> Response[str]:
         reply = self.github.receive(self._raw_body(), self.app.current_event.headers or {})
@@ -138,6 +170,15 @@ def build(settings: Settings, clients: AwsClients, *, clock: Callable[[], float]
     github = GitHubWebhooks(settings, clients, secrets.get, clock=clock)
     replays = Replays(clients.dynamodb, settings.idempotency_table, clock=clock)
     return Api(intake, github, secrets, replays, webhook_secret_id=settings.webhook_secret_id, clock=clock)
+
+
+def _approver(raw: bytes) -> str | None:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        return None
+    value = body.get("approver") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 2048 else None
 
 
 def _header(headers: dict[str, str] | None, name: str) -> str | None:

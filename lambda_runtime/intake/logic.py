@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from lambda_runtime.approvals.logic import Approvals, Verdict
+from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake.reply import Reply
 from lambda_runtime.job import yaml_text
@@ -96,6 +98,8 @@ class Intake:
         self.clock = clock
         self.acceptance = acceptance
         self.store = acceptance.store
+        self.approvals = Approvals(clients, self.store, settings.internal_bucket, settings.deployment_policy,
+                                   clock=clock)
 
     def register_lambda_context(self, context: Any) -> None:
         self.acceptance.register_lambda_context(context)
@@ -132,6 +136,27 @@ class Intake:
         from lambda_runtime.summary import run_summary
 
         return Reply(200, run_summary(snap))
+
+    def decide(self, run_id: str, verdict: Verdict, reviewer: Reviewer, raw: bytes) -> Reply:
+        """``POST /runs/{id}/approve|reject``: body ``{"orders": [...], "reason": "..."}`` (both optional)."""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return Reply(400, {"error": "body is not valid JSON"})
+        problems = []
+        if not isinstance(body, dict):
+            body, problems = {}, ["body must be a JSON object"]
+        orders, reason = body.get("orders", []), body.get("reason", "")
+        if not isinstance(orders, list) or not all(isinstance(o, str) and o for o in orders) or len(orders) > 1000:
+            problems.append("orders: must be a list of order names")
+        if not isinstance(reason, str) or len(reason) > 500:
+            problems.append("reason: must be a string of at most 500 characters")
+        unknown = sorted(set(body) - {"orders", "reason", "approver"})
+        problems += [f"{k}: unknown field" for k in unknown]
+        if problems:
+            return Reply(400, {"error": "invalid decision", "problems": problems})
+        outcome = self.approvals.decide(run_id, verdict, reviewer, orders, reason=reason)
+        return Reply(outcome.status, outcome.as_dict())
 
     def cancel(self, run_id: str) -> Reply:
         run = self.store.get_run(run_id)

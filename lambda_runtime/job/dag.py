@@ -164,8 +164,8 @@ def _blocks(state: NodeState, status: OrderStatus) -> bool:
     """A dependency blocks its dependents when it is required and did not succeed, or when it was
     skipped itself: ``must_succeed: false`` tolerates an order's own failure, never a skip, so
     nothing below a blocked order runs (an advisory ``smoke`` between a failed ``deploy-test`` and
-    ``deploy-prd`` must not let ``deploy-prd`` through)."""
-    if status is OrderStatus.SKIPPED:
+    ``deploy-prd`` must not let ``deploy-prd`` through). A rejected order blocks the same way."""
+    if status in (OrderStatus.SKIPPED, OrderStatus.REJECTED):  # a reviewer's no is never advisory
         return True
     return state.must_succeed and status.terminal and status is not OrderStatus.SUCCEEDED
 

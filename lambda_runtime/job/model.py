@@ -158,6 +158,9 @@ class Order(_Strict):
     env: EnvMap = Field(default_factory=dict)
     secrets: list[SecretSpec] = Field(default_factory=list, max_length=100)
     aws_role: str | None = Field(default=None, pattern=ROLE_ARN_RE, max_length=2048)
+    # which of the deployment policy's environments grants the secrets and role (and whose rules
+    # must pass before they are given); none: the policy's default environment
+    environment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     artifacts: list[RelPath] = Field(default_factory=list, max_length=100)
     inputs: list[InputRef] = Field(default_factory=list, max_length=100)
 

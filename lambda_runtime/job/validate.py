@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from lambda_runtime.job import dag
 from lambda_runtime.job.model import GitSource, Job, Order, PathSource, S3Source, SecretsManagerRef, SsmRef
+from lambda_runtime.policy.model import Environment, Policy, TriggerEvent, permissive_policy
 
 MAX_ORDERS = 5000
 
@@ -54,6 +55,22 @@ class ValidationPolicy:
     # the engine's own credentials (API signing key, webhook secret, GitHub token or App key):
     # refused as order secrets however they are named, even inside an allowed prefix or list
     engine_secrets: frozenset[str] = field(default_factory=frozenset)
+    # the deployment policy: what each environment grants (None: one default environment made of
+    # the prefixes above, today's behaviour); and the run's trigger its rules are checked against
+    deployment: Policy | None = None
+    event: TriggerEvent = TriggerEvent.SUBMIT
+    branch: str | None = None  # the PR's base branch or the pushed branch
+    # a fork's pull request under ``fork_pull_requests: without_secrets``: no order gets anything
+    withhold_credentials: bool = False
+
+    def environments(self) -> Policy:
+        if self.deployment is not None:
+            return self.deployment
+        def grants(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(p or "*" for p in prefixes) + tuple(sorted(self.allowed_exact))  # "": everything
+
+        return permissive_policy(ssm=grants(self.ssm_prefixes), secrets=grants(self.secret_prefixes),
+                                 roles=self.role_arn_patterns)
 
 
 def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
@@ -253,39 +270,35 @@ def _policy_problems(
     orders: list[Order], job_sources: list[tuple[str, Any]], policy: ValidationPolicy
 ) -> list[Problem]:
     problems: list[Problem] = []
-
+    deployment = policy.environments()
     engine = {secret_name(s) for s in policy.engine_secrets}
+    default = deployment.environment_for(None)
 
-    def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef, *, git_token: bool = False) -> None:
+    def check_ref(order: str | None, fld: str, ref: SsmRef | SecretsManagerRef, env: tuple[str, Environment] | None,
+                  *, git_token: bool = False) -> None:
         if isinstance(ref, SecretsManagerRef) and secret_name(ref.secret) in engine:
             if not (git_token and ref.secret in policy.git_token_exact):
                 problems.append(Problem(order, fld, f"secret '{ref.secret}' is one of the engine's own credentials "
                                                     "and is never given to an order"))
             return
+        if git_token and isinstance(ref, SecretsManagerRef) and ref.secret in policy.git_token_exact:
+            return
+        if policy.withhold_credentials and not git_token:
+            problems.append(Problem(order, fld, "this pull request comes from a fork or an untrusted author and "
+                                                "runs without credentials"))
+            return
+        where = f"environment '{env[0]}'" if env else "no environment (the policy has no default)"
         if isinstance(ref, SsmRef):
-            if ref.ssm not in policy.allowed_exact and not ref.ssm.startswith(policy.ssm_prefixes):
-                problems.append(
-                    Problem(
-                        order,
-                        fld,
-                        f"SSM parameter '{ref.ssm}' is outside the allowed prefixes "
-                        f"({', '.join(policy.ssm_prefixes) or 'none'})",
-                    )
-                )
+            if env is None or not env[1].grants_ssm(ref.ssm):
+                problems.append(Problem(order, fld, f"SSM parameter '{ref.ssm}' is not granted by {where}"
+                                        + _granted(env[1].ssm if env else [])))
         else:
             name = secret_name(ref.secret)
-            exact = policy.allowed_exact | (policy.git_token_exact if git_token else frozenset())
-            if ref.secret not in exact and not name.startswith(policy.secret_prefixes):
-                problems.append(
-                    Problem(
-                        order,
-                        fld,
-                        f"secret '{ref.secret}' is outside the allowed prefixes "
-                        f"({', '.join(policy.secret_prefixes) or 'none'})",
-                    )
-                )
+            if env is None or not (env[1].grants_secret(ref.secret) or env[1].grants_secret(name)):
+                problems.append(Problem(order, fld, f"secret '{ref.secret}' is not granted by {where}"
+                                        + _granted(env[1].secrets if env else [])))
 
-    def check_source(order: str | None, fld: str, src: Any) -> None:
+    def check_source(order: str | None, fld: str, src: Any, env: tuple[str, Environment] | None) -> None:
         if isinstance(src, PathSource) and not policy.allow_local_sources:
             problems.append(Problem(order, fld + ".path", "local path sources are accepted in embedded mode only"))
         if isinstance(src, S3Source):
@@ -296,15 +309,49 @@ def _policy_problems(
             if src.git.url.startswith("file://") and not policy.allow_local_sources:
                 problems.append(Problem(order, fld + ".git.url", "file:// URLs are accepted in embedded mode only"))
             if src.git.token is not None:
-                check_ref(order, fld + ".git.token", src.git.token, git_token=True)
+                check_ref(order, fld + ".git.token", src.git.token, env, git_token=True)
 
     for fld, src in job_sources:
-        check_source(None, fld, src)
+        check_source(None, fld, src, default)
     for o in orders:
+        env = deployment.environment_for(o.environment)
+        if o.environment is not None and env is None:
+            known = ", ".join(sorted(deployment.environments)) or "none"
+            problems.append(Problem(o.name, "environment", f"unknown environment '{o.environment}' "
+                                                           f"(the deployment declares: {known})"))
+        elif env is not None:
+            problems.extend(_rule_problems(o, env, policy))
         for i, s in enumerate(o.secrets):
-            check_ref(o.name, f"secrets[{i}]", s)
+            check_ref(o.name, f"secrets[{i}]", s, env)
         if o.source is not None:
-            check_source(o.name, "source", o.source)
-        if o.aws_role and not any(fnmatch.fnmatchcase(o.aws_role, p) for p in policy.role_arn_patterns):
-            problems.append(Problem(o.name, "aws_role", f"role '{o.aws_role}' is not in the allowed role list"))
+            check_source(o.name, "source", o.source, env)
+        if o.aws_role:
+            if policy.withhold_credentials:
+                problems.append(Problem(o.name, "aws_role", "this pull request comes from a fork or an untrusted "
+                                                            "author and runs without credentials"))
+            elif env is None or not env[1].grants_role(o.aws_role):
+                where = f"environment '{env[0]}'" if env else "no environment"
+                problems.append(Problem(o.name, "aws_role", f"role '{o.aws_role}' is not granted by {where}"
+                                        + _granted(env[1].roles if env else [])))
     return problems
+
+
+def _rule_problems(order: Order, env: tuple[str, Environment], policy: ValidationPolicy) -> list[Problem]:
+    """An environment that does not accept this run's event or branch refuses the order now,
+    rather than letting it wait for reviewers who could never release it."""
+    name, rules = env
+    out = []
+    if not rules.allows_event(policy.event):
+        allowed = ", ".join(e.value for e in rules.events or [])
+        out.append(Problem(order.name, "environment", f"environment '{name}' does not accept {policy.event.value} "
+                                                      f"runs (events: {allowed})"))
+    elif policy.event is not TriggerEvent.SUBMIT and not rules.allows_branch(policy.branch):
+        branches = ", ".join(rules.branches or [])
+        out.append(Problem(order.name, "environment", f"environment '{name}' does not accept branch "
+                                                      f"'{policy.branch}' (branches: {branches})"))
+    return out
+
+
+def _granted(entries: list[str]) -> str:
+    return f" (it grants: {', '.join(entries[:10])}{', …' if len(entries) > 10 else ''})" if entries else \
+        " (it grants none)"

@@ -26,6 +26,7 @@ from lambda_runtime.logs import logger
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.dispatch import Dispatcher
+from lambda_runtime.orchestrator.minting import Minter, MintingError
 from lambda_runtime.orchestrator.planner import Arrived, Decision, Effect, Step
 from lambda_runtime.orchestrator.presign import worker_payload
 from lambda_runtime.orchestrator.snapshots import SnapshotCache
@@ -36,6 +37,7 @@ from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.locks import Lease, LeaseLost, RunLocks
 from lambda_runtime.store.runs import RunStore
+from lambda_runtime.store.slots import DeploymentSlots, SlotsFull
 from lambda_runtime.summary import run_summary
 from lambda_runtime.vcs.base import NoopVcs, VcsProvider, notify
 
@@ -65,10 +67,15 @@ class Orchestrator:
         self.locks = RunLocks(self.clients.dynamodb, s.locks_table, lease_seconds=s.lock_lease_seconds,
                               clock=self.clock)
         self.snapshots = SnapshotCache(self.store)
+        self.minter = Minter(self.clients, s.internal_bucket, s.kms_key_arn)
+        self.slots = (DeploymentSlots(self.clients.dynamodb, s.locks_table, s.max_running_per_deployment)
+                      if s.max_running_per_deployment else None)
         self.rules = planner.Rules(
             watchdog_grace_seconds=s.watchdog_grace_seconds,
             vcs_update_interval_seconds=s.vcs_update_interval_seconds,
             vcs_enabled=not isinstance(self.vcs, NoopVcs),
+            max_running_per_run=s.max_running_per_run or None,
+            max_running_per_deployment=s.max_running_per_deployment or None,
         )
 
     # ---- the lease loop -------------------------------------------------------------------
@@ -120,7 +127,9 @@ class Orchestrator:
             signals, with_result = self._callbacks(run_id)
             running = [snap.orders[n] for n in sorted(with_result)
                        if n in snap.orders and snap.orders[n].status is OrderStatus.RUNNING]
-            decision = planner.plan(snap, self._read_results(run_id, running), signals, self.clock(), self.rules)
+            deployment_running = self.slots.running() if self.slots is not None else 0
+            decision = planner.plan(snap, self._read_results(run_id, running), signals, self.clock(), self.rules,
+                                    deployment_running)
             if self._apply(snap, decision, self.locks.fence(lease), keepalive=lambda: self.locks.extend(lease)):
                 return
         raise RetryLater(f"run {run_id}: snapshot still stale after {MAX_ROUNDS} reads")
@@ -133,6 +142,8 @@ class Orchestrator:
         complete = self._write(snap, decision.settle, fence)
         for name in decision.repair_watchdogs:  # a holder died between ``running`` and the watchdog
             self._guard(run.run_id, snap.orders[name])
+        for name in decision.repair_timers:  # ... or between ``awaiting_approval`` and its timer
+            self._start_timer(run.run_id, snap.orders[name])
         for i in range(0, len(decision.start), DISPATCH_CHUNK):
             if i:
                 keepalive()  # a wide layer must not outlast the lease
@@ -140,6 +151,10 @@ class Orchestrator:
         self.snapshots.remember_final(run.run_id, snap)
         if not complete:
             return False
+        if decision.wait_for_slot and self.slots is not None:
+            self.slots.wait(run.run_id)  # first register, then look again: a slot freed meanwhile is not missed
+            if self.slots.running() < self.slots.cap:
+                return False
         if decision.finalize is not None:
             self._finalize(run, decision.finalize, fence)
         elif decision.publish_progress:
@@ -152,7 +167,11 @@ class Orchestrator:
             return True
         run = snap.run
         assert run is not None
-        moved = self.store.transition_many(run.run_id, [s.transition for s in steps], fence=fence)
+        try:
+            moved = self.store.transition_many(run.run_id, [s.transition for s in steps], fence=fence,
+                                               slots=self.slots)
+        except SlotsFull:
+            return False  # another run took the slots first: decide again with the new count
         if moved:
             self.checkpoint("state_written")
         written = [s for s in steps if s.transition.name in moved]
@@ -160,12 +179,26 @@ class Orchestrator:
             snap.orders[s.transition.name].update({"status": s.transition.to.value, **s.transition.fields})
         dispatch = [snap.orders[s.transition.name] for s in written if s.effect is Effect.DISPATCH]
         for s in written:
+            order = snap.orders[s.transition.name]
             if s.effect is Effect.STOP_WORKER:
-                self._stop_worker(run.run_id, snap.orders[s.transition.name])
+                self._stop_worker(run.run_id, order)
+            elif s.effect is Effect.START_TIMER:
+                self._start_timer(run.run_id, order)
+            if s.transition.to.terminal and (order.secret_refs or order.aws_role):
+                self._drop_credentials(run.run_id, order)  # whatever ended it: nothing outlives the order
         if dispatch:
             with ThreadPoolExecutor(min(PARALLELISM, len(dispatch))) as pool:
                 list(pool.map(lambda o: self._dispatch(run, o), dispatch))
+        if self.slots is not None and any(s.transition.from_status == (OrderStatus.RUNNING,) for s in written):
+            self._wake_waiters(run.run_id)
         return len(written) == len(steps)
+
+    def _wake_waiters(self, run_id: str) -> None:
+        """Slots were freed (after the counter moved): every run waiting for one evaluates again."""
+        assert self.slots is not None
+        for waiting in sorted(self.slots.take_waiters() - {run_id}):
+            self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Body=b"{}",
+                                       Key=layout.control_key(waiting, layout.SIGNAL_SLOT_PREFIX + uuid.uuid4().hex))
 
     # ---- reads ----------------------------------------------------------------------------
     def _callbacks(self, run_id: str) -> tuple[frozenset[str], set[str]]:
@@ -211,6 +244,14 @@ class Orchestrator:
         dies before the watchdog starts is repaired on the next evaluation (no ``watchdog``).
         """
         grace = self.settings.watchdog_grace_seconds
+        lifetime = planner.url_lifetime(order.timeout, grace, self.settings.presign_margin_seconds)
+        ref = ""
+        try:
+            secrets_key = self.minter.mint(run.run_id, order, lifetime_seconds=lifetime)
+        except MintingError as exc:  # nothing started: the order fails now, with the reason
+            self._engine_result(run.run_id, order, f"credentials could not be created: {exc}")
+            self._guard(run.run_id, order, dispatch_ref=ref)
+            return
         payload = worker_payload(
             self.clients.s3,
             bucket=self.settings.internal_bucket,
@@ -218,10 +259,10 @@ class Orchestrator:
             order=order,
             trace_id=run.trace_id,
             attempt=order.attempt,
-            expires_in=planner.url_lifetime(order.timeout, grace, self.settings.presign_margin_seconds),
+            expires_in=lifetime,
             not_after=planner.watchdog_deadline(order, grace) - planner.reporting_margin(grace),
+            secrets_key=secrets_key,
         )
-        ref = ""
         try:
             ref = self.dispatcher.dispatch(order.target, payload)
         except Exception as exc:  # never re-dispatch
@@ -256,6 +297,22 @@ class Orchestrator:
         )
         self.store.set_order_fields(run_id, order.name, {"watchdog": execution, **more})
         order.watchdog = execution
+
+    def _start_timer(self, run_id: str, order: OrderRecord) -> None:
+        """The wake-up at the end of the order's wait timer (idempotent: one execution per order)."""
+        signal = layout.SIGNAL_WAIT_PREFIX + order.name
+        execution = watchdog.start(
+            self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=signal,
+            deadline=order.wait_until, bucket=self.settings.internal_bucket,
+            key=layout.control_key(run_id, signal), body=json.dumps({"signal": signal, "run_id": run_id}))
+        self.store.set_order_fields(run_id, order.name, {"timer": execution})
+        order.timer = execution
+
+    def _drop_credentials(self, run_id: str, order: OrderRecord) -> None:
+        try:
+            self.minter.drop(run_id, order.name)
+        except Exception:  # the bucket's lifecycle rule removes it later
+            logger.exception("could not delete minted credentials", extra={"run_id": run_id, "order": order.name})
 
     def _engine_result(self, run_id: str, order: OrderRecord, error: str) -> None:
         result = OrderResult(run_id=run_id, order=order.name, attempt=order.attempt, status=OrderStatus.FAILED,

@@ -9,9 +9,13 @@ tested as a table without AWS.
 
 One step, in order:
 1. results that arrived for running orders become their final status;
-2. a cancelled or timed-out run stops everything still queued or running;
-   otherwise the skip cascade and the ready set are computed over the statuses after (1);
-3. running orders without a watchdog get one (a holder died between the two writes);
+2. a cancelled or timed-out run stops everything still queued, awaiting or running;
+   otherwise the skip cascade and the ready set are computed over the statuses after (1):
+   a ready order whose environment has rules moves to ``awaiting_approval``, one whose rules
+   have passed (approvals, wait timer) or that has none starts, one rejected becomes
+   ``rejected``; starts stop at the per-run concurrency cap;
+3. running orders without a watchdog get one (a holder died between the two writes), and
+   awaiting orders with a wait timer but no timer get one;
 4. when every order is final the run is finalized; else a PR progress update may be due.
 """
 
@@ -36,8 +40,9 @@ REPORTING_MARGIN_SECONDS = 5.0
 class Effect(enum.Enum):
     """What a written transition licenses the engine to do."""
 
-    DISPATCH = "dispatch"  # start the worker, then its watchdog
+    DISPATCH = "dispatch"  # mint its credentials, start the worker, then its watchdog
     STOP_WORKER = "stop_worker"  # best effort: a stopped build, an ignored late Lambda result
+    START_TIMER = "start_timer"  # a wake-up when its environment's wait timer ends
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Rules:
     watchdog_grace_seconds: int
     vcs_update_interval_seconds: float = 10.0
     vcs_enabled: bool = False
+    max_running_per_run: int | None = None  # further ready orders stay queued until a slot frees
+    max_running_per_deployment: int | None = None  # across every run (``store.slots``)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class Decision:
     settle: list[Step] = field(default_factory=list)  # results, stops and skips: one batch
     start: list[Step] = field(default_factory=list)  # queued -> running, then dispatch (chunked)
     repair_watchdogs: list[str] = field(default_factory=list)
+    repair_timers: list[str] = field(default_factory=list)  # awaiting a wait timer that has none
+    wait_for_slot: bool = False  # ready orders were held back by the deployment's cap
     finalize: RunStatus | None = None
     publish_progress: bool = False
 
@@ -84,7 +93,10 @@ def plan(
     signals: frozenset[str],
     now: float,
     rules: Rules,
+    deployment_running: int = 0,
 ) -> Decision:
+    """``deployment_running``: orders running across the deployment when the snapshot was read
+    (only read when ``rules.max_running_per_deployment`` is set)."""
     run = snap.run
     decision = Decision()
     if run is None or run.finalized:
@@ -108,9 +120,20 @@ def plan(
         decision.repair_watchdogs = [
             n for n, o in snap.orders.items() if o.status is OrderStatus.RUNNING and not o.watchdog
         ]
+        decision.repair_timers = [
+            n for n, o in snap.orders.items()
+            if o.status is OrderStatus.AWAITING_APPROVAL and o.wait_seconds and not o.timer and now < o.wait_until
+        ]
+        rejected = _rejections(snap)  # first: the skip cascade below must see them
+        for step in rejected:
+            status[step.transition.name] = step.transition.to
         skips, ready = _advance(snap, status)
-        decision.settle += skips
-        decision.start = [_start(snap.orders[n], run.run_id, now) for n in ready]
+        awaiting, released = _gate(snap, ready, now)
+        decision.settle += rejected + skips + awaiting
+        startable = released + [n for n in ready if not snap.orders[n].gated]
+        freed = sum(1 for st in decision.settle if st.transition.from_status == (OrderStatus.RUNNING,))
+        allowed, decision.wait_for_slot = _under_cap(startable, status, rules, deployment_running - freed)
+        decision.start = [_start(snap.orders[n], run.run_id, now) for n in allowed]
     for step in (*decision.settle, *decision.start):
         status[step.transition.name] = step.transition.to
     if all(s.terminal for s in status.values()):
@@ -165,8 +188,9 @@ def _stop_all(
     steps = []
     for name in snap.orders:
         st = status[name]
-        if st is OrderStatus.QUEUED:
-            to, effect = OrderStatus.CANCELLED, None
+        if st in (OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL):
+            to = OrderStatus.CANCELLED if (cancelled or st is OrderStatus.QUEUED) else OrderStatus.TIMED_OUT
+            effect = None
         elif st is OrderStatus.RUNNING:
             to, effect = (OrderStatus.CANCELLED if cancelled else OrderStatus.TIMED_OUT), Effect.STOP_WORKER
         else:
@@ -189,11 +213,69 @@ def _advance(snap: RunSnapshot, status: Mapping[str, OrderStatus]) -> tuple[list
     return skips, cascade.ready
 
 
+def _rejections(snap: RunSnapshot) -> list[Step]:
+    """Waiting orders a reviewer of their environment rejected."""
+    out = []
+    for name, order in snap.orders.items():
+        if order.status is OrderStatus.AWAITING_APPROVAL and order.rejection:
+            who = order.rejection.get("by")
+            reason = f"rejected by {who}" + (f": {order.rejection['reason']}" if order.rejection.get("reason") else "")
+            at = order.rejection.get("at")
+            out.append(Step(Transition(name, (OrderStatus.AWAITING_APPROVAL,), OrderStatus.REJECTED,
+                                       {"reason": reason[:1000], "finished_at": at}, {"by": who})))
+    return out
+
+
+def _gate(snap: RunSnapshot, ready: list[str], now: float) -> tuple[list[Step], list[str]]:
+    """Environments with rules: a ready order starts waiting; a waiting one is released once it
+    has its approvals (distinct reviewers, checked when recorded) and its timer ran out.
+    Returns (moves to awaiting, names released to start)."""
+    awaiting = []
+    for name in ready:
+        order = snap.orders[name]
+        if not order.gated:
+            continue
+        detail = {"environment": order.environment, "needed": order.approvals_needed,
+                  "wait_seconds": order.wait_seconds}
+        effect = Effect.START_TIMER if order.wait_seconds else None
+        awaiting.append(Step(Transition(name, (OrderStatus.QUEUED,), OrderStatus.AWAITING_APPROVAL,
+                                        {"awaiting_since": now}, detail), effect))
+    released = sorted(
+        name for name, order in snap.orders.items()
+        if order.status is OrderStatus.AWAITING_APPROVAL and not order.rejection and approved(order)
+        and now >= order.wait_until
+    )
+    return awaiting, released
+
+
+def approved(order: OrderRecord) -> bool:
+    """Enough distinct reviewers (each checked against the environment when recorded), or the
+    operator of a local run, who owns that deployment."""
+    if any(a.get("owner") for a in order.approvals):
+        return True
+    return len({str(a.get("by", "")).lower() for a in order.approvals}) >= order.approvals_needed
+
+
+def _under_cap(names: list[str], status: Mapping[str, OrderStatus], rules: Rules,
+               deployment_running: int) -> tuple[list[str], bool]:
+    """The orders that may start now, and whether the deployment's cap (not the run's) held some back."""
+    room = len(names)
+    if rules.max_running_per_run is not None:
+        running = sum(1 for s in status.values() if s is OrderStatus.RUNNING)
+        room = min(room, max(0, rules.max_running_per_run - running))
+    held_by_deployment = False
+    if rules.max_running_per_deployment is not None:
+        free = max(0, rules.max_running_per_deployment - deployment_running)
+        held_by_deployment = free < room
+        room = min(room, free)
+    return names[:room], held_by_deployment
+
+
 def _start(order: OrderRecord, run_id: str, now: float) -> Step:
     attempt = order.attempt + 1
     move = Transition(
         order.name,
-        (OrderStatus.QUEUED,),
+        (order.status,) if order.status is OrderStatus.AWAITING_APPROVAL else (OrderStatus.QUEUED,),
         OrderStatus.RUNNING,
         {"attempt": attempt, "dispatched_at": now, "log_key": layout.log_key(run_id, order.name)},
         {"target": order.target, "attempt": attempt},

@@ -31,6 +31,10 @@ HOT_FIELDS = (
     "dispatch_ref",
     "vcs",
     "vcs_updated_at",
+    "awaiting_since",
+    "timer",
+    "approvals",
+    "rejection",
 )
 CACHED_RUNS = 256
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients
@@ -24,8 +25,10 @@ from lambda_runtime.logs import logger
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
-from lambda_runtime.packaging.credentials import CredentialResolver
+from lambda_runtime.packaging.credentials import ROLE_KEYS, CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
+from lambda_runtime.packaging.references import check_references
+from lambda_runtime.policy.model import ForkPolicy, Policy
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import InputPlacement, Manifest
 from lambda_runtime.schema.records import OrderInput, OrderRecord, RunRecord
@@ -119,19 +122,16 @@ class Packager:
                 key = sources.source_key(src, job.commit)
                 if key not in fetched:
                     dest = work / "sources" / str(len(fetched))
-                    sources.fetch(src, dest, clients=self.clients, resolver=resolver, default_ref=job.commit)
+                    sources.fetch(src, dest, clients=self.clients, resolver=resolver, default_ref=job.commit,
+                                  limits=sources.SourceLimits.from_settings(self.settings), order=order.name)
                     fetched[key] = dest
-            secrets_by_order = {o.name: self._order_secrets(run_id, o, resolver) for o in job.orders}
+            check_references(self.clients, job)
+            policy = self.settings.deployment_policy()
             with ThreadPoolExecutor(PARALLELISM) as pool:
                 items = list(
                     pool.map(
                         lambda o: self._bundle_one(
-                            run,
-                            job,
-                            o,
-                            fetched[sources.source_key(job.source_for(o), job.commit)],
-                            secrets_by_order[o.name],
-                            work,
+                            run, job, o, fetched[sources.source_key(job.source_for(o), job.commit)], work, policy
                         ),
                         job.orders,
                     )
@@ -144,15 +144,10 @@ class Packager:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _order_secrets(self, run_id: str, order: Order, resolver: CredentialResolver) -> dict[str, str]:
-        values = resolver.order_values(order)
-        if order.aws_role:
-            values.update(resolver.assume_role(order, run_id=run_id, duration_seconds=order.timeout + 900))
-        return values
-
-    def _bundle_one(
-        self, run: RunRecord, job: Job, order: Order, code: Path, secret_values: dict[str, str], work: Path
-    ) -> OrderRecord:
+    def _bundle_one(self, run: RunRecord, job: Job, order: Order, code: Path, work: Path, policy: Policy
+                    ) -> OrderRecord:
+        """The order's code and manifest, and its record with the rules of its environment. Its
+        credentials are named here and created only at dispatch (``orchestrator.minting``)."""
         run_id = run.run_id
         if order.dir and not (code / order.dir).is_dir():
             raise PackagingError(f"dir '{order.dir}' does not exist in the source", order=order.name)
@@ -166,7 +161,7 @@ class Packager:
             target=order.target,
             dir=order.dir,
             env={**job.env, **order.env},
-            secret_env=sorted(secret_values),
+            secret_env=sorted(s.env for s in order.secrets),
             has_role=bool(order.aws_role),
             artifacts=order.artifacts,
             inputs=[InputPlacement(from_order=i.from_, path=i.path) for i in order.inputs],
@@ -174,12 +169,7 @@ class Packager:
             region=self.settings.region,
             embedded_endpoint=_embedded_endpoint() if self.settings.embedded else None,
         )
-        encrypted = None
-        if secret_values:
-            encrypted = sops.encrypt(
-                secret_values, kms_key_arn=self.settings.kms_key_arn, context={"run_id": run_id, "order": order.name}
-            )
-        out = build_bundle(manifest, code, encrypted, work / f"bundle-{order.name}.tar.gz")
+        out = build_bundle(manifest, code, None, work / f"bundle-{order.name}.tar.gz")
         self.clients.s3.upload_file(str(out), self.settings.internal_bucket, layout.bundle_key(run_id, order.name))
         out.unlink(missing_ok=True)
         return OrderRecord(
@@ -192,7 +182,10 @@ class Packager:
             has_artifacts=bool(order.artifacts),
             inputs=tuple(OrderInput(i.from_, i.path) for i in order.inputs),
             attempt=0,
-            masked_tokens=len(secret_values),
+            masked_tokens=len(order.secrets) + (len(ROLE_KEYS) if order.aws_role else 0),
+            secret_refs=tuple(s.model_dump(exclude_none=True) for s in order.secrets),
+            aws_role=order.aws_role,
+            **gate_fields(run, order, policy),
         )
 
     def _fail(self, run: RunRecord, message: str) -> None:
@@ -211,6 +204,19 @@ class Packager:
         self.clients.s3.put_object(
             Bucket=self.settings.internal_bucket, Key=layout.control_key(run_id, layout.SIGNAL_PACKAGED), Body=b"{}"
         )
+
+
+def gate_fields(run: RunRecord, order: Order, policy: Policy) -> dict[str, Any]:
+    """The rules of the order's environment, fixed on its record for the planner. A fork's or
+    an untrusted author's pull request under ``on_approval`` makes every order that gets
+    credentials wait for at least one approval."""
+    found = policy.environment_for(order.environment)
+    name, env = found if found is not None else (order.environment, None)
+    needed = env.approvals_needed if env is not None else 0
+    wait = env.wait_seconds if env is not None else 0
+    if run.untrusted and policy.fork_pull_requests is ForkPolicy.ON_APPROVAL and (order.secrets or order.aws_role):
+        needed = max(needed, 1)
+    return {"environment": name, "approvals_needed": needed, "wait_seconds": wait}
 
 
 def _embedded_endpoint() -> str | None:

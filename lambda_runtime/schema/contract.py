@@ -19,8 +19,10 @@ BUNDLE_CODE_DIR = "code"
 LOG_TAIL_CHARS = 4096
 # How a CodeBuild build (and the embedded runner's worker process) starts the worker: the
 # buildspec's one command, with the payload in this environment variable. The construct, the
-# dispatcher and the worker all read them from here.
-BUILDSPEC_COMMAND = "python -m lambda_runtime.worker"
+# dispatcher and the worker all read them from here. ``exec``: the shell CodeBuild runs the
+# command in is replaced by the worker, so no ancestor of the commands keeps the payload in its
+# environment (the worker reads it, then erases it from its own).
+BUILDSPEC_COMMAND = "exec python -m lambda_runtime.worker"
 PAYLOAD_ENV = "IAC_CI_WORKER_PAYLOAD"
 
 
@@ -45,7 +47,7 @@ class Manifest(_Model):
     target: Literal["lambda", "codebuild"]
     dir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    secret_env: list[str] = Field(default_factory=list, description="names only; values are in the sops file")
+    secret_env: list[str] = Field(default_factory=list, description="names only; values arrive at dispatch")
     has_role: bool = False
     artifacts: list[str] = Field(default_factory=list)
     inputs: list[InputPlacement] = Field(default_factory=list)
@@ -73,6 +75,8 @@ class WorkerPayload(_Model):
     log_url: str
     result_url: str
     artifacts_url: str | None = None
+    # the order's credentials (sops, KMS context pinned to run and order), minted at dispatch
+    secrets_url: str | None = None
     inputs: list[InputUrl] = Field(default_factory=list)
     timeout: int
     kill_grace_seconds: int = 10

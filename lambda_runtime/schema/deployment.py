@@ -30,6 +30,11 @@ ROUTES = (
     ("POST", "/runs/{run_id}/cancel"),
     ("POST", "/webhooks/github"),
 )
+# Routes API Gateway authorizes with IAM (SigV4): the caller's principal is the reviewer.
+IAM_ROUTES = (
+    ("POST", "/runs/{run_id}/approve"),
+    ("POST", "/runs/{run_id}/reject"),
+)
 
 # Stack outputs (CfnOutput ids) the CLI reads from CloudFormation.
 OUTPUT_API_URL = "ApiUrl"

@@ -4,11 +4,12 @@ Internal bucket::
 
     jobs/<run_id>/job.json                         accepted submission  (S3 -> packaging queue)
     webhooks/github/<delivery>.json                verified GitHub event (S3 -> packaging queue)
-    runs/<run_id>/orders/<order>/bundle.tar.gz     code + manifest + sops-encrypted secrets
+    runs/<run_id>/orders/<order>/bundle.tar.gz     code + manifest (names of secrets, never values)
+    runs/<run_id>/orders/<order>/secrets.sops.json its credentials, minted at dispatch, deleted when final
     runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker
     runs/<run_id>/orders/<order>/artifacts.tar.gz  declared artifacts of a succeeded order
     callbacks/<run_id>/orders/<order>/result.json  the order's result (S3 -> callback queue)
-    callbacks/<run_id>/control/<signal>            packaged / cancel / job_timeout wake-ups
+    callbacks/<run_id>/control/<signal>            packaged / cancel / job_timeout / approval / wait / slot wake-ups
 
 Done bucket::
 
@@ -28,6 +29,9 @@ RUNS_PREFIX = "runs/"
 SIGNAL_PACKAGED = "packaged"
 SIGNAL_CANCEL = "cancel"
 SIGNAL_JOB_TIMEOUT = "job_timeout"
+SIGNAL_APPROVAL_PREFIX = "approval-"  # + a unique id: a reviewer's decision was recorded
+SIGNAL_WAIT_PREFIX = "wait-"  # + the order: its environment's wait timer ended
+SIGNAL_SLOT_PREFIX = "slot-"  # + a unique id: the deployment's cap freed a slot this run waits for
 
 
 def job_key(run_id: str) -> str:
@@ -53,6 +57,10 @@ def order_prefix(run_id: str, order: str) -> str:
 
 def bundle_key(run_id: str, order: str) -> str:
     return order_prefix(run_id, order) + "bundle.tar.gz"
+
+
+def secrets_key(run_id: str, order: str) -> str:
+    return order_prefix(run_id, order) + "secrets.sops.json"
 
 
 def log_key(run_id: str, order: str) -> str:

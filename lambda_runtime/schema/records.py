@@ -51,6 +51,13 @@ class OrderRecord:
     has_artifacts: bool = False
     inputs: tuple[OrderInput, ...] = ()
     masked_tokens: int = 0
+    # what it receives at dispatch, by name only (values are read and minted then, never before)
+    secret_refs: tuple[dict[str, str], ...] = ()
+    aws_role: str | None = None
+    # its environment's rules, copied from the deployment policy at packaging
+    environment: str | None = None
+    approvals_needed: int = 0
+    wait_seconds: int = 0
     attempt: int = 0
     dispatched_at: float | None = None
     watchdog: str | None = None
@@ -62,7 +69,19 @@ class OrderRecord:
     log_tail: str = ""
     reason: str | None = None
     reported_by: str | None = None
+    awaiting_since: float | None = None
+    timer: str | None = None  # the wait timer's execution, once started
+    approvals: tuple[dict[str, Any], ...] = ()  # {"by", "at", "via", "rule"}: distinct reviewers
+    rejection: dict[str, Any] | None = None  # {"by", "at", "via", "reason"}
     updated_at: float | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.approvals_needed > 0 or self.wait_seconds > 0
+
+    @property
+    def wait_until(self) -> float:
+        return float(self.awaiting_since or 0) + self.wait_seconds
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> OrderRecord:
@@ -71,12 +90,16 @@ class OrderRecord:
         values["status"] = OrderStatus(values.get("status", OrderStatus.QUEUED))
         values["depends_on"] = tuple(values.get("depends_on", ()))
         values["inputs"] = tuple(OrderInput(i["from"], i["path"]) for i in values.get("inputs", ()))
+        values["secret_refs"] = tuple(values.get("secret_refs", ()))
+        values["approvals"] = tuple(values.get("approvals", ()))
         return cls(**values)
 
     def to_item(self) -> dict[str, Any]:
         out = _plain(self)
         out["depends_on"] = list(self.depends_on)
         out["inputs"] = [i.to_item() for i in self.inputs]
+        out["secret_refs"] = list(self.secret_refs)
+        out["approvals"] = list(self.approvals)
         return out
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -117,6 +140,10 @@ class RunRecord:
     packaged_at: float | None = None
     packaging_error: str | None = None
     vcs_updated_at: float | None = None
+    # what started it, for the policy's event and branch rules (set by the engine, never the job)
+    trigger: str = "submit"
+    branch: str | None = None
+    untrusted: bool = False  # a fork's or an untrusted author's pull request
     updated_at: float | None = None
 
     @classmethod
@@ -171,7 +198,15 @@ class LeaseFence:
         }
 
 
-class OrderView(TypedDict):
+class ApprovalView(TypedDict):
+    environment: str | None
+    needed: int
+    approved_by: list[str]
+    wait_until: float | None
+    rejected_by: str | None
+
+
+class OrderView(TypedDict, total=False):
     status: str
     target: str
     must_succeed: bool
@@ -180,6 +215,7 @@ class OrderView(TypedDict):
     log_tail: str
     log_key: str | None
     reason: str | None
+    approval: ApprovalView  # only for an order whose environment has rules
 
 
 class RunSummary(TypedDict, total=False):
@@ -218,5 +254,6 @@ _ORDER_NAMES = frozenset(f.name for f in fields(OrderRecord))
 _RUN_NAMES = frozenset(f.name for f in fields(RunRecord))
 _RUN_FLAGS = frozenset({"finalized", "cancel_requested"})
 STATIC_ORDER_FIELDS = (
-    "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens"
+    "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens",
+    "secret_refs", "aws_role", "environment", "approvals_needed", "wait_seconds",
 )

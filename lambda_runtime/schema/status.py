@@ -12,12 +12,16 @@ from enum import StrEnum
 
 class OrderStatus(StrEnum):
     QUEUED = "queued"
+    # its dependencies succeeded; its environment's rules (reviewers, a wait timer) have not passed
+    # yet, and nothing it would receive (secrets, role credentials) exists anywhere
+    AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    REJECTED = "rejected"  # a reviewer of its environment said no
 
     @property
     def terminal(self) -> bool:
@@ -42,7 +46,8 @@ class RunStatus(StrEnum):
 
 
 ORDER_FINAL = frozenset(
-    {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED, OrderStatus.CANCELLED}
+    {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED, OrderStatus.CANCELLED,
+     OrderStatus.REJECTED}
 )
 RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
 WORKER_RESULT_STATUSES = (OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lambda_runtime.schema.status import RUN_FINAL, OrderStatus, RunStatus
 
-Q, R = OrderStatus.QUEUED, OrderStatus.RUNNING
+Q, R, A = OrderStatus.QUEUED, OrderStatus.RUNNING, OrderStatus.AWAITING_APPROVAL
 
 ORDER_EDGES: dict[tuple[OrderStatus, OrderStatus], str] = {
     (Q, R): "dispatch: marked running before any side effect, so an order starts at most once",
@@ -21,6 +21,11 @@ ORDER_EDGES: dict[tuple[OrderStatus, OrderStatus], str] = {
     (Q, OrderStatus.SKIPPED): "a required dependency, directly or transitively, did not succeed",
     (Q, OrderStatus.CANCELLED): "the run was cancelled, or the job timeout passed, before it started",
     (R, OrderStatus.CANCELLED): "the run was cancelled while it ran; its worker is stopped",
+    (Q, A): "its dependencies succeeded and its environment has rules (reviewers, a wait timer) to pass",
+    (A, R): "every rule of its environment passed: credentials are minted and it is dispatched",
+    (A, OrderStatus.REJECTED): "a reviewer of its environment rejected it",
+    (A, OrderStatus.CANCELLED): "the run was cancelled while it waited",
+    (A, OrderStatus.TIMED_OUT): "the job timeout passed while it waited",
 }
 
 RUN_EDGES: dict[tuple[RunStatus, RunStatus], str] = {

@@ -28,6 +28,7 @@ from lambda_runtime.schema.records import (
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.store.codec import from_item, to_item, update_expression, value
 from lambda_runtime.store.locks import LeaseLost
+from lambda_runtime.store.slots import DeploymentSlots, SlotsFull
 
 MAX_TRANSACT_ITEMS = 100
 JOB_EVENT_SUBJECT = "#job"
@@ -46,6 +47,14 @@ class Transition:
     def __post_init__(self) -> None:
         for source in self.from_status:
             transitions.check_order(source, self.to)
+
+
+def _running_delta(move: Transition) -> int:
+    """+1 for an order that starts running, -1 for one that stops, 0 otherwise."""
+    was = OrderStatus.RUNNING in move.from_status
+    if move.to is OrderStatus.RUNNING:
+        return 0 if was else 1
+    return -1 if was else 0
 
 
 class RunStore:
@@ -190,20 +199,27 @@ class RunStore:
         return name in self.transition_many(run_id, [move], fence=fence)
 
     def transition_many(
-        self, run_id: str, moves: Sequence[Transition], *, fence: LeaseFence | None = None
+        self, run_id: str, moves: Sequence[Transition], *, fence: LeaseFence | None = None,
+        slots: DeploymentSlots | None = None,
     ) -> set[str]:
         """Apply many conditional transitions (each with its event) in as few transactions as
         possible; returns the orders that moved. An order whose condition no longer holds (it
         was moved by someone else) is dropped and the rest retried; a failed fence raises
-        ``LeaseLost`` because nothing this holder writes may land any more."""
+        ``LeaseLost`` because nothing this holder writes may land any more. With ``slots``, each
+        transaction also moves the deployment's running counter by what it starts and ends, and
+        raises ``SlotsFull`` when a start would exceed the cap."""
         moved: set[str] = set()
-        offset = 1 if fence else 0
+        offset = (1 if fence else 0) + (1 if slots else 0)
         per_tx = (MAX_TRANSACT_ITEMS - offset) // 2
         todo = list(moves)
         while todo:
             batch, todo = todo[:per_tx], todo[per_tx:]
             while batch:
                 items = [fence.condition_check()] if fence else []
+                delta = sum(_running_delta(m) for m in batch) if slots is not None else 0
+                if slots is not None and delta:
+                    items.append(slots.update(delta))
+                first = len(items)  # where the batch's own items begin
                 for m in batch:
                     items.append(
                         self._status_update(run_id, order_sk(m.name), m.from_status, {"status": m.to.value, **m.fields})
@@ -219,10 +235,13 @@ class RunStore:
                     codes = [r.get("Code") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
                     if fence and codes and codes[0] == "ConditionalCheckFailed":
                         raise LeaseLost(run_id) from None
+                    slot_refused = first > (1 if fence else 0) and codes[first - 1:first] == ["ConditionalCheckFailed"]
+                    if slot_refused:
+                        raise SlotsFull(run_id) from None
                     stale = {
-                        batch[(i - offset) // 2].name
+                        batch[(i - first) // 2].name
                         for i, c in enumerate(codes)
-                        if i >= offset and c == "ConditionalCheckFailed"
+                        if i >= first and c == "ConditionalCheckFailed"
                     }
                     if not stale:
                         raise  # a conflict with a concurrent transaction: let the caller retry
@@ -335,8 +354,9 @@ class RunStore:
         if open_only:  # the run item is the one with order_total
             names.update({"#fst": "status", "#fot": "order_total"})
             kwargs["ExpressionAttributeValues"].update(
-                {":fq": value(OrderStatus.QUEUED.value), ":fr": value(OrderStatus.RUNNING.value)})
-            kwargs["FilterExpression"] = "#fst IN (:fq, :fr) OR attribute_exists(#fot)"
+                {":fq": value(OrderStatus.QUEUED.value), ":fr": value(OrderStatus.RUNNING.value),
+                 ":fa": value(OrderStatus.AWAITING_APPROVAL.value)})
+            kwargs["FilterExpression"] = "#fst IN (:fq, :fr, :fa) OR attribute_exists(#fot)"
         if names:
             kwargs["ExpressionAttributeNames"] = names
         while True:

@@ -301,20 +301,25 @@ def test_every_route_is_proxied_to_intake(built) -> None:
     stack, pipeline, template = built
     intake = logical_id(stack, pipeline.intake_function)
     methods = template.find_resources("AWS::ApiGateway::Method")
-    assert len(methods) == len(deployment.ROUTES) + 1  # + the route added in the fixture
+    assert len(methods) == len(deployment.ROUTES) + len(deployment.IAM_ROUTES) + 1  # + the fixture's route
+    iam_authorized = 0
     for method in methods.values():
         p = method["Properties"]
         assert p["Integration"]["Type"] == "AWS_PROXY"
         assert intake in json.dumps(p["Integration"]["Uri"])
-        assert p["AuthorizationType"] == "NONE"  # requests are HMAC-signed, checked by intake
+        # HMAC-signed requests are checked by intake; approve/reject by API Gateway (the caller is the reviewer)
+        assert p["AuthorizationType"] in ("NONE", "AWS_IAM")
+        iam_authorized += p["AuthorizationType"] == "AWS_IAM"
+    assert iam_authorized == len(deployment.IAM_ROUTES)
     assert sorted(m["Properties"]["HttpMethod"] for m in methods.values()) == sorted(
-        method for method, _ in (*deployment.ROUTES, EXTRA_ROUTE))
+        method for method, _ in (*deployment.ROUTES, *deployment.IAM_ROUTES, EXTRA_ROUTE))
 
 
 def test_routes_and_added_routes_create_their_paths(template: Template) -> None:
     resources = template.find_resources("AWS::ApiGateway::Resource")
     parts = {r["Properties"]["PathPart"] for r in resources.values()}
-    expected = {part for _, path in (*deployment.ROUTES, EXTRA_ROUTE) for part in path.strip("/").split("/")}
+    routes = (*deployment.ROUTES, *deployment.IAM_ROUTES, EXTRA_ROUTE)
+    expected = {part for _, path in routes for part in path.strip("/").split("/")}
     assert parts == expected
 
 
@@ -378,3 +383,45 @@ def test_attributes_point_at_the_resources(built) -> None:
                  "watchdog", "api", "intake_function", "packaging_function", "orchestrator_function",
                  "worker_function", "image", "watchdog_log_group"):
         assert getattr(pipeline, name) is not None, name
+
+
+# ---- the CodeBuild worker's buildspec: no shell keeps the payload, the commands run unprivileged ----------
+
+
+def _buildspec(resources: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    project = next(iter(of_type(resources, "AWS::CodeBuild::Project").values()))["Properties"]
+    return json.loads(project["Source"]["BuildSpec"])
+
+
+def test_the_buildspec_execs_the_worker_as_root_without_run_as(resources) -> None:
+    spec = _buildspec(resources)
+    commands = spec["phases"]["build"]["commands"]
+    assert commands == [BUILDSPEC_COMMAND] and commands[0].startswith("exec ")
+    assert "run-as" not in json.dumps(spec)  # the worker keeps root; it drops the commands to the command user
+    assert set(spec["phases"]) == {"build"}  # nothing runs after the exec'd worker
+
+
+def test_the_synthesized_buildspec_command_leaves_no_shell_above_the_worker(resources, tmp_path: Path) -> None:
+    """Run the template's own command with a stand-in ``python``: it must be the shell's process itself
+    (exec), so no shell ancestor keeps the payload variable in its environment."""
+    import subprocess
+
+    (tmp_path / "python").write_text('#!/bin/sh\necho "$$ $*"\n')
+    (tmp_path / "python").chmod(0o755)
+    command = _buildspec(resources)["phases"]["build"]["commands"][0]
+    proc = subprocess.Popen(["sh", "-c", command], env={"PATH": f"{tmp_path}:/usr/bin:/bin", "X": "payload"},
+                            stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=30)
+    assert out.split() == [str(proc.pid), "-m", "lambda_runtime.worker"]
+
+
+def test_the_image_creates_the_unprivileged_command_user() -> None:
+    from iac_ci_constructs import image
+    from lambda_runtime.worker.sandbox import COMMAND_USER
+
+    dockerfile = image.dockerfile_text()
+    entry = next(line for line in dockerfile.splitlines() if f"'{COMMAND_USER}:x:" in line and "/etc/passwd" in line)
+    uid, gid = entry.split(f"'{COMMAND_USER}:x:", 1)[1].split(":")[:2]
+    assert int(uid) > 0 and int(gid) > 0
+    assert f"'{COMMAND_USER}:x:{gid}:' >> /etc/group" in dockerfile
+    assert f"id {COMMAND_USER}" in dockerfile  # the image build fails if the user is missing

@@ -105,7 +105,8 @@ def test_roles_have_no_managed_policies_and_no_action_wildcards(default: Built) 
 def test_resource_star_only_where_aws_requires_it(custom: Built) -> None:
     required = XRAY_ACTIONS | {"ecr:GetAuthorizationToken", "logs:CreateLogDelivery", "logs:GetLogDelivery",
                                "logs:UpdateLogDelivery", "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
-                               "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups"}
+                               "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+                               "ssm:DescribeParameters"}
     required |= CODEBUILD_VPC_ACTIONS
     for name, role in roles(custom).items():
         for s in custom.statements(role):
@@ -134,10 +135,15 @@ def test_no_role_reads_every_parameter_or_secret(custom: Built) -> None:
                 assert not ("ssm:GetParameter" in s["Action"] and r == "*"), name
 
 
-def test_packaging_assumes_roles_only_from_the_allow_list(default: Built, custom: Built) -> None:
-    packaging = default.pipeline.packaging_function.role
-    assert not any("sts:AssumeRole" in s["Action"] for s in default.statements(packaging))
-    assume = [s for s in custom.statements(custom.pipeline.packaging_function.role) if "sts:AssumeRole" in s["Action"]]
+def test_only_dispatch_assumes_roles_and_only_from_the_allow_list(default: Built, custom: Built) -> None:
+    """Credentials are created when an order is dispatched (``orchestrator.minting``), never at packaging."""
+    for built in (default, custom):
+        packaging = built.pipeline.packaging_function.role
+        assert not any("sts:AssumeRole" in s["Action"] for s in built.statements(packaging))
+    assert not any("sts:AssumeRole" in s["Action"]
+                   for s in default.statements(default.pipeline.orchestrator_function.role))
+    assume = [s for s in custom.statements(custom.pipeline.orchestrator_function.role)
+              if "sts:AssumeRole" in s["Action"]]
     assert [s["Resource"] for s in assume] == [[ROLE_PATTERN]]
 
 
@@ -151,8 +157,10 @@ def test_packaging_reads_zip_sources_only_from_allowed_buckets(default: Built, c
                    for s in default.statements(default.pipeline.packaging_function.role) for r in s["Resource"])
 
 
-def test_packaging_encrypts_with_the_sops_key_bound_to_run_and_order(default: Built) -> None:
-    statements = [s for s in default.statements(default.pipeline.packaging_function.role)
+def test_only_dispatch_encrypts_with_the_sops_key_bound_to_run_and_order(default: Built) -> None:
+    packaging = default.pipeline.packaging_function.role
+    assert not any(a.startswith("kms:") for s in default.statements(packaging) for a in s["Action"])
+    statements = [s for s in default.statements(default.pipeline.orchestrator_function.role)
                   if any(a.startswith("kms:") for a in s["Action"])]
     assert [s["Action"] for s in statements] == [["kms:Encrypt"]]
     assert statements[0]["Condition"]["ForAllValues:StringEquals"] == {"kms:EncryptionContextKeys":

@@ -68,7 +68,8 @@ def test_submit_rejected_job_exits_2_with_problems(aws, deployed, tmp_path) -> N
         {"name": "a", "cmds": ["true"], "secrets": [{"env": "X", "ssm": "/not-allowed/x"}]}]}))
     proc = cli(aws, "submit", str(job), "--stack", name)
     assert proc.returncode == 2
-    assert "order 'a': secrets[0]: SSM parameter '/not-allowed/x' is outside the allowed prefixes" in proc.stderr
+    assert ("order 'a': secrets[0]: SSM parameter '/not-allowed/x' is not granted by environment 'default'"
+            in proc.stderr)
 
 
 def test_cancel_a_running_job(aws, deployed, tmp_path) -> None:

@@ -81,7 +81,8 @@ def make_order(clients: Any, settings: Any, *, cmds: Sequence[str], order: str =
                has_role: bool = False, embedded_endpoint: str | None = None,
                sops_context: Mapping[str, str] | None = None, kill_grace_seconds: int = 1,
                extra_members: Mapping[str, bytes] | None = None) -> Order:
-    """Build a real bundle (manifest, sops-encrypted secrets, code/), store it, presign the rest."""
+    """Build a real bundle (manifest, code/) and a sops-encrypted secrets file as the orchestrator
+    mints it at dispatch, store them, presign the rest."""
     run_id = run_id or "r" + pysecrets.token_hex(6)
     manifest = Manifest(
         run_id=run_id, order=order, trace_id="trace-1", flow_id="flow-1", cmds=list(cmds), timeout=timeout,
@@ -92,13 +93,13 @@ def make_order(clients: Any, settings: Any, *, cmds: Sequence[str], order: str =
         state_bucket=settings.state_bucket, region="us-east-1", embedded_endpoint=embedded_endpoint,
     )
     members: dict[str, bytes] = {"manifest.json": manifest.model_dump_json().encode()}
+    bucket = settings.internal_bucket
     if secrets:
-        members["secrets.sops.json"] = sops.encrypt(
-            secrets, kms_key_arn=settings.kms_key_arn, context=sops_context or {"run_id": run_id, "order": order})
+        clients.s3.put_object(Bucket=bucket, Key=layout.secrets_key(run_id, order), Body=sops.encrypt(
+            secrets, kms_key_arn=settings.kms_key_arn, context=sops_context or {"run_id": run_id, "order": order}))
     for path, text in (files or {"README": "hello\n"}).items():
         members[f"code/{path}"] = text.encode()
     members.update(extra_members or {})
-    bucket = settings.internal_bucket
     clients.s3.put_object(Bucket=bucket, Key=layout.bundle_key(run_id, order), Body=_targz(members))
 
     def presign(method: str, key: str, **extra: str) -> str:
@@ -111,6 +112,7 @@ def make_order(clients: Any, settings: Any, *, cmds: Sequence[str], order: str =
         log_url=presign("put_object", layout.log_key(run_id, order)),
         result_url=presign("put_object", layout.result_key(run_id, order), IfNoneMatch="*"),
         artifacts_url=presign("put_object", layout.artifacts_key(run_id, order)) if artifacts else None,
+        secrets_url=presign("get_object", layout.secrets_key(run_id, order)) if secrets else None,
         inputs=list(inputs),
     )
     return Order(clients.s3, bucket, run_id, order, payload)

@@ -156,7 +156,7 @@ def test_secret_references_outside_allowed_prefixes() -> None:
     )
     found = problems(job)
     assert [(o, f) for o, f, _ in found] == [("build", "secrets[1]"), ("build", "secrets[2]")]
-    assert "outside the allowed prefixes" in found[0][2]
+    assert "is not granted by environment 'default' (it grants: /iac-ci/)" in found[0][2]
 
 
 def test_secret_arn_name_is_checked_without_suffix() -> None:

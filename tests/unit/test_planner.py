@@ -218,3 +218,98 @@ def test_a_valid_result_is_taken_as_is() -> None:
     raw = OrderResult(run_id="r1", order="a", attempt=1, status=S.SUCCEEDED, exit_code=0).model_dump_json().encode()
     result = planner.read_result(raw, run_id="r1", order=OrderRecord(name="a", attempt=1))
     assert result.status is S.SUCCEEDED and result.producer == "worker"
+
+
+# ---- environments with rules: awaiting approval, release, rejection, timers, the per-run cap -------
+
+
+def gated_snapshot(**orders: dict) -> RunSnapshot:
+    """Orders given as keyword dicts of OrderRecord fields (status, depends_on, approvals_needed, ...)."""
+    run = RunRecord(run_id="r1", status=R.RUNNING, trace_id="r1:1", deadline=NOW + 3600)
+    return RunSnapshot(run, {n: OrderRecord(name=n, timeout=60, watchdog="arn:x", **f) for n, f in orders.items()})
+
+
+def moves(decision: planner.Decision) -> dict[str, S]:
+    return {s.transition.name: s.transition.to for s in (*decision.settle, *decision.start)}
+
+
+def test_a_ready_gated_order_waits_and_its_dependents_stay_queued() -> None:
+    snap = gated_snapshot(plan={"status": S.SUCCEEDED}, apply={"depends_on": ("plan",), "approvals_needed": 2},
+                          smoke={"depends_on": ("apply",)})
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert moves(decision) == {"apply": S.AWAITING_APPROVAL} and decision.finalize is None
+    (step,) = decision.settle
+    assert step.transition.fields == {"awaiting_since": NOW} and step.effect is None
+    assert step.transition.detail == {"environment": None, "needed": 2, "wait_seconds": 0}
+
+
+@pytest.mark.parametrize(
+    ("approvals", "needed", "released"),
+    [
+        ((), 2, False),
+        (({"by": "alice"},), 2, False),
+        (({"by": "alice"}, {"by": "ALICE"}), 2, False),  # one person, however spelt, counts once
+        (({"by": "alice"}, {"by": "bob"}), 2, True),
+        (({"by": "me", "owner": True},), 3, True),  # the operator of a local run owns the deployment
+    ],
+    ids=["none", "one of two", "the same reviewer twice", "two distinct", "the local owner"],
+)
+def test_a_waiting_order_is_released_by_enough_distinct_approvals(approvals: tuple, needed: int,
+                                                                   released: bool) -> None:
+    snap = gated_snapshot(apply={"status": S.AWAITING_APPROVAL, "approvals_needed": needed, "approvals": approvals,
+                                 "awaiting_since": NOW - 10})
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert [s.transition.name for s in decision.start] == (["apply"] if released else [])
+    if released:
+        assert decision.start[0].transition.from_status == (S.AWAITING_APPROVAL,)
+        assert decision.start[0].effect is Effect.DISPATCH
+
+
+def test_a_rejection_rejects_and_skips_the_dependents_in_the_same_step() -> None:
+    snap = gated_snapshot(apply={"status": S.AWAITING_APPROVAL, "approvals_needed": 1, "must_succeed": False,
+                                 "rejection": {"by": "bob", "at": NOW - 1, "reason": "freeze"}},
+                          smoke={"depends_on": ("apply",)})
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert moves(decision) == {"apply": S.REJECTED, "smoke": S.SKIPPED}  # even an advisory order's "no"
+    assert decision.finalize is R.FAILED  # the required order below was skipped
+    assert decision.settle[0].transition.fields["reason"] == "rejected by bob: freeze"
+
+
+def test_a_required_rejection_fails_the_run() -> None:
+    snap = gated_snapshot(apply={"status": S.AWAITING_APPROVAL, "approvals_needed": 1,
+                                 "rejection": {"by": "bob", "at": NOW - 1}})
+    assert planner.plan(snap, {}, frozenset(), NOW, RULES).finalize is R.FAILED
+
+
+def test_a_wait_timer_holds_the_order_until_it_ends() -> None:
+    waiting = {"status": S.AWAITING_APPROVAL, "wait_seconds": 300, "awaiting_since": NOW - 100, "timer": "arn:t"}
+    assert planner.plan(gated_snapshot(a=waiting), {}, frozenset(), NOW, RULES).start == []
+    later = planner.plan(gated_snapshot(a=waiting), {}, frozenset(), NOW + 200, RULES)
+    assert [s.transition.name for s in later.start] == ["a"]
+    entering = planner.plan(gated_snapshot(a={"wait_seconds": 300}), {}, frozenset(), NOW, RULES)
+    assert entering.settle[0].effect is Effect.START_TIMER
+
+
+def test_a_waiting_order_without_its_timer_gets_one() -> None:
+    snap = gated_snapshot(a={"status": S.AWAITING_APPROVAL, "wait_seconds": 300, "awaiting_since": NOW - 10},
+                          b={"status": S.AWAITING_APPROVAL, "wait_seconds": 300, "awaiting_since": NOW - 10,
+                             "timer": "arn:t"})
+    assert planner.plan(snap, {}, frozenset(), NOW, RULES).repair_timers == ["a"]
+
+
+@pytest.mark.parametrize(("cancelled", "expected"), [(True, S.CANCELLED), (False, S.TIMED_OUT)])
+def test_cancel_or_job_timeout_ends_a_waiting_order(cancelled: bool, expected: S) -> None:
+    snap = gated_snapshot(a={"status": S.AWAITING_APPROVAL, "approvals_needed": 1})
+    assert snap.run is not None
+    snap.run.cancel_requested = cancelled
+    signals = frozenset() if cancelled else frozenset({layout.SIGNAL_JOB_TIMEOUT})
+    decision = planner.plan(snap, {}, signals, NOW, RULES)
+    assert moves(decision) == {"a": expected} and not decision.settle[0].effect
+
+
+def test_the_per_run_cap_keeps_further_orders_queued() -> None:
+    rules = planner.Rules(watchdog_grace_seconds=60, max_running_per_run=3)
+    snap = gated_snapshot(r={"status": S.RUNNING, "attempt": 1}, **{f"q{i}": {} for i in range(5)})
+    assert [s.transition.name for s in planner.plan(snap, {}, frozenset(), NOW, rules).start] == ["q0", "q1"]
+    full = gated_snapshot(**{f"r{i}": {"status": S.RUNNING, "attempt": 1} for i in range(3)}, q={})
+    assert planner.plan(full, {}, frozenset(), NOW, rules).start == []

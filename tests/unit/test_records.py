@@ -98,7 +98,8 @@ def test_run_edges_refuse_skipping_packaging() -> None:
 
 
 def test_order_sources_and_events() -> None:
-    assert set(transitions.order_sources(OrderStatus.CANCELLED)) == {OrderStatus.QUEUED, OrderStatus.RUNNING}
+    assert set(transitions.order_sources(OrderStatus.CANCELLED)) == {
+        OrderStatus.QUEUED, OrderStatus.RUNNING, OrderStatus.AWAITING_APPROVAL}
     assert transitions.order_event(OrderStatus.TIMED_OUT) == "order_timed_out"
 
 

@@ -1,0 +1,1 @@
+"""Reviewers' decisions on orders waiting for their environment (``awaiting_approval``)."""
