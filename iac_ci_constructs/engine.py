@@ -133,8 +133,8 @@ def build_engine(
     packaging = image_function(
         scope, "Packaging", "packaging",
         policies.packaging(
-            tables=tables, internal=internal, source_buckets=props.allowed_source_buckets,
-            grants=granted, stack=stack),
+            tables=tables, internal=internal, watchdog=watchdog.state_machine,
+            source_buckets=props.allowed_source_buckets, grants=granted, stack=stack),
         props=props, image=image, environment=env, memory_mib=props.packaging_memory_mib,
         ephemeral_storage_mib=PACKAGING_EPHEMERAL_STORAGE_MIB,
     )

@@ -105,6 +105,7 @@ def packaging(
     *,
     tables: Tables,
     internal: s3.IBucket,
+    watchdog: sfn.IStateMachine,
     source_buckets: Sequence[s3.IBucket],
     grants: Grants,
     stack: Stack,
@@ -123,7 +124,14 @@ def packaging(
         allow("WriteBundles", ["s3:PutObject", "s3:AbortMultipartUpload"],
               objects(internal, layout.bundle_key(ANY, ANY))),
         allow("PutPackagedSignals", ["s3:PutObject"],
-              objects(internal, layout.control_key(ANY, layout.SIGNAL_PACKAGED))),
+              objects(internal, layout.control_key(ANY, layout.SIGNAL_PACKAGED),
+                      layout.control_key(ANY, layout.SIGNAL_APPROVAL_PREFIX + ANY))),
+        # pull requests: delivery records, the per-PR run list, acceptance (run item, job object,
+        # job-timeout watchdog) and reviewers' decisions from PR comments
+        allow("IdempotencyRecords", [*IDEMPOTENCY_ACTIONS, "dynamodb:ConditionCheckItem"],
+              [tables.idempotency.table_arn]),
+        allow("AcceptPullRequestJobs", ["s3:PutObject"], objects(internal, layout.job_key(ANY))),
+        allow("StartJobWatchdog", ["states:StartExecution"], [watchdog.state_machine_arn]),
         # DescribeParameters has no resource-level permissions; it returns metadata, never values
         allow("CheckParametersExist", ["ssm:DescribeParameters"], ["*"]),
     ]
@@ -174,7 +182,8 @@ def orchestrator(
         allow("DispatchCodeBuildWorker", ["codebuild:StartBuild", "codebuild:StopBuild"],
               [worker_project.project_arn]),
         allow("MintedCredentials", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
-              objects(internal, layout.secrets_key(ANY, ANY))),
+              objects(internal, layout.secrets_key(ANY, ANY), layout.mask_key(ANY, ANY),
+                      layout.mask_input_key(ANY, ANY))),
         allow("EncryptOrderSecrets", ["kms:Encrypt"], [sops_key.key_arn], sops_context_condition()),
     ]
     if grants.ssm:

@@ -64,7 +64,8 @@ SID_REASONS: Mapping[str, str] = {
     "ReadSubmissions": LAYOUT_KEYS + "; other submissions (webhook events) are named by their delivery id under "
                                      "their notification prefix",
     "WriteBundles": LAYOUT_KEYS,
-    "PutPackagedSignals": LAYOUT_KEYS,
+    "PutPackagedSignals": LAYOUT_KEYS + "; approval signals are named by a random id",
+    "AcceptPullRequestJobs": LAYOUT_KEYS,
     "ReadResultsAndPresignDownloads": LAYOUT_KEYS + " (presigned URLs carry the orchestrator's permissions)",
     "WriteResultsAndPresignUploads": LAYOUT_KEYS + " (presigned URLs carry the orchestrator's permissions)",
     "WriteDone": LAYOUT_KEYS,

@@ -45,10 +45,15 @@ class Reviewer:
         ``assumed-role/Role/alice``), which is what ``iac-ci submit`` records as the username."""
         if not author:
             return False
-        names = {self.identity.lower()}
+        names = {self.identity}
         if self.kind == "iam":
-            names.add(self.identity.rsplit("/", 1)[-1].lower())
-        return str(author).lower() in names
+            names.add(self.identity.rsplit("/", 1)[-1])
+        return _plain(str(author)) in {_plain(n) for n in names}
+
+
+def _plain(name: str) -> str:
+    """A login as a job's ``username`` can hold it (``dependabot[bot]`` -> ``dependabot-bot-``)."""
+    return re.sub(r"[^A-Za-z0-9_.@-]", "-", name).lower()
 
 
 def matching_entry(env: Environment, reviewer: Reviewer) -> str | None:

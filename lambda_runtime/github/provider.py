@@ -1,5 +1,6 @@
-"""GitHub as a VCS provider (PyGithub): one summary comment per run, commit statuses, and
-the repository's ``.iac-ci.yml``.
+"""GitHub as a VCS provider (PyGithub): one summary comment per run, commit statuses, the
+repository's ``.iac-ci.yml``, and what a ``/iac-ci`` command needs to know (the pull request,
+the commenter's repository permission, team memberships).
 
 Authentication is a token or a GitHub App (app id + private key, exchanged per installation
 for short-lived installation tokens), read from Secrets Manager. PyGithub's ``GithubRetry``
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from github import Auth, Github, GithubException, GithubRetry
 
@@ -23,6 +25,7 @@ from lambda_runtime.schema.records import RunSummary
 from lambda_runtime.settings import Settings
 from lambda_runtime.vcs.base import VcsProvider
 
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 STATUS_STATES = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "cancelled": "error"}
 
 
@@ -76,6 +79,50 @@ class GitHubVcs(VcsProvider):
     def comment(self, repo: str, pr_number: int, body: str, installation_id: int | None = None) -> None:
         self._repo(repo, installation_id).get_issue(pr_number).create_comment(body)
 
+    def comment_once(self, repo: str, pr_number: int, body: str, installation_id: int | None = None) -> bool:
+        """Post ``body`` unless a comment starting with its first line (a hidden marker) exists
+        already; True if it was posted. Makes a retried event's comment appear once."""
+        wanted = body.split("\n", 1)[0]
+        issue = self._repo(repo, installation_id).get_issue(pr_number)
+        if any((c.body or "").split("\n", 1)[0] == wanted for c in issue.get_comments()):
+            return False
+        issue.create_comment(body)
+        return True
+
+    def pull_request(self, repo: str, number: int, installation_id: int | None = None) -> dict[str, Any]:
+        """``GET /repos/{o}/{r}/pulls/{n}``: the pull request as the webhook payload carries it."""
+        return dict(self._repo(repo, installation_id).get_pull(number).raw_data)
+
+    def permission(self, repo: str, login: str, installation_id: int | None = None) -> str:
+        """The login's permission on the repository (``GET /repos/{o}/{r}/collaborators/{user}/permission``):
+        admin, maintain, write, triage, read or none (none also for an unknown user)."""
+        try:
+            _, data = self._api(installation_id).requester.requestJsonAndCheck(
+                "GET", f"/repos/{repo}/collaborators/{quote(login, safe='')}/permission")
+        except GithubException as exc:
+            if exc.status == 404:
+                return "none"
+            raise
+        # ``permission`` maps maintain to write and triage to read; ``role_name`` keeps them apart
+        role, legacy = str(data.get("role_name") or ""), str(data.get("permission") or "none")
+        return role if role in ("admin", "maintain", "write", "triage", "read") else legacy
+
+    def can_write(self, repo: str, login: str, installation_id: int | None = None) -> bool:
+        return self.permission(repo, login, installation_id) in WRITE_PERMISSIONS
+
+    def team_member(self, org_team: str, login: str, installation_id: int | None = None) -> bool:
+        """Whether ``login`` is an active member of ``org/team-slug``
+        (``GET /orgs/{org}/teams/{team_slug}/memberships/{username}``)."""
+        org, _, slug = org_team.partition("/")
+        try:
+            _, data = self._api(installation_id).requester.requestJsonAndCheck(
+                "GET", f"/orgs/{quote(org, safe='')}/teams/{quote(slug, safe='')}/memberships/{quote(login, safe='')}")
+        except GithubException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return data.get("state") == "active"
+
     # ---- internals ------------------------------------------------------------------------
     @staticmethod
     def _pull_request(summary: RunSummary) -> tuple[str, int] | None:
@@ -87,7 +134,9 @@ class GitHubVcs(VcsProvider):
 
     def _upsert_comment(self, pr_ref: tuple[str, int], summary: RunSummary) -> None:
         (repo_name, pr), run_id = pr_ref, str(summary["run_id"])
-        body = render(summary, logs_location=f"s3://{self._settings.internal_bucket}/runs/{run_id}/orders/")
+        reviewers = {name: env.reviewers for name, env in self._settings.deployment_policy().environments.items()}
+        body = render(summary, logs_location=f"s3://{self._settings.internal_bucket}/runs/{run_id}/orders/",
+                      reviewers=reviewers)
         issue = self._repo(repo_name, summary.get("installation_id")).get_issue(pr)
         key = (repo_name, pr, run_id)
         comment_id = self._comment_ids.get(key)

@@ -1,20 +1,30 @@
-"""GitHub webhooks: verify, check the payload's shape, deduplicate, queue. Nothing slow happens
-before the answer (GitHub gives up after 10 seconds and redelivers).
+"""GitHub webhooks: verify, check the payload's shape and repository, deduplicate, queue. Nothing
+slow happens before the answer (GitHub gives up after 10 seconds and redelivers).
+
+Accepted events: ``pull_request`` (``opened``, ``synchronize``, ``reopened``) and
+``issue_comment`` ``created`` on a pull request (``issue.pull_request`` present) whose body is
+an ``/iac-ci`` command (``github.commands``). Every other event or action is answered 200
+``ignored``. A repository the deployment policy does not list (``Policy.repositories``) is
+answered 403 naming it, and nothing is recorded or queued. A command comment older than
+``COMMAND_MAX_AGE_SECONDS`` is ignored as stale (a replay of an old, signed comment).
 
 The verified payload is written to ``webhooks/github/<delivery>.json``; its S3 event hands it
-to the packaging function (``github.events``), which reads ``.iac-ci.yml`` at the PR's head
-commit and starts the job. Each delivery is recorded (``github.deliveries``) so a redelivery
-is answered without a second job.
+to the packaging function (``github.events``), which decides what it starts. Each delivery and
+each body is recorded (``github.deliveries``), so a redelivery or a replayed body is answered
+200 ``duplicate`` without a second job.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.github import commands
 from lambda_runtime.github.deliveries import Deliveries
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.reply import Reply
@@ -23,9 +33,11 @@ from lambda_runtime.settings import Settings
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 PR_ACTIONS = {"opened", "synchronize", "reopened"}
+COMMAND_MAX_AGE_SECONDS = 3 * 86400  # GitHub lets a delivery be redelivered for 3 days
 DELIVERY_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+LOGIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(\[bot\])?$")
 
 
 class GitHubWebhooks:
@@ -36,6 +48,7 @@ class GitHubWebhooks:
         self.settings = settings
         self.clients = clients
         self._secret = secret
+        self._clock = clock
         self.deliveries = Deliveries(clients.dynamodb, settings.idempotency_table, clock)
 
     def receive(self, raw: bytes, headers: Mapping[str, str]) -> Reply:
@@ -56,20 +69,34 @@ class GitHubWebhooks:
             payload = json.loads(raw)
         except (ValueError, RecursionError):
             return Reply(400, {"error": "body is not valid JSON"})
-        action = payload.get("action") if isinstance(payload, dict) else None
-        if event != "pull_request" or not isinstance(action, str) or action not in PR_ACTIONS:
-            return Reply(200, {"ignored": f"{event} {payload.get('action') if isinstance(payload, dict) else ''}"})
-        problem = _pull_request_problem(payload)
+        if not isinstance(payload, dict):
+            return Reply(200, {"ignored": f"{event} "})
+        repo = (payload.get("repository") or {}).get("full_name") if isinstance(payload.get("repository"), dict) \
+            else None
+        if isinstance(repo, str) and not self.settings.deployment_policy().allows_repository(repo):
+            return Reply(403, {"error": f"repository {repo[:200]} is not allowed by this deployment's policy "
+                                        "(repositories)"})
+        action = payload.get("action")
+        if event == "pull_request" and isinstance(action, str) and action in PR_ACTIONS:
+            problem = _pull_request_problem(payload)
+        elif event == "issue_comment" and action == "created" and _is_pr_command(payload):
+            problem = _comment_problem(payload)
+            if problem is None and _age(payload["comment"].get("created_at"), self._clock()) > COMMAND_MAX_AGE_SECONDS:
+                return Reply(200, {"ignored": "issue_comment created: a command older than "
+                                              f"{COMMAND_MAX_AGE_SECONDS // 86400} days"})
+        else:
+            return Reply(200, {"ignored": f"{event} {action if isinstance(action, str) else ''}"})
         if problem:
             return Reply(400, {"error": problem})
-        if not self.deliveries.record(delivery):
+        body_sha256 = hashlib.sha256(raw).hexdigest()
+        if not self.deliveries.record(delivery, body_sha256):
             return Reply(200, {"duplicate": True, "delivery": delivery})
         try:
             self.clients.s3.put_object(Bucket=self.settings.internal_bucket,
                                        Key=layout.webhook_key("github", delivery), Body=raw,
                                        ContentType="application/json")
         except Exception:
-            self.deliveries.forget(delivery)  # let GitHub's redelivery try again
+            self.deliveries.forget(delivery, body_sha256)  # let GitHub's redelivery try again
             raise
         return Reply(202, {"queued": True, "delivery": delivery})
 
@@ -90,10 +117,52 @@ def _pull_request_problem(payload: dict[str, Any]) -> str | None:
         return "pull_request.head.sha is not a commit id"
     if not isinstance(clone_url, str) or not clone_url.startswith(("https://", "ssh://", "git@", "file://")):
         return "pull_request.head.repo.clone_url is not a git URL"
+    return _installation_problem(payload)
+
+
+def _is_pr_command(payload: dict[str, Any]) -> bool:
+    issue, comment = payload.get("issue"), payload.get("comment")
+    return (isinstance(issue, dict) and isinstance(issue.get("pull_request"), dict) and isinstance(comment, dict)
+            and commands.is_command(comment.get("body")))
+
+
+def _comment_problem(payload: dict[str, Any]) -> str | None:
+    try:
+        repo, number = payload["repository"]["full_name"], payload["issue"]["number"]
+        comment_id, login = payload["comment"]["id"], payload["comment"]["user"]["login"]
+    except (KeyError, TypeError):
+        return "not an issue_comment payload"
+    if not isinstance(repo, str) or not REPO_RE.match(repo):
+        return "repository.full_name is not owner/name"
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        return "issue.number is not a positive integer"
+    if not isinstance(comment_id, int) or isinstance(comment_id, bool):
+        return "comment.id is not an integer"
+    if not isinstance(login, str) or not LOGIN_RE.match(login):
+        return "comment.user.login is not a GitHub login"
+    created = payload["comment"].get("created_at")
+    if not isinstance(created, str) or _parse_time(created) is None:
+        return "comment.created_at is not a timestamp"
+    return _installation_problem(payload)
+
+
+def _installation_problem(payload: dict[str, Any]) -> str | None:
     installation = payload.get("installation")
     if installation is not None and not (isinstance(installation, dict) and isinstance(installation.get("id"), int)):
         return "installation.id is not an integer"
     return None
+
+
+def _parse_time(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _age(text: Any, now: float) -> float:
+    at = _parse_time(text) if isinstance(text, str) else None
+    return float("inf") if at is None else now - at
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:

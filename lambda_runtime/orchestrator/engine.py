@@ -14,6 +14,7 @@ transition that was written.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients, error_code, is_client_error, is_conditional_failure
 from lambda_runtime.logs import logger
+from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.dispatch import Dispatcher
@@ -68,6 +70,8 @@ class Orchestrator:
                               clock=self.clock)
         self.snapshots = SnapshotCache(self.store)
         self.minter = Minter(self.clients, s.internal_bucket, s.kms_key_arn)
+        self._digest_sets: dict[str, DigestSet] = {}  # run -> digests of its minted values
+        self._digest_lock = threading.Lock()
         self.slots = (DeploymentSlots(self.clients.dynamodb, s.locks_table, s.max_running_per_deployment)
                       if s.max_running_per_deployment else None)
         self.rules = planner.Rules(
@@ -128,8 +132,8 @@ class Orchestrator:
             running = [snap.orders[n] for n in sorted(with_result)
                        if n in snap.orders and snap.orders[n].status is OrderStatus.RUNNING]
             deployment_running = self.slots.running() if self.slots is not None else 0
-            decision = planner.plan(snap, self._read_results(run_id, running), signals, self.clock(), self.rules,
-                                    deployment_running)
+            results = self._masked(snap, self._read_results(run_id, running))
+            decision = planner.plan(snap, results, signals, self.clock(), self.rules, deployment_running)
             if self._apply(snap, decision, self.locks.fence(lease), keepalive=lambda: self.locks.extend(lease)):
                 return
         raise RetryLater(f"run {run_id}: snapshot still stale after {MAX_ROUNDS} reads")
@@ -247,7 +251,8 @@ class Orchestrator:
         lifetime = planner.url_lifetime(order.timeout, grace, self.settings.presign_margin_seconds)
         ref = ""
         try:
-            secrets_key = self.minter.mint(run.run_id, order, lifetime_seconds=lifetime)
+            minted = self.minter.mint(run.run_id, order, lifetime_seconds=lifetime,
+                                      salt=bytes.fromhex(run.mask_salt) if run.mask_salt else None)
         except MintingError as exc:  # nothing started: the order fails now, with the reason
             self._engine_result(run.run_id, order, f"credentials could not be created: {exc}")
             self._guard(run.run_id, order, dispatch_ref=ref)
@@ -261,7 +266,8 @@ class Orchestrator:
             attempt=order.attempt,
             expires_in=lifetime,
             not_after=planner.watchdog_deadline(order, grace) - planner.reporting_margin(grace),
-            secrets_key=secrets_key,
+            secrets_key=minted[0] if minted else None,
+            mask_key=self._mask_input(run, order, minted[1] if minted else None),
         )
         try:
             ref = self.dispatcher.dispatch(order.target, payload)
@@ -297,6 +303,53 @@ class Orchestrator:
         )
         self.store.set_order_fields(run_id, order.name, {"watchdog": execution, **more})
         order.watchdog = execution
+
+    # ---- run-wide masking -------------------------------------------------------------------
+    def _digests(self, snap: RunSnapshot) -> DigestSet | None:
+        """The digests of every value minted in the run so far (cached per run; rebuilt from the
+        per-order digest objects after a cold start)."""
+        run = snap.run
+        if run is None or not run.mask_salt:
+            return None
+        with self._digest_lock:
+            cached = self._digest_sets.get(run.run_id)
+        if cached is None:
+            given = [n for n, o in snap.orders.items() if (o.secret_refs or o.aws_role) and o.dispatched_at]
+            if not given:
+                return None
+            cached = self.minter.run_digests(run.run_id, given, bytes.fromhex(run.mask_salt))
+            with self._digest_lock:
+                cached = self._digest_sets.setdefault(run.run_id, cached)
+        return cached
+
+    def _masked(self, snap: RunSnapshot, results: dict[str, Arrived]) -> dict[str, Arrived]:
+        """Results with every secret of the run masked in their log tail and error, so an order that
+        printed another order's secret (an artifact, a shared file) does not reach the PR comment
+        or the summary with it."""
+        digests = self._digests(snap) if results else None
+        if not digests:
+            return results
+        masker = DigestMasker(digests)
+        out = {}
+        for name, a in results.items():
+            masked = a.result.model_copy(update={"log_tail": masker.mask(a.result.log_tail),
+                                                 "error": masker.mask(a.result.error) if a.result.error else None})
+            out[name] = Arrived(masked, a.reported_at)
+        return out
+
+    def _mask_input(self, run: RunRecord, order: OrderRecord, own: DigestSet | None) -> str | None:
+        """Write the run's digests so far (this order's own included) for its worker; None if empty."""
+        with self._digest_lock:
+            current = self._digest_sets.get(run.run_id)
+            if own is not None:
+                current = own if current is None else DigestSet.merge([current, own])
+                self._digest_sets[run.run_id] = current
+        if current is None or not len(current):
+            return None
+        key = layout.mask_input_key(run.run_id, order.name)
+        self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Key=key, Body=current.to_json().encode(),
+                                   ContentType="application/json")
+        return key
 
     def _start_timer(self, run_id: str, order: OrderRecord) -> None:
         """The wake-up at the end of the order's wait timer (idempotent: one execution per order)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.job.model import SecretsManagerRef, SsmRef
+from lambda_runtime.mask_digests import DigestSet
 from lambda_runtime.packaging.credentials import PERMANENT_CODES, ROLE_KEYS, CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.schema import layout
@@ -41,8 +42,10 @@ class Minter:
     bucket: str
     kms_key_arn: str
 
-    def mint(self, run_id: str, order: OrderRecord, *, lifetime_seconds: int) -> str | None:
-        """Write the order's sops file; returns its key, or None for an order that gets nothing."""
+    def mint(self, run_id: str, order: OrderRecord, *, lifetime_seconds: int, salt: bytes | None
+             ) -> tuple[str, DigestSet | None] | None:
+        """Write the order's sops file and (with the run's ``salt``) the salted digests of its values;
+        returns the file's key and the digests, or None for an order that gets nothing."""
         if not order.secret_refs and not order.aws_role:
             return None
         resolver = CredentialResolver(self.clients)
@@ -57,9 +60,26 @@ class Minter:
                                      context={"run_id": run_id, "order": order.name})
         except sops.SopsError as exc:
             raise MintingError(str(exc)) from None
+        digests = DigestSet.build(values.values(), salt=salt) if salt else None
+        if digests is not None:
+            self.clients.s3.put_object(Bucket=self.bucket, Key=layout.mask_key(run_id, order.name),
+                                       Body=digests.to_json().encode(), ContentType="application/json")
         key = layout.secrets_key(run_id, order.name)
         self.clients.s3.put_object(Bucket=self.bucket, Key=key, Body=encrypted, ContentType="application/json")
-        return key
+        return key, digests
+
+    def run_digests(self, run_id: str, orders: list[str], salt: bytes) -> DigestSet:
+        """The digests minted for ``orders`` (those already given credentials), merged."""
+        sets = [DigestSet.build((), salt=salt)]
+        for name in orders:
+            try:
+                raw = self.clients.s3.get_object(Bucket=self.bucket, Key=layout.mask_key(run_id, name))["Body"].read()
+            except Exception as exc:
+                if error_code(exc) in ("NoSuchKey", "404"):
+                    continue  # minting failed before its digests, or never happened
+                raise
+            sets.append(DigestSet.from_json(raw))
+        return DigestSet.merge(sets)
 
     def drop(self, run_id: str, order: str) -> None:
         self.clients.s3.delete_object(Bucket=self.bucket, Key=layout.secrets_key(run_id, order))

@@ -11,7 +11,7 @@ from lambda_runtime.schema.records import OrderRecord
 
 def worker_payload(
     s3: Any, *, bucket: str, run_id: str, order: OrderRecord, trace_id: str, attempt: int, expires_in: int,
-    not_after: float | None = None, secrets_key: str | None = None,
+    not_after: float | None = None, secrets_key: str | None = None, mask_key: str | None = None,
 ) -> WorkerPayload:
     name = order.name
 
@@ -33,6 +33,7 @@ def worker_payload(
         result_url=url("put_object", layout.result_key(run_id, name), IfNoneMatch="*"),
         artifacts_url=url("put_object", layout.artifacts_key(run_id, name)) if order.has_artifacts else None,
         secrets_url=url("get_object", secrets_key) if secrets_key else None,
+        mask_url=url("get_object", mask_key) if mask_key else None,
         inputs=[
             InputUrl(
                 from_order=i.from_order, path=i.path, url=url("get_object", layout.artifacts_key(run_id, i.from_order))

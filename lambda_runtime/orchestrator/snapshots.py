@@ -31,6 +31,7 @@ HOT_FIELDS = (
     "dispatch_ref",
     "vcs",
     "vcs_updated_at",
+    "mask_salt",
     "awaiting_since",
     "timer",
     "approvals",

@@ -22,13 +22,14 @@ from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job, Order
 from lambda_runtime.job.validate import JobValidationError, parse_job
 from lambda_runtime.logs import logger
+from lambda_runtime.mask_digests import new_salt
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
 from lambda_runtime.packaging.credentials import ROLE_KEYS, CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.packaging.references import check_references
-from lambda_runtime.policy.model import ForkPolicy, Policy
+from lambda_runtime.policy.model import ForkPolicy, Policy, TriggerEvent
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import InputPlacement, Manifest
 from lambda_runtime.schema.records import OrderInput, OrderRecord, RunRecord
@@ -81,7 +82,7 @@ class Packager:
                                  fields={"packaging_started_at": now})
             run = store.get_run(run_id) or run
         try:
-            job = self._load_job(run_id)
+            job = self._load_job(run)
             orders = self._build_and_upload(run, job)
         except PackagingError as exc:
             self._fail(run, str(exc))
@@ -93,7 +94,7 @@ class Packager:
             run_id,
             from_status=RunStatus.PACKAGING,
             to=RunStatus.RUNNING,
-            fields={"order_count": len(orders), "packaged_at": self.clock()},
+            fields={"order_count": len(orders), "packaged_at": self.clock(), "mask_salt": new_salt().hex()},
             event=("job_started", {"orders": len(orders)}),
             trace_id=run.trace_id,
             flow_id=run.flow_id,
@@ -104,10 +105,14 @@ class Packager:
         return "packaged" if began else "raced"
 
     # ---- steps --------------------------------------------------------------------------
-    def _load_job(self, run_id: str) -> Job:
-        body = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=layout.job_key(run_id))["Body"]
+    def _load_job(self, run: RunRecord) -> Job:
+        """The accepted job, validated again against today's policy, as the trigger that started it."""
+        body = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=layout.job_key(run.run_id))["Body"]
+        policy = self.settings.deployment_policy()
+        withhold = run.untrusted and policy.fork_pull_requests is ForkPolicy.WITHOUT_SECRETS
         try:
-            return parse_job(json.loads(body.read()), self.settings.validation_policy())
+            return parse_job(json.loads(body.read()), self.settings.validation_policy(
+                TriggerEvent(run.trigger), run.branch, withhold_credentials=withhold))
         except JobValidationError as exc:  # validated at intake; a policy change since then lands here
             raise PackagingError(str(exc)) from None
 

@@ -77,6 +77,9 @@ class WorkerPayload(_Model):
     artifacts_url: str | None = None
     # the order's credentials (sops, KMS context pinned to run and order), minted at dispatch
     secrets_url: str | None = None
+    # salted digests of every credential minted in the run so far (``mask_digests``): masks them
+    # in this order's log without this order ever holding their values
+    mask_url: str | None = None
     inputs: list[InputUrl] = Field(default_factory=list)
     timeout: int
     kill_grace_seconds: int = 10

@@ -6,6 +6,8 @@ Internal bucket::
     webhooks/github/<delivery>.json                verified GitHub event (S3 -> packaging queue)
     runs/<run_id>/orders/<order>/bundle.tar.gz     code + manifest (names of secrets, never values)
     runs/<run_id>/orders/<order>/secrets.sops.json its credentials, minted at dispatch, deleted when final
+    runs/<run_id>/orders/<order>/mask.json         salted digests of those credentials (never values)
+    runs/<run_id>/orders/<order>/mask-in.json      the run's digests so far, for this order's worker
     runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker
     runs/<run_id>/orders/<order>/artifacts.tar.gz  declared artifacts of a succeeded order
     callbacks/<run_id>/orders/<order>/result.json  the order's result (S3 -> callback queue)
@@ -61,6 +63,16 @@ def bundle_key(run_id: str, order: str) -> str:
 
 def secrets_key(run_id: str, order: str) -> str:
     return order_prefix(run_id, order) + "secrets.sops.json"
+
+
+def mask_key(run_id: str, order: str) -> str:
+    """Salted digests of the order's minted values (``mask_digests``): never the values."""
+    return order_prefix(run_id, order) + "mask.json"
+
+
+def mask_input_key(run_id: str, order: str) -> str:
+    """The digests of every value minted in the run so far, handed to this order's worker."""
+    return order_prefix(run_id, order) + "mask-in.json"
 
 
 def log_key(run_id: str, order: str) -> str:

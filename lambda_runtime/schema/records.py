@@ -144,6 +144,7 @@ class RunRecord:
     trigger: str = "submit"
     branch: str | None = None
     untrusted: bool = False  # a fork's or an untrusted author's pull request
+    mask_salt: str = ""  # hex; salts the digests every order masks the run's secrets with
     updated_at: float | None = None
 
     @classmethod

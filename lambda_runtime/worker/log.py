@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from lambda_runtime.mask_digests import DigestMasker
 from lambda_runtime.masking import Masker
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
 
@@ -40,15 +41,16 @@ class OrderLog:
         )
         self._stream = stream
         self._masker = masker
-        self._longest_secret = 0
+        self._longest_form = 0
         self._tail = ""
         self._closed = False
         self._lock = threading.Lock()
 
-    def add_secrets(self, secrets: list[str], base: list[str]) -> None:
+    def add_secrets(self, secrets: list[str], base: list[str], *, digests: DigestMasker | None = None) -> None:
+        """Mask the order's own values, the payload's URLs and (``digests``) the run's other secrets."""
         with self._lock:
-            self._masker = Masker([*base, *secrets])
-            self._longest_secret = max((len(s) for s in secrets), default=0)
+            self._masker = Masker([*base, *secrets], digests=digests)
+            self._longest_form = self._masker.longest_form
 
     def mask(self, text: str) -> str:
         return self._masker.mask(text)
@@ -58,8 +60,8 @@ class OrderLog:
 
     def truncated_line(self, text: str) -> None:
         """A line cut at the cap may end inside a secret; drop enough of its end that no fragment
-        of one survives (JSON escaping can make a value up to six times longer)."""
-        cut = max(0, len(text) - 6 * self._longest_secret)
+        of one survives (the longest printed form of any secret, escapes included)."""
+        cut = max(0, len(text) - self._longest_form)
         self._write(self._masker.mask(text[:cut]) + f" {NOTE_PREFIX}line truncated at {LINE_CAP_BYTES} bytes")
 
     def note(self, message: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lambda_runtime import sops
+from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.schema.contract import BUNDLE_CODE_DIR, BUNDLE_MANIFEST, BUNDLE_SECRETS, Manifest, WorkerPayload
 from lambda_runtime.worker.archive import extract_under, relative_path, unpack_bundle
 from lambda_runtime.worker.errors import OrderFailure, TransferError
@@ -43,7 +44,7 @@ def prepare(payload: WorkerPayload, tmp: Path, log: OrderLog) -> Prepared:
     raw_manifest = _fetch_bundle(payload, tmp)
     manifest = _load_manifest(raw_manifest, payload)
     secrets = _load_secrets(_fetch_secrets(payload, tmp), tmp, manifest)
-    log.add_secrets(list(secrets.values()), payload_urls(payload))
+    log.add_secrets(list(secrets.values()), payload_urls(payload), digests=_run_digests(payload, tmp))
     workdir = _workdir(tmp, manifest)
     _place_inputs(payload, manifest, workdir, tmp, log)
     return Prepared(manifest, workdir, _command_env(manifest, secrets, tmp))
@@ -70,6 +71,21 @@ def _fetch_bundle(payload: WorkerPayload, tmp: Path) -> bytes:
     if manifest is None:
         raise OrderFailure(f"the order's bundle has no {BUNDLE_MANIFEST}")
     return manifest
+
+
+def _run_digests(payload: WorkerPayload, tmp: Path) -> DigestMasker | None:
+    """The run's other secrets, as salted digests only: masked in this order's log although this
+    order never holds them (it may print an artifact or file another order wrote)."""
+    if not payload.mask_url:
+        return None
+    path = tmp / "mask.json"
+    try:
+        http_get(payload.mask_url, path)
+        return DigestMasker(DigestSet.from_json(path.read_bytes()))
+    except (TransferError, ValueError) as exc:
+        raise OrderFailure(f"could not load the run's masking digests: {exc}") from None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _fetch_secrets(payload: WorkerPayload, tmp: Path) -> bytes | None:
@@ -188,8 +204,7 @@ def payload_urls(payload: WorkerPayload) -> list[str]:
     urls = [payload.bundle_url, payload.log_url, payload.result_url, *(i.url for i in payload.inputs)]
     if payload.artifacts_url:
         urls.append(payload.artifacts_url)
-    if payload.secrets_url:
-        urls.append(payload.secrets_url)
+    urls += [u for u in (payload.secrets_url, payload.mask_url) if u]
     return urls
 
 

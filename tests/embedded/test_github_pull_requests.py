@@ -3,7 +3,6 @@ files), talking to a fake GitHub REST server on loopback; a local git repository
 for the repository being cloned."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 import requests
 from support.fakes.github_server import FakeGitHub
+from support.github_flow import deliver as deliver_to
+from support.github_flow import final_status, git, pull_request_payload, wait_for
 from support.paths import GITHUB_FIXTURES
-
-from lambda_runtime.intake.signature import sign
 
 pytestmark = pytest.mark.slow
 FIXTURES = GITHUB_FIXTURES
@@ -36,12 +35,6 @@ orders:
     depends_on: [plan]
     cmds: ["echo applied"]
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -76,33 +69,14 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 
 
 def payload(world: dict[str, Any], *, sha: str | None = None, number: int = 7, action: str = "opened") -> bytes:
-    doc = copy.deepcopy(json.loads((FIXTURES / "pull_request_opened.json").read_text()))
-    doc["action"] = action
-    doc["number"] = doc["pull_request"]["number"] = number
-    doc["pull_request"]["head"]["sha"] = sha or world["sha"]
-    doc["pull_request"]["head"]["repo"]["clone_url"] = f"file://{world['repo']}"
-    return json.dumps(doc).encode()
+    """A trusted pull request (a MEMBER's branch of acme/infra)."""
+    return json.dumps(pull_request_payload(number=number, sha=sha or world["sha"], action=action,
+                                           clone_url=f"file://{world['repo']}")).encode()
 
 
 def deliver(world: dict[str, Any], body: bytes, *, event: str = "pull_request", delivery: str | None = None,
             secret: str = WEBHOOK_SECRET) -> requests.Response:
-    return requests.post(f"{world['url']}/webhooks/github", data=body, timeout=10, headers={
-        "Content-Type": "application/json", "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery or str(uuid.uuid4()), "X-Hub-Signature-256": sign(secret, body)})
-
-
-def wait_for(predicate, timeout: float = 90, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def final_status(fake: FakeGitHub, sha: str) -> dict[str, Any] | None:
-    return next((s for s in fake.statuses if s["sha"] == sha and s["state"] != "pending"), None)
+    return deliver_to(world["url"], body, secret=secret, event=event, delivery=delivery)
 
 
 def test_ping(world) -> None:

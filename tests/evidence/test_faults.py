@@ -383,7 +383,7 @@ def test_a_lost_answer_to_the_github_delivery_record(make_stack, aws) -> None:
     secret_id = "faults/github-" + secrets.token_hex(4)
     AwsClients(region=aws.region).secrets.create_secret(Name=secret_id, SecretString="hook-key")
     stack = make_stack(github_webhook_secret_id=secret_id)
-    lost = LostResponses("dynamodb", "PutItem", lambda body: b"github-delivery#" in body, times=1).install(
+    lost = LostResponses("dynamodb", "TransactWriteItems", lambda body: b"github-delivery#" in body, times=1).install(
         stack.clients)
     doc = json.loads((GITHUB_FIXTURES / "pull_request_opened.json").read_text())
     doc["pull_request"]["head"]["sha"] = "3f786850e387550fdab836ed7e6dc881de23001b"

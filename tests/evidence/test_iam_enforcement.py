@@ -129,7 +129,7 @@ def enforced(aws, synth: Synthesized, tmp_path_factory: pytest.TempPathFactory) 
         dispatcher = WorkerDispatcher(clients["orchestrator"], stack.settings, workers)
         rewire(stack, clients, dispatcher, admin)
         env = ctx.enter_context(pytest.MonkeyPatch.context())
-        env.setenv("IAC_CI_SOPS_BINARY", str(sops_wrapper(tmp, ids.env["packaging"])))
+        env.setenv("IAC_CI_SOPS_BINARY", str(sops_wrapper(tmp, ids.env["orchestrator"])))  # minting at dispatch
         ctx.enter_context(stack)
         e = Enforced(stack, iam, ids, policies, clients, admin, dispatcher, prefix, watchdog_user)
         yield e
@@ -193,11 +193,13 @@ def test_a_job_succeeds_with_every_component_on_its_synthesized_policy(enforced:
         "intake": {"secretsmanager:GetSecretValue", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
                    "s3:PutObject", "states:StartExecution"},
         "packaging": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject", "s3:PutObject", "dynamodb:GetItem",
-                      "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem", "kms:Encrypt",
-                      "ssm:GetParameter", "secretsmanager:GetSecretValue"},
+                      "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem",
+                      "ssm:DescribeParameters", "secretsmanager:DescribeSecret"},  # exists, never read
+        # credentials are minted at dispatch: read, encrypted, deleted once the order ends
         "orchestrator": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:ListBucket", "s3:GetObject", "s3:PutObject",
                          "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem",
-                         "states:StartExecution", "lambda:InvokeFunction", "codebuild:StartBuild"},
+                         "states:StartExecution", "lambda:InvokeFunction", "codebuild:StartBuild", "kms:Encrypt",
+                         "ssm:GetParameter", "secretsmanager:GetSecretValue", "s3:DeleteObject"},
         "worker": {"kms:Decrypt"},
         "worker_build": {"kms:Decrypt"},
     }
@@ -357,7 +359,7 @@ def _item(table: str, op: str) -> Call:
 PROBES: dict[str, list[Probe]] = {
     "intake": [
         Probe("GetItem on the orders table (RunItems)", _item("orders_table", "GetItem"), True),
-        Probe("PutItem on the events table", _item("events_table", "PutItem"), False),
+        Probe("PutItem on the events table (AuditApprovals)", _item("events_table", "PutItem"), True),
         Probe("GetObject of a submitted job", _get(JOB), False),
         Probe("PutObject of an order result (a forgery)", _put(_internal, RESULT), False),
         Probe("kms:Encrypt with the sops key", _encrypt, False),
@@ -370,8 +372,8 @@ PROBES: dict[str, list[Probe]] = {
         Probe("kms:Decrypt of a bundle's secrets", _decrypt, False),
         Probe("ssm:GetParameter outside /iac-ci/", lambda e, c: c.ssm.get_parameter(Name="/elsewhere/token"), False),
         Probe("UpdateItem on the locks table", _item("locks_table", "UpdateItem"), False),
-        Probe("states:StartExecution of the watchdog", lambda e, c: c.sfn.start_execution(
-            stateMachineArn=e.stack.settings.watchdog_arn, name=f"probe-{secrets.token_hex(4)}", input="{}"), False),
+        Probe("states:StartExecution of the watchdog (a PR's job timeout)", lambda e, c: c.sfn.start_execution(
+            stateMachineArn=e.stack.settings.watchdog_arn, name=f"probe-{secrets.token_hex(4)}", input="{}"), True),
     ],
     "orchestrator": [
         Probe("Query on the orders table (RunAndOrderItems)", _item("orders_table", "Query"), True),

@@ -30,8 +30,9 @@ Used by ``tests/evidence/test_iam_enforcement.py``, in four parts:
    ``Condition`` blocks (moto ignores them for identity policies, so ``s3:prefix`` and
    ``kms:EncryptionContextKeys`` are not enforced and a prefix-limited ListBucket counts as a full
    one), resource policies, KMS key policies, session policies, permission boundaries.
-4. Wiring: each engine component gets its own ``AwsClients`` (``rewire``), packaging's sops gets
-   packaging's credentials (``sops_wrapper``), workers get theirs and the orchestrator's dispatch
+4. Wiring: each engine component gets its own ``AwsClients`` (``rewire``), the sops that mints
+   credentials at dispatch gets the orchestrator's credentials (``sops_wrapper``), workers get
+   theirs and the orchestrator's dispatch
    calls are made against moto too (``WorkerDispatcher``), and moto's state-machine interpreter
    signs as a user carrying the watchdog's policies (``moto_state_machines_as``).
 """
@@ -562,8 +563,8 @@ def moto_state_machines_as(admin: boto3.Session, endpoint: str, user_name: str,
 
 # ---- 4. wiring the engine ------------------------------------------------------------------------------
 def sops_wrapper(directory: Path, credentials: Mapping[str, str]) -> Path:
-    """A sops that always runs with ``credentials`` (packaging's), to point ``IAC_CI_SOPS_BINARY``
-    at: ``lambda_runtime.sops`` takes its KMS credentials from the process environment, which
+    """A sops that always runs with ``credentials`` (the orchestrator's: it encrypts at dispatch),
+    for ``IAC_CI_SOPS_BINARY``: ``lambda_runtime.sops`` takes its KMS credentials from the process, which
     every component shares here."""
     from lambda_runtime import sops
 
@@ -574,7 +575,7 @@ def sops_wrapper(directory: Path, credentials: Mapping[str, str]) -> Path:
         if saved is not None:
             os.environ["IAC_CI_SOPS_BINARY"] = saved
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in credentials.items())
-    path = directory / "sops-as-packaging"
+    path = directory / "sops-as-orchestrator"
     path.write_text(f'#!/bin/sh\nexport {exports}\nexec {shlex.quote(real)} "$@"\n')
     path.chmod(stat.S_IRWXU)
     return path

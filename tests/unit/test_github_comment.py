@@ -41,3 +41,69 @@ def test_fences_in_logs_cannot_break_out() -> None:
     s["orders"]["o0"]["log_tail"] = "````\n# injected heading\nhttps://user:pw@example.com/x"
     body = render(s)
     assert "````\n# injected" not in body and "user:pw" not in body
+
+
+def gated_summary() -> dict:
+    def order(status: str, **approval) -> dict:
+        base = {"environment": "prod", "needed": 2, "approved_by": [], "wait_until": None, "rejected_by": None}
+        return {"status": status, "target": "lambda", "must_succeed": True, "exit_code": None, "duration_s": None,
+                "log_tail": "", "approval": {**base, **approval}}
+
+    s = summary(1, 10, status="running")
+    s["orders"] = {
+        "deploy-prd": order("awaiting_approval", approved_by=["alice"]),
+        "deploy-eu": order("rejected", rejected_by="bob"),
+        "deploy-us": order("succeeded", approved_by=["alice", "bob"]),
+        "plan": {"status": "succeeded", "target": "lambda", "must_succeed": True, "exit_code": 0, "duration_s": 2.0,
+                 "log_tail": "ok"},
+    }
+    s["orders"]["deploy-eu"]["reason"] = "rejected by bob: the plan deletes the database"
+    return s
+
+
+def test_awaiting_orders_show_who_approved_and_who_may_approve() -> None:
+    body = render(gated_summary(), reviewers={"prod": ["alice", "bob", "acme/sre"]})
+    assert "| `deploy-prd` | ⏳ awaiting approval: 1 of 2 (alice) |" in body
+    assert "**⏳ Awaiting approval (1)**" in body
+    assert ("- `deploy-prd` (environment `prod`): awaiting approval: 1 of 2 (alice); reviewers: alice, bob, acme/sre"
+            " — `/iac-ci approve deploy-prd`") in body
+
+
+def test_rejected_orders_show_who_rejected_and_why() -> None:
+    body = render(gated_summary())
+    assert "| `deploy-eu` | 🛑 rejected by bob |" in body
+    assert "**🛑 Rejected (1)**" in body
+    assert "- `deploy-eu` (environment `prod`): rejected by bob: the plan deletes the database" in body
+
+
+def test_approved_orders_name_their_approvers() -> None:
+    body = render(gated_summary())
+    assert "| `deploy-us` | ✅ succeeded (approved by alice, bob) |" in body
+    assert "| `plan` | ✅ succeeded | lambda | 2.0s | 0 |" in body  # an order without rules is unchanged
+
+
+def test_a_wait_timer_is_shown_in_utc() -> None:
+    s = gated_summary()
+    s["orders"]["deploy-prd"]["approval"].update(needed=0, approved_by=[], wait_until=1_800_000_000)
+    assert "awaiting approval, timer until 2027-01-15 08:00 UTC" in render(s)
+
+
+def test_without_reviewers_the_comment_says_who_may_approve() -> None:
+    body = render(gated_summary())  # an untrusted PR's on_approval gate: no reviewers listed
+    assert "reviewers: collaborators with write permission" in body
+
+
+def test_names_cannot_break_the_table_or_the_lists() -> None:
+    s = gated_summary()
+    s["orders"]["deploy-prd"]["approval"]["approved_by"] = ["x|y`\n# z"]
+    body = render(s, reviewers={"prod": ["a|b"]})
+    assert "x/y' # z" in body and "reviewers: a/b" in body and "\n# z" not in body
+
+
+def test_thousands_of_awaiting_orders_still_fit() -> None:
+    s = gated_summary()
+    waiting = s["orders"]["deploy-prd"]
+    s["orders"] = {f"deploy-{i:04d}": waiting for i in range(3000)}
+    body = render(s, reviewers={"prod": ["alice", "bob"]})
+    assert len(body) <= GITHUB_COMMENT_LIMIT
+    assert "… and 2960 more (`/iac-ci approve` approves them all)" in body

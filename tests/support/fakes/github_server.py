@@ -2,16 +2,25 @@
 
 Real HTTP, real JSON shapes (trimmed), so the PyGithub client in the engine is exercised as
 it is against github.com. ``fail_next`` injects 5xx or rate-limit answers.
+
+State a test sets: ``files`` (repository, ref, path) -> text, or ``git_repos`` repository -> a
+local git repository whose files the contents API serves at any ref (``git show REF:PATH``);
+``pulls`` (repository, number) -> the pull request ``GET /pulls/{n}`` answers; ``permissions``
+(repository, login) -> admin/maintain/write/triage/read (absent: none); ``teams`` "org/slug" ->
+{login: "active" | "pending"}. Every request is recorded in ``requests``.
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
+import subprocess
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 @dataclass
@@ -24,6 +33,10 @@ class Recorded:
 @dataclass
 class FakeGitHub:
     files: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (repo, ref, path) -> text
+    git_repos: dict[str, Path] = field(default_factory=dict)  # repo -> local git repository served at any ref
+    pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    permissions: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, login) -> permission
+    teams: dict[str, dict[str, str]] = field(default_factory=dict)  # "org/slug" -> {login: state}
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
@@ -81,12 +94,31 @@ class FakeGitHub:
         base = self.url
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)/contents/(.+)", path)
         if m and method == "GET":
-            text = self.files.get((m[1], query.get("ref", ""), m[2]))
+            text = self._file(m[1], unquote(query.get("ref", "")), unquote(m[2]))
             if text is None:
                 return 404, {"message": "Not Found"}, {}
             return 200, {"type": "file", "encoding": "base64", "name": m[2].rsplit("/", 1)[-1], "path": m[2],
                          "content": base64.b64encode(text.encode()).decode(), "sha": "f" * 40, "size": len(text),
                          "url": f"{base}{path}"}, {}
+        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
+        if m and method == "GET":
+            pull = self.pulls.get((m[1], int(m[2])))
+            if pull is None:
+                return 404, {"message": "Not Found"}, {}
+            return 200, {"url": f"{base}{path}", "id": int(m[2]), **pull}, {}
+        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/collaborators/([^/]+)/permission", path)
+        if m and method == "GET":
+            login = unquote(m[2])
+            role = self.permissions.get((m[1], login), "none")
+            legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+            return 200, {"permission": legacy, "role_name": role,
+                         "user": {"login": login, "id": 1, "type": "User"}}, {}
+        m = re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", path)
+        if m and method == "GET":
+            state = self.teams.get(f"{unquote(m[1])}/{unquote(m[2])}", {}).get(unquote(m[3]))
+            if state is None:
+                return 404, {"message": "Not Found"}, {}
+            return 200, {"url": f"{base}{path}", "role": "member", "state": state}, {}
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)", path)
         if m and method == "GET":
             return 200, self._issue(m[1], int(m[2])), {}
@@ -120,6 +152,21 @@ class FakeGitHub:
             self.statuses.append(status)
             return 201, status, {}
         return 404, {"message": f"fake GitHub has no {method} {path}"}, {}
+
+    def _file(self, repo: str, ref: str, path: str) -> str | None:
+        text = self.files.get((repo, ref, path))
+        local = self.git_repos.get(repo)
+        if text is not None or local is None or not ref or ref.startswith("-") or path.startswith("-"):
+            return text
+        shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=local, capture_output=True, text=True)
+        return shown.stdout if shown.returncode == 0 else None
+
+    def requests_to(self, pattern: str) -> list[Recorded]:
+        """The recorded requests whose path (with its query) matches the regular expression."""
+        return [r for r in list(self.requests) if re.search(pattern, r.path)]
+
+    def comments_on(self, repo: str, number: int) -> list[dict[str, Any]]:
+        return [c for c in list(self.comments.values()) if c["_issue"] == (repo, number)]
 
     def _issue(self, repo: str, number: int) -> dict[str, Any]:
         return {"number": number, "id": number, "state": "open", "title": "PR",
