@@ -88,3 +88,20 @@ def test_the_example_policy_validates_the_example_job() -> None:
     assert proc.returncode in (0, 2), proc.stderr
     if proc.returncode == 2:  # the demo asks for /iac-ci/demo/..., which the example's plan environment does not grant
         assert "is not granted by environment 'plan'" in proc.stderr
+
+
+def test_the_readme_promote_example_runs_as_written() -> None:
+    """The README's example command, taken from the README itself, so the two cannot drift."""
+    import shlex
+
+    from support.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("iac-ci run examples/promote/job.yaml")]
+    args = shlex.split(line)[1:]
+    proc = iac_ci(*args, "--json", "--quiet", cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["status"] == "succeeded"
+    assert "applying with token ***" in out["orders"]["apply"]["log_tail"] and "s3cr3t" not in proc.stdout
+    assert out["orders"]["apply"]["approval"]["environment"] == "prod"
