@@ -1,7 +1,8 @@
 """The ``iac-ci`` command.
 
 Exit codes: 0 the job succeeded (or the file is valid); 1 it failed, timed out or was
-cancelled; 2 the job file is invalid (the message names order and field).
+cancelled; 2 the job file (or the policy) is invalid (the message names order and field), or
+nothing could be built from its inputs (a source past its cap, a secret that does not exist).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def run(
     from iac_ci.embedded.stack import EmbeddedStack
     from lambda_runtime.logs import logger
 
-    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    _logs_to_stderr(logger)
 
     aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
     stack = EmbeddedStack(
@@ -185,14 +186,28 @@ def run(
     sys.exit(_report(done, as_json, err))
 
 
+def _logs_to_stderr(logger: Any) -> None:
+    """The engine's JSON log lines go to stderr: stdout is the result (``--json``) alone."""
+    import logging
+
+    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    for handler in logger.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
+
+
 def _report(done: dict[str, Any], as_json: bool, err: Console) -> int:
     """The final table on stderr, the JSON result on stdout; returns the exit code."""
     err.print(orders_table(done, title=f"run {done['run_id']}: {done['status']}"))
     if done.get("error"):
-        err.print(f"[red]error:[/] {done['error']}", highlight=False, markup=False)
+        err.print("[red]error:[/] ", end="")
+        err.print(str(done["error"]), highlight=False, markup=False, soft_wrap=True)
     if as_json:
         click.echo(json.dumps(json_result(done)))
-    return EXIT_OK if done["status"] == "succeeded" else EXIT_FAILED
+    if done["status"] == "succeeded":
+        return EXIT_OK
+    # nothing could be built from the job's inputs (a source past its cap, a missing secret): bad input
+    return EXIT_INVALID if done.get("error") and not done.get("orders") else EXIT_FAILED
 
 
 def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: float | None,
@@ -508,7 +523,7 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
     from iac_ci.embedded.stack import EmbeddedStack
     from lambda_runtime.logs import logger
 
-    logger.setLevel(os.environ["POWERTOOLS_LOG_LEVEL"])
+    _logs_to_stderr(logger)
     aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
     try:
         from lambda_runtime.aws.clients import AwsClients
