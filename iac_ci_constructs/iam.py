@@ -179,7 +179,8 @@ def orchestrator(
         allow("WriteDone", ["s3:PutObject"], objects(done, layout.done_key(ANY))),
         allow("StartOrderWatchdogs", ["states:StartExecution"], [watchdog.state_machine_arn]),
         allow("DispatchLambdaWorker", ["lambda:InvokeFunction"], [worker_function.function_arn]),
-        allow("DispatchCodeBuildWorker", ["codebuild:StartBuild", "codebuild:StopBuild"],
+        # BatchGetBuilds: a CodeBuild order's result is checked against its build's own status
+        allow("DispatchCodeBuildWorker", ["codebuild:StartBuild", "codebuild:StopBuild", "codebuild:BatchGetBuilds"],
               [worker_project.project_arn]),
         allow("MintedCredentials", ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
               objects(internal, layout.secrets_key(ANY, ANY), layout.mask_key(ANY, ANY),

@@ -211,6 +211,17 @@ class LocalDispatcher:
             except ProcessLookupError:
                 pass
 
+    def outcome(self, target: str, ref: str) -> str | None:
+        """A local build's end as CodeBuild would report it: the worker process's exit status."""
+        if target != "codebuild":
+            return None
+        with self._lock:
+            proc = self._procs.get(ref)
+        if proc is None:
+            return "NOT_FOUND"
+        code = proc.poll()
+        return "IN_PROGRESS" if code is None else ("SUCCEEDED" if code == 0 else "FAILED")
+
     def kill(self, run_id: str, order: str) -> bool:
         """SIGKILL a worker's whole process group (tests: a worker that dies silently)."""
         with self._lock:

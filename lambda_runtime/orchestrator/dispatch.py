@@ -20,6 +20,14 @@ class Dispatcher(Protocol):
     def stop(self, target: str, ref: str) -> None:
         """Best-effort stop of a running worker (cancellation, job timeout)."""
 
+    def outcome(self, target: str, ref: str) -> str | None:
+        """How the platform says the worker ended (CodeBuild's build status: IN_PROGRESS, SUCCEEDED,
+        FAILED, FAULT, STOPPED, TIMED_OUT; NOT_FOUND), or None where it says nothing (Lambda)."""
+
+
+# a build that ended in one of these cannot have produced a successful result
+FAILED_BUILD_STATES = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT", "NOT_FOUND"})
+
 
 class AwsDispatcher:
     def __init__(self, clients: AwsClients, *, worker_function: str, codebuild_project: str, grace_seconds: int):
@@ -47,3 +55,11 @@ class AwsDispatcher:
         if target == "codebuild" and ref:
             self._clients.codebuild.stop_build(id=ref)
         # an async Lambda invocation cannot be stopped; its late result is ignored
+
+    def outcome(self, target: str, ref: str) -> str | None:
+        if target != "codebuild" or not ref:
+            return None
+        builds = self._clients.codebuild.batch_get_builds(ids=[ref]).get("builds", [])
+        if not builds or builds[0].get("projectName") not in (None, self._project):
+            return "NOT_FOUND"
+        return str(builds[0].get("buildStatus") or "IN_PROGRESS")

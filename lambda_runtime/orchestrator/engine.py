@@ -27,7 +27,7 @@ from lambda_runtime.logs import logger
 from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.orchestrator import planner
-from lambda_runtime.orchestrator.dispatch import Dispatcher
+from lambda_runtime.orchestrator.dispatch import FAILED_BUILD_STATES, Dispatcher
 from lambda_runtime.orchestrator.minting import Minter, MintingError
 from lambda_runtime.orchestrator.planner import Arrived, Decision, Effect, Step
 from lambda_runtime.orchestrator.presign import worker_payload
@@ -132,7 +132,7 @@ class Orchestrator:
             running = [snap.orders[n] for n in sorted(with_result)
                        if n in snap.orders and snap.orders[n].status is OrderStatus.RUNNING]
             deployment_running = self.slots.running() if self.slots is not None else 0
-            results = self._masked(snap, self._read_results(run_id, running))
+            results = self._masked(snap, self._cross_checked(self._read_results(run_id, running), snap))
             decision = planner.plan(snap, results, signals, self.clock(), self.rules, deployment_running)
             if self._apply(snap, decision, self.locks.fence(lease), keepalive=lambda: self.locks.extend(lease)):
                 return
@@ -303,6 +303,25 @@ class Orchestrator:
         )
         self.store.set_order_fields(run_id, order.name, {"watchdog": execution, **more})
         order.watchdog = execution
+
+    def _cross_checked(self, results: dict[str, Arrived], snap: RunSnapshot) -> dict[str, Arrived]:
+        """A CodeBuild order's success is taken only if its build did not end otherwise: a result
+        object that says "succeeded" for a build CodeBuild reports failed, stopped or unknown was
+        not written by that build's worker (a forged or replayed result), and fails the order."""
+        out = dict(results)
+        for name, arrived in results.items():
+            order, result = snap.orders[name], arrived.result
+            if order.target != "codebuild" or result.status is not OrderStatus.SUCCEEDED or not order.dispatch_ref:
+                continue
+            outcome = getattr(self.dispatcher, "outcome", None)
+            state = outcome(order.target, order.dispatch_ref) if outcome is not None else None
+            if state in FAILED_BUILD_STATES:
+                logger.warning("result refused: it contradicts the build", extra={"order": name, "build": state})
+                refused = result.model_copy(update={
+                    "status": OrderStatus.FAILED, "producer": "engine", "exit_code": None,
+                    "error": f"result refused: it says succeeded, but build {order.dispatch_ref} ended {state}"})
+                out[name] = Arrived(refused, arrived.reported_at)
+        return out
 
     # ---- run-wide masking -------------------------------------------------------------------
     def _digests(self, snap: RunSnapshot) -> DigestSet | None:

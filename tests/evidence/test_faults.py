@@ -34,6 +34,8 @@ from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.intake import signature
 from lambda_runtime.orchestrator.engine import RetryLater
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.contract import OrderResult
+from lambda_runtime.schema.status import OrderStatus
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -412,3 +414,32 @@ def test_everything_at_once(make_stack, exec_log) -> None:
     all_succeeded(evidence)
     assert faults.total > 0 and chaos.copies_sent > 0 and crash.crashed == Counter(locked=2, dispatched=2, finalized=1)
 
+
+
+def test_a_forged_success_for_a_failed_build_is_refused(make_stack) -> None:
+    """An attacker who got hold of a CodeBuild order's result URL (or replays an old result) writes
+    "succeeded" for a build that failed: the orchestrator checks the build's own status and fails
+    the order, and nothing below it runs."""
+    stack = make_stack()
+    wrapper = SelectiveDispatcher(stack.dispatcher, drop_result={"deploy"})  # the real report never lands
+    stack.orchestrator.dispatcher = wrapper
+    run_id = submit(stack, {"name": "forged", "username": "tester", "orders": [
+        {"name": "deploy", "target": "codebuild", "timeout": 120, "cmds": ["echo applying", "exit 3"]},
+        {"name": "after", "target": "lambda", "depends_on": ["deploy"], "cmds": ["true"]},
+    ]})
+    deadline = time.monotonic() + 90
+    while not getattr(stack.store.load(run_id).orders.get("deploy"), "dispatch_ref", None):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    ref = str(stack.store.load(run_id).orders["deploy"].dispatch_ref)
+    while stack.dispatcher.outcome("codebuild", ref) == "IN_PROGRESS":  # the build ended (it failed)
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    forged = OrderResult(run_id=run_id, order="deploy", attempt=1, status=OrderStatus.SUCCEEDED, exit_code=0,
+                         producer="worker", log_tail="all good")
+    stack.clients.s3.put_object(Bucket=stack.settings.internal_bucket, Key=layout.result_key(run_id, "deploy"),
+                                Body=forged.model_dump_json().encode(), IfNoneMatch="*")
+    done = stack.wait(run_id, timeout=60)
+    assert done["status"] == "failed"
+    assert {n: o["status"] for n, o in done["orders"].items()} == {"deploy": "failed", "after": "skipped"}
+    assert f"result refused: it says succeeded, but build {ref} ended FAILED" in done["orders"]["deploy"]["reason"]

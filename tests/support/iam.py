@@ -640,6 +640,19 @@ class WorkerDispatcher:
         finally:
             self.workers[target].stop(target, ref)
 
+    def outcome(self, target: str, ref: str) -> str | None:
+        """The real codebuild:BatchGetBuilds (authorized as the orchestrator); the local worker's
+        exit status is what the build's status would be."""
+        build = self._builds.get(ref) if target == "codebuild" else None
+        if build is not None:
+            try:
+                self.aws.outcome(target, build[0])
+                self._record("codebuild:BatchGetBuilds", build[1], "accepted")
+            except Exception as exc:
+                self._record("codebuild:BatchGetBuilds", build[1], error_code(exc) or type(exc).__name__)
+                raise
+        return self.workers[target].outcome(target, ref) if target in self.workers else None
+
     def kill(self, run_id: str, order: str) -> bool:
         return any(w.kill(run_id, order) for w in self.workers.values())
 

@@ -209,6 +209,9 @@ class SelectiveDispatcher:
         if not ref.startswith("lost:"):
             self.inner.stop(target, ref)
 
+    def outcome(self, target: str, ref: str) -> str | None:
+        return None if ref.startswith("lost:") else self.inner.outcome(target, ref)
+
 
 def resend_callbacks(stack: EmbeddedStack, run_id: str, *, delay: int = 0) -> int:
     """Send one more notification for every object under the run's callback prefix (late duplicates)."""
