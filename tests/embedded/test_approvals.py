@@ -104,8 +104,13 @@ def test_two_distinct_reviewers_release_an_order_and_nothing_exists_before(gated
     canary = "canary-" + secrets.token_hex(12)
     gated.clients.secrets.create_secret(Name="iac-ci/prod/deploy-key", SecretString=canary)
     assume_calls: list[float] = []
-    gated.clients.sts.meta.events.register("before-call.sts.AssumeRole",
-                                           lambda **_: assume_calls.append(time.time()))
+    durations: list[int] = []
+
+    def assumed(params: dict[str, Any], **_: Any) -> None:
+        assume_calls.append(time.time())
+        durations.append(int(params["body"]["DurationSeconds"]))
+
+    gated.clients.sts.meta.events.register("before-call.sts.AssumeRole", assumed)
     run_id = submit(gated, prod_job("iac-ci/prod/deploy-key"))
     wait_status(gated, run_id, "apply", OrderStatus.AWAITING_APPROVAL)
     time.sleep(1)  # give a wrong engine the time to mint anyway
@@ -135,6 +140,8 @@ def test_two_distinct_reviewers_release_an_order_and_nothing_exists_before(gated
     assert "key=***" in done["orders"]["apply"]["log_tail"] and canary not in json.dumps(done)
     assert done["orders"]["apply"]["approval"]["approved_by"] == [BOB, CAROL_ROLE]
     assert len(assume_calls) == 1 and assume_calls[0] >= released_at  # minted at dispatch, not before
+    # valid for the order's whole timeout from its dispatch (600 s + grace), however long it waited
+    assert durations[0] >= 600 + gated.settings.watchdog_grace_seconds
     events = [e for e in gated.store.events(run_id) if e["event_type"].startswith("approval")]
     kinds = sorted(e["event_type"] for e in events)
     assert kinds == ["approval_granted", "approval_granted", "approval_refused", "approval_refused",
