@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 from api_calls import CallCounter  # noqa: E402
+from bench_masking import run as masking  # noqa: E402
 
 # US East (N. Virginia) list prices, 2026; control plane only (workers' own compute excluded)
 PRICES = {
@@ -179,7 +180,17 @@ def main() -> int:
     intake_latency()
     import_times()
     cost(calls)
+    masking(row)
+    sandbox_sweep()
     return 0
+
+
+def sandbox_sweep() -> None:
+    """What cleaning a warm sandbox costs each order (the worker's reaper, ``worker.sandbox``)."""
+    from lambda_runtime.worker.sandbox import sweep_cost_seconds
+
+    processes = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+    row("sandbox", "sweep per order (ms)", f"{sweep_cost_seconds() * 1000:.2f}", f"{processes} processes in the table")
 
 
 if __name__ == "__main__":
