@@ -11,41 +11,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import struct
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.bombs import lie_about_sizes, zeros_zip
 
 from iac_ci.embedded.stack import EmbeddedStack
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024
 BOMB_BYTES = 600 * MiB  # past the default max_source_bytes (512 MiB); about 600 KB zipped
-
-
-def zeros_zip(path: Path, size: int) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf, zf.open("zeros.bin", "w") as out:
-        chunk = bytes(MiB)
-        for _ in range(size // MiB):
-            out.write(chunk)
-    return path
-
-
-def lie_about_sizes(path: Path, declared: int) -> Path:
-    data = bytearray(path.read_bytes())
-    with zipfile.ZipFile(path) as zf:
-        (info,) = zf.infolist()
-    struct.pack_into("<L", data, info.header_offset + 22, declared)
-    struct.pack_into("<L", data, data.rfind(b"PK\x01\x02") + 24, declared)
-    path.write_bytes(bytes(data))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,13 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.paths import REPO_ROOT
+from support.waiting import wait_for
 
 from iac_ci.embedded.server import EmbeddedAws
 from iac_ci.embedded.stack import EmbeddedStack
@@ -171,13 +171,7 @@ def _alive(pid: int) -> bool:
 
 
 def _wait(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout=timeout, what=what, poll=0.1)
 
 
 @pytest.fixture()

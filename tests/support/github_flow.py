@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import requests
 
 from lambda_runtime.intake.signature import sign
+from support import waiting
 from support.fakes.github_server import FakeGitHub
 from support.paths import GITHUB_FIXTURES
 
@@ -113,13 +113,7 @@ def deliver(url: str, body: bytes | dict[str, Any], *, secret: str, event: str =
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float = 90, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    return waiting.wait_for(predicate, timeout=timeout, what=what, poll=0.3)
 
 
 def final_status(fake: FakeGitHub, sha: str, after: int = 0) -> dict[str, Any] | None:

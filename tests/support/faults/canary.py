@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import tarfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from urllib.parse import quote, quote_plus
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.store.codec import from_item
+from support.waiting import wait_for  # noqa: F401 - re-exported for the canary suite
 
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 
@@ -201,11 +201,3 @@ def new_temp_entries(tmp: Path, since: float, prefixes: tuple[str, ...]) -> list
     return [p for p in tmp.iterdir() if p.name.startswith(prefixes) and p.stat().st_mtime >= since - 1]
 
 
-def wait_for(predicate: Any, *, timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
