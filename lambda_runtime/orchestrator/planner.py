@@ -139,9 +139,18 @@ def plan(
     if all(s.terminal for s in status.values()):
         final = {n: (snap.orders[n].must_succeed, s) for n, s in status.items()}
         decision.finalize = final_status(run, final, cancelled=cancelled, job_timed_out=timed_out)
-    elif decision.transitions and rules.vcs_enabled and run.vcs:
+    elif (decision.transitions or _decided_since_update(snap)) and rules.vcs_enabled and run.vcs:
         decision.publish_progress = now - (run.vcs_updated_at or 0) >= rules.vcs_update_interval_seconds
     return decision
+
+
+def _decided_since_update(snap: RunSnapshot) -> bool:
+    """A reviewer approved a waiting order (through the API, say) after the PR was last updated: the
+    comment shows who approved and how many are still needed, even though nothing moved yet."""
+    assert snap.run is not None
+    since = snap.run.vcs_updated_at or 0
+    return any(float(a.get("at") or 0) > since for o in snap.orders.values()
+               if o.status is OrderStatus.AWAITING_APPROVAL for a in o.approvals)
 
 
 def job_timed_out(run: RunRecord, signals: frozenset[str], now: float) -> bool:

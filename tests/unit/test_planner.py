@@ -313,3 +313,14 @@ def test_the_per_run_cap_keeps_further_orders_queued() -> None:
     assert [s.transition.name for s in planner.plan(snap, {}, frozenset(), NOW, rules).start] == ["q0", "q1"]
     full = gated_snapshot(**{f"r{i}": {"status": S.RUNNING, "attempt": 1} for i in range(3)}, q={})
     assert planner.plan(full, {}, frozenset(), NOW, rules).start == []
+
+
+def test_an_approval_since_the_last_pr_update_publishes_progress() -> None:
+    waiting = {"status": S.AWAITING_APPROVAL, "approvals_needed": 2, "approvals": ({"by": "bob", "at": NOW - 30},)}
+    snap = gated_snapshot(a=waiting)
+    assert snap.run is not None
+    snap.run.vcs, snap.run.vcs_updated_at = "github", NOW - 60
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert decision.transitions == [] and decision.publish_progress is True
+    snap.run.vcs_updated_at = NOW - 20  # the comment already shows it
+    assert planner.plan(snap, {}, frozenset(), NOW, RULES).publish_progress is False
