@@ -71,6 +71,7 @@ class Orchestrator:
         self.snapshots = SnapshotCache(self.store)
         self.minter = Minter(self.clients, s.internal_bucket, s.kms_key_arn)
         self._digest_sets: dict[str, DigestSet] = {}  # run -> digests of its minted values
+        self._digest_orders: dict[str, set[str]] = {}  # run -> the orders those digests cover
         self._digest_lock = threading.Lock()
         self.slots = (DeploymentSlots(self.clients.dynamodb, s.locks_table, s.max_running_per_deployment)
                       if s.max_running_per_deployment else None)
@@ -325,28 +326,31 @@ class Orchestrator:
 
     # ---- run-wide masking -------------------------------------------------------------------
     def _digests(self, snap: RunSnapshot) -> DigestSet | None:
-        """The digests of every value minted in the run so far (cached per run; rebuilt from the
-        per-order digest objects after a cold start)."""
+        """The digests of every value minted in the run so far. Cached per run with the orders they
+        cover; an order minted by another invocation (another warm instance, or before a cold
+        start) is read from its digest object the first time the snapshot shows it dispatched."""
         run = snap.run
         if run is None or not run.mask_salt:
             return None
+        given = {n for n, o in snap.orders.items() if (o.secret_refs or o.aws_role) and o.dispatched_at}
         with self._digest_lock:
-            cached = self._digest_sets.get(run.run_id)
-        if cached is None:
-            given = [n for n, o in snap.orders.items() if (o.secret_refs or o.aws_role) and o.dispatched_at]
-            if not given:
-                return None
-            cached = self.minter.run_digests(run.run_id, given, bytes.fromhex(run.mask_salt))
+            cached, known = self._digest_sets.get(run.run_id), self._digest_orders.get(run.run_id, set())
+        missing = sorted(given - known)
+        if missing:
+            loaded = self.minter.run_digests(run.run_id, missing, bytes.fromhex(run.mask_salt))
             with self._digest_lock:
-                cached = self._digest_sets.setdefault(run.run_id, cached)
+                current = self._digest_sets.get(run.run_id)
+                cached = loaded if current is None else DigestSet.merge([current, loaded])
+                self._digest_sets[run.run_id] = cached
+                self._digest_orders.setdefault(run.run_id, set()).update(missing)
         return cached
 
     def _masked(self, snap: RunSnapshot, results: dict[str, Arrived]) -> dict[str, Arrived]:
         """Results with every secret of the run masked in their log tail and error, so an order that
         printed another order's secret (an artifact, a shared file) does not reach the PR comment
         or the summary with it."""
-        digests = self._digests(snap) if results else None
-        if not digests:
+        digests = self._digests(snap)  # also brings the cache up to date before this step dispatches
+        if not digests or not results:
             return results
         masker = DigestMasker(digests)
         out = {}
@@ -363,6 +367,7 @@ class Orchestrator:
             if own is not None:
                 current = own if current is None else DigestSet.merge([current, own])
                 self._digest_sets[run.run_id] = current
+                self._digest_orders.setdefault(run.run_id, set()).add(order.name)
         if current is None or not len(current):
             return None
         key = layout.mask_input_key(run.run_id, order.name)
@@ -375,7 +380,9 @@ class Orchestrator:
         signal = layout.SIGNAL_WAIT_PREFIX + order.name
         execution = watchdog.start(
             self.clients.sfn, self.settings.watchdog_arn, run_id=run_id, subject=signal,
-            deadline=order.wait_until, bucket=self.settings.internal_bucket,
+            # a little after the timer ends: a wake-up before it (Step Functions' clock ahead of ours) would
+            # find the order still waiting, and no other wake-up would come
+            deadline=order.wait_until + planner.TIMER_SKEW_SECONDS, bucket=self.settings.internal_bucket,
             key=layout.control_key(run_id, signal), body=json.dumps({"signal": signal, "run_id": run_id}))
         self.store.set_order_fields(run_id, order.name, {"timer": execution})
         order.timer = execution

@@ -35,6 +35,7 @@ from lambda_runtime.schema.status import WORKER_RESULT_STATUSES, OrderStatus, Ru
 from lambda_runtime.store.runs import Transition
 
 REPORTING_MARGIN_SECONDS = 5.0
+TIMER_SKEW_SECONDS = 2.0  # a wait timer wakes the run this long after it ends (clock skew)
 
 
 class Effect(enum.Enum):
