@@ -16,9 +16,10 @@ from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.job.model import SecretsManagerRef, SsmRef
 from lambda_runtime.mask_digests import DigestSet
-from lambda_runtime.packaging.credentials import PERMANENT_CODES, ROLE_KEYS, CredentialResolver
+from lambda_runtime.packaging.credentials import PERMANENT_CODES, CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.contract import ROLE_KEYS
 from lambda_runtime.schema.records import OrderRecord
 
 MAX_ROLE_SECONDS = 12 * 3600  # STS's ceiling; a role's own MaxSessionDuration may be lower

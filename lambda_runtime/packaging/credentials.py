@@ -1,4 +1,5 @@
-"""Resolving ``secrets`` and ``aws_role`` of an order into values for its encrypted secrets file.
+"""Resolving secret references into values: the git token at packaging, an order's secrets at
+dispatch (``orchestrator.minting``, which also assumes its role).
 
 Only references the validator accepted (allow-listed prefixes, allowed roles) ever reach here.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 
 from lambda_runtime.aws.clients import AwsClients, error_code
-from lambda_runtime.job.model import Order, SecretsManagerRef, SsmRef
+from lambda_runtime.job.model import SecretsManagerRef, SsmRef
 from lambda_runtime.packaging.errors import PackagingError
 
 PERMANENT_CODES = {
@@ -24,7 +25,6 @@ PERMANENT_CODES = {
     "MalformedPolicyDocument",
     "RegionDisabledException",
 }
-ROLE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class CredentialResolver:
@@ -59,25 +59,3 @@ class CredentialResolver:
             return str(doc[ref.key])
         except (ValueError, KeyError, TypeError):
             raise PackagingError(f"secret '{ref.secret}' has no JSON key '{ref.key}'", order=order) from None
-
-    def order_values(self, order: Order) -> dict[str, str]:
-        return {s.env: self.resolve(s, order=order.name) for s in order.secrets}
-
-    def assume_role(self, order: Order, *, run_id: str, duration_seconds: int) -> dict[str, str]:
-        assert order.aws_role
-        session = f"iac-ci-{run_id}-{order.name}"[:64]
-        try:
-            creds = self._clients.sts.assume_role(
-                RoleArn=order.aws_role,
-                RoleSessionName=session,
-                DurationSeconds=max(900, min(duration_seconds, 3600)),
-            )["Credentials"]
-        except Exception as exc:
-            if error_code(exc) in PERMANENT_CODES:
-                raise PackagingError(
-                    f"role '{order.aws_role}' could not be assumed ({error_code(exc)})", order=order.name
-                ) from None
-            raise
-        return dict(
-            zip(ROLE_KEYS, (creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]), strict=True)
-        )

@@ -26,12 +26,12 @@ from lambda_runtime.mask_digests import new_salt
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
-from lambda_runtime.packaging.credentials import ROLE_KEYS, CredentialResolver
+from lambda_runtime.packaging.credentials import CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.packaging.references import check_references
 from lambda_runtime.policy.model import ForkPolicy, Policy, TriggerEvent
 from lambda_runtime.schema import layout
-from lambda_runtime.schema.contract import InputPlacement, Manifest
+from lambda_runtime.schema.contract import ROLE_KEYS, InputPlacement, Manifest
 from lambda_runtime.schema.records import OrderInput, OrderRecord, RunRecord
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.settings import Settings

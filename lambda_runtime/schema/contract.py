@@ -16,6 +16,8 @@ from lambda_runtime.schema.status import OrderStatus
 BUNDLE_MANIFEST = "manifest.json"
 BUNDLE_SECRETS = "secrets.sops.json"
 BUNDLE_CODE_DIR = "code"
+# the variables role credentials reach an order's commands as (minted at dispatch, checked by the worker)
+ROLE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 LOG_TAIL_CHARS = 4096
 # How a CodeBuild build (and the embedded runner's worker process) starts the worker: the
 # buildspec's one command, with the payload in this environment variable. The construct, the

@@ -19,14 +19,20 @@ from pydantic import ValidationError
 
 from lambda_runtime import sops
 from lambda_runtime.mask_digests import DigestMasker, DigestSet
-from lambda_runtime.schema.contract import BUNDLE_CODE_DIR, BUNDLE_MANIFEST, BUNDLE_SECRETS, Manifest, WorkerPayload
+from lambda_runtime.schema.contract import (
+    BUNDLE_CODE_DIR,
+    BUNDLE_MANIFEST,
+    BUNDLE_SECRETS,
+    ROLE_KEYS,
+    Manifest,
+    WorkerPayload,
+)
 from lambda_runtime.worker.archive import extract_under, relative_path, unpack_bundle
 from lambda_runtime.worker.errors import OrderFailure, TransferError
 from lambda_runtime.worker.log import OrderLog
 from lambda_runtime.worker.transfer import http_get
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-ROLE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 @dataclass(frozen=True)
