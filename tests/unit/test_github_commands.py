@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from lambda_runtime.github.commands import MAX_REASON_CHARS, Command, CommandError, is_command, parse
+from lambda_runtime.github.commands import (
+    HELP,
+    MAX_DIR_CHARS,
+    MAX_ORDERS,
+    MAX_REASON_CHARS,
+    ORDER_RE,
+    SYNOPSES,
+    USAGE,
+    VERBS,
+    Command,
+    CommandError,
+    Verb,
+    is_command,
+    parse,
+)
 
 
 @pytest.mark.parametrize("body", ["Looks good!", "/iac-cix run", "/iac-ci-bot run", "please /iac-ci run", "",
                                   "/IAC-CI run", "`/iac-ci run`"])
-def test_other_comments_are_not_commands(body) -> None:
+def test_other_comments_are_not_commands(body: str) -> None:
     assert not is_command(body)
     assert parse(body) is None
 
@@ -36,7 +50,7 @@ def test_non_strings_are_not_commands() -> None:
     ("/iac-ci reject deploy --", Command("reject", orders=("deploy",))),
     ("/iac-ci reject deploy -- a -- b", Command("reject", orders=("deploy",), reason="a -- b")),
 ])
-def test_commands(body, expected) -> None:
+def test_commands(body: str, expected: Command) -> None:
     assert is_command(body)
     assert parse(body) == expected
 
@@ -58,7 +72,7 @@ def test_a_long_reason_is_cut() -> None:
     ("/iac-ci reject -bad", "'-bad' is not an order name"),
     ("/iac-ci approve " + " ".join(f"o{i}" for i in range(101)), "at most 100 orders"),
 ])
-def test_malformed_commands_say_why(body, message) -> None:
+def test_malformed_commands_say_why(body: str, message: str) -> None:
     with pytest.raises(CommandError) as exc:
         parse(body)
     assert message in str(exc.value)
@@ -68,3 +82,202 @@ def test_every_problem_of_one_command_is_named() -> None:
     with pytest.raises(CommandError) as exc:
         parse("/iac-ci approve ok bad! @nothex")
     assert "'bad!' is not an order name" in str(exc.value) and "'@nothex' is not a commit id" in str(exc.value)
+
+
+# ---- plan, apply, unlock, cancel --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("/iac-ci plan", Command("plan")),
+    ("/iac-ci PLAN", Command("plan")),
+    ("/iac-ci Apply", Command("apply")),
+    ("/iac-ci plan net-prd db.eu_1", Command("plan", orders=("net-prd", "db.eu_1"))),
+    ("/iac-ci plan -p net-prd", Command("plan", orders=("net-prd",))),
+    ("/iac-ci apply -p a b -p c", Command("apply", orders=("a", "b", "c"))),
+    ("/iac-ci plan a -p a a", Command("plan", orders=("a",))),
+    ("/iac-ci plan Deploy deploy", Command("plan", orders=("Deploy", "deploy"))),
+    ("/iac-ci apply 0123abc", Command("apply", orders=("0123abc",))),  # a name, never a commit to apply
+    ("/iac-ci plan -d infra", Command("plan", dirs=("infra",))),
+    ("/iac-ci plan -d ./infra/", Command("plan", dirs=("infra",))),
+    ("/iac-ci plan -d infra//prd/./eu", Command("plan", dirs=("infra/prd/eu",))),
+    ("/iac-ci plan -d .", Command("plan", dirs=(".",))),
+    ("/iac-ci plan -d ./", Command("plan", dirs=(".",))),
+    ("/iac-ci plan -d infra -d ./infra -d infra/", Command("plan", dirs=("infra",))),
+    ("/iac-ci apply -d env/prd -d env/stg", Command("apply", dirs=("env/prd", "env/stg"))),
+    ("/iac-ci apply net -d env/prd -p db", Command("apply", orders=("net", "db"), dirs=("env/prd",))),
+    ("/iac-ci plan -d my.module_v2/x-y", Command("plan", dirs=("my.module_v2/x-y",))),
+    ("/iac-ci plan -d ..foo/bar..", Command("plan", dirs=("..foo/bar..",))),
+    ("/iac-ci plan\n-d /etc -- rm -rf /", Command("plan")),
+    ("/iac-ci apply   net\t-d\tinfra  ", Command("apply", orders=("net",), dirs=("infra",))),
+    ("/iac-ci unlock", Command("unlock")),
+    ("/iac-ci UNLOCK\nthanks, merged by hand", Command("unlock")),
+    ("/iac-ci cancel", Command("cancel")),
+    ("/iac-ci Cancel\n\nwrong branch", Command("cancel")),
+])
+def test_targeting_commands(body: str, expected: Command) -> None:
+    assert is_command(body)
+    assert parse(body) == expected
+
+
+def test_targets_keep_the_order_they_were_given_in() -> None:
+    cmd = parse("/iac-ci plan c -d z b -d y a -d x")
+    assert cmd is not None and cmd.orders == ("c", "b", "a") and cmd.dirs == ("z", "y", "x")
+
+
+def test_existing_verbs_target_no_directory() -> None:
+    for body in ("/iac-ci run", "/iac-ci approve a", "/iac-ci reject -- no", "/iac-ci help", "/iac-ci"):
+        cmd = parse(body)
+        assert cmd is not None and cmd.dirs == ()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("/iac-ci plan -- because", "`/iac-ci plan` takes no `--` text"),
+    ("/iac-ci apply net -- please", "`/iac-ci apply` takes no `--` text"),
+    ("/iac-ci apply --", "`/iac-ci apply` takes no `--` text"),
+    ("/iac-ci plan -p", "`-p` needs an order name"),
+    ("/iac-ci plan -d", "`-d` needs a directory"),
+    ("/iac-ci plan -w staging", "'-w' is not an option"),
+    ("/iac-ci plan --dir infra", "'--dir' is not an option"),
+    ("/iac-ci plan -dinfra", "'-dinfra' is not an option"),
+    ("/iac-ci apply -p -d", "'-d' is not an order name"),
+    ("/iac-ci plan @abcdef1", "'@abcdef1' is not an order name"),
+    ("/iac-ci plan .hidden", "'.hidden' is not an order name"),
+    ("/iac-ci plan " + "n" * 65, "is not an order name"),
+    ("/iac-ci plan -d /etc", "'/etc' is not a directory"),
+    ("/iac-ci plan -d ../other", "'../other' is not a directory"),
+    ("/iac-ci plan -d infra/../../etc", "'infra/../../etc' is not a directory"),
+    ("/iac-ci plan -d infra/..", "'infra/..' is not a directory"),
+    ("/iac-ci plan -d ..", "'..' is not a directory"),
+    ("/iac-ci plan -d infra/-rf", "'infra/-rf' is not a directory"),
+    ("/iac-ci plan -d ./--help", "'./--help' is not a directory"),
+    ("/iac-ci plan -d in\x00fra", "is not a directory"),
+    ("/iac-ci plan -d infra\\prd", "is not a directory"),
+    ("/iac-ci plan -d C:/infra", "is not a directory"),
+    ("/iac-ci plan -d ~/infra", "is not a directory"),
+    ("/iac-ci plan -d infra/é", "is not a directory"),
+    ("/iac-ci plan -d " + "d" * (MAX_DIR_CHARS + 1), "is not a directory"),
+    ("/iac-ci unlock now", "`/iac-ci unlock` takes no arguments"),
+    ("/iac-ci unlock -- done", "`/iac-ci unlock` takes no arguments"),
+    ("/iac-ci unlock --", "`/iac-ci unlock` takes no arguments"),
+    ("/iac-ci cancel net", "`/iac-ci cancel` takes no arguments"),
+    ("/iac-ci cancel -d infra", "`/iac-ci cancel` takes no arguments"),
+    ("/iac-ci cancel @abcdef1", "`/iac-ci cancel` takes no arguments"),
+])
+def test_malformed_targeting_says_why(body: str, message: str) -> None:
+    with pytest.raises(CommandError) as exc:
+        parse(body)
+    assert message in str(exc.value)
+
+
+def test_a_directory_of_the_longest_length_is_accepted() -> None:
+    longest = "/".join(["d" * 63] * 4) + "d"
+    assert len(longest) == MAX_DIR_CHARS
+    assert parse(f"/iac-ci plan -d {longest}") == Command("plan", dirs=(longest,))
+
+
+def test_every_problem_of_one_targeting_command_is_named_with_its_usage() -> None:
+    with pytest.raises(CommandError) as exc:
+        parse("/iac-ci apply ok bad! -d ../x -w ws -p -- text")
+    message = str(exc.value)
+    for part in ("takes no `--` text", "'bad!' is not an order name", "'../x' is not a directory",
+                 "'-w' is not an option", "`-p` needs an order name",
+                 "(usage: `/iac-ci apply [NAME ...] [-d DIR ...]`)"):
+        assert part in message
+    assert message.count("; ") == 4
+
+
+@pytest.mark.parametrize("verb", ["plan", "apply"])
+def test_targeting_limits(verb: Verb) -> None:
+    names = [f"o{i}" for i in range(MAX_ORDERS)]
+    cmd = parse(f"/iac-ci {verb} " + " ".join(names))
+    assert cmd is not None and cmd.orders == tuple(names)
+    with pytest.raises(CommandError, match=f"at most {MAX_ORDERS} orders"):
+        parse(f"/iac-ci {verb} " + " ".join([*names, "one-more"]))
+    dirs = [f"d{i}" for i in range(101)]
+    with pytest.raises(CommandError, match="at most 100 directories"):
+        parse(f"/iac-ci {verb} " + " ".join(f"-d {d}" for d in dirs))
+    assert parse(f"/iac-ci {verb} " + " ".join(f"-d {d}" for d in dirs[:100])) == Command(verb, dirs=tuple(dirs[:100]))
+
+
+# ---- what can never get through ----------------------------------------------------------------------------------
+
+
+SHELL_WORDS = ["a;b", "a&&b", "a||b", "a|b", "$(id)", "${HOME}", "$HOME", "`id`", "a`id`", "a>b", "a<b", "a&", "'a'",
+               '"a"', "a\\b", "a*", "a?", "[a]", "{a,b}", "a#b", "a!", "~a", "a=b", "a%b", "a,b", "a:b", "a@b", "a+b",
+               "a^b", "a(b)", "ä", "a\u200bb"]
+
+
+@pytest.mark.parametrize("word", SHELL_WORDS)
+@pytest.mark.parametrize("template", ["/iac-ci plan {}", "/iac-ci apply -p {}", "/iac-ci plan -d {}",
+                                      "/iac-ci apply -d infra/{}", "/iac-ci approve {}", "/iac-ci reject {} -- why"])
+def test_shell_metacharacters_are_refused_never_passed_on(template: str, word: str) -> None:
+    with pytest.raises(CommandError) as exc:
+        parse(template.format(word))
+    assert "is not an order name" in str(exc.value) or "is not a directory" in str(exc.value)
+
+
+@pytest.mark.parametrize("body", ["/iac-ci plan ; /iac-ci apply", "/iac-ci unlock && /iac-ci apply",
+                                  "/iac-ci cancel | tee", "/iac-ci apply $(curl evil)"])
+def test_a_second_command_on_the_line_is_an_error_not_a_second_command(body: str) -> None:
+    with pytest.raises(CommandError):
+        parse(body)
+
+
+def test_every_accepted_name_and_directory_is_inert() -> None:
+    cmd = parse("/iac-ci apply net-prd db.eu_1 -p x9 -d ./env/prd/ -d a_b/c-d.e")
+    assert cmd is not None
+    assert all(ORDER_RE.match(name) for name in cmd.orders)
+    assert all(set(d) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-") for d in cmd.dirs)
+    assert all(not d.startswith("/") and ".." not in d.split("/") for d in cmd.dirs)
+
+
+@pytest.mark.parametrize("body", ["please /iac-ci plan", "LGTM /iac-ci apply", "`/iac-ci unlock`", "/iac-ci: cancel",
+                                  "> /iac-ci apply", "/iac-ciapply", "/IAC-CI apply"])
+def test_a_command_only_counts_as_the_first_word(body: str) -> None:
+    assert parse(body) is None
+
+
+# ---- help ---------------------------------------------------------------------------------------------------------
+
+
+def test_verbs() -> None:
+    assert set(VERBS) == {"run", "plan", "apply", "unlock", "cancel", "approve", "reject", "help"}
+    assert set(SYNOPSES) == set(VERBS)
+
+
+def test_help_documents_every_command_in_one_bullet_each() -> None:
+    bullets = [line for line in HELP.splitlines() if line.startswith("- ")]
+    assert len(bullets) == len(VERBS)
+    for verb, bullet in zip(VERBS, bullets, strict=True):
+        assert bullet.startswith(f"- `/iac-ci {verb}")
+    assert "- `/iac-ci plan [NAME ...] [-d DIR ...]`: plan again (all plan orders whose files changed, or the ones " \
+           "named)" in HELP
+    assert "refused if the head moved since the plan or the plan failed" in HELP
+    assert "release every lock this pull request holds" in HELP
+    assert "queued orders are cancelled, an apply already running finishes" in HELP
+
+
+def test_usage_is_the_synopses_of_the_help() -> None:
+    for synopsis, _ in SYNOPSES.values():
+        assert f"`{synopsis}`" in USAGE and f"`{synopsis}`:" in HELP
+
+
+@pytest.mark.parametrize("body", ["/iac-ci deploy", "/iac-ci destroy everything", "/iac-ci -d infra", "/iac-ci plans",
+                                  "/iac-ci ?"])
+def test_an_unknown_command_is_answered_with_the_help(body: str) -> None:
+    with pytest.raises(CommandError) as exc:
+        parse(body)
+    message = str(exc.value)
+    assert message.startswith(f"unknown command '{body.split()[1]}'")
+    assert message.endswith(HELP)
+
+
+def test_an_unknown_command_is_named_briefly() -> None:
+    with pytest.raises(CommandError) as exc:
+        parse("/iac-ci " + "x" * 1000)
+    assert str(exc.value).startswith("unknown command '" + "x" * 40 + "'")
+
+
+@pytest.mark.parametrize("body", ["/iac-ci help", "/iac-ci HELP", "/iac-ci help plan", "/iac-ci", "/iac-ci -- x"])
+def test_help(body: str) -> None:
+    assert parse(body) == Command("help")
