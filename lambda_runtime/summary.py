@@ -34,6 +34,9 @@ def order_view(order: OrderRecord) -> OrderView:
 def run_summary(snap: RunSnapshot, *, status: str | None = None) -> RunSummary:
     run = snap.run or RunRecord(run_id="")
     deps = {n: o.depends_on for n, o in snap.orders.items()}
+    order_layers = layers(deps) if deps else []
+    position = {n: i for i, layer in enumerate(order_layers) for n in layer}
+    in_order = sorted(snap.orders.items(), key=lambda item: (position.get(item[0], len(order_layers)), item[0]))
     return {
         "run_id": run.run_id,
         "status": status or run.status.value,
@@ -47,6 +50,11 @@ def run_summary(snap: RunSnapshot, *, status: str | None = None) -> RunSummary:
         "installation_id": run.installation_id,
         "created_at": run.created_at,
         "error": run.packaging_error,
-        "order_layers": layers(deps) if deps else [],
-        "orders": {n: order_view(o) for n, o in sorted(snap.orders.items())},
+        "command": run.command,
+        "trigger": run.trigger,
+        "pr_url": run.pr_url,
+        "plan_run_id": run.plan_run_id,
+        "order_layers": order_layers,
+        # in execution order (layer by layer, by name within one): how the PR comment lists them
+        "orders": {n: order_view(o) for n, o in in_order},
     }

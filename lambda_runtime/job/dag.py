@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lambda_runtime.schema.status import OrderStatus, RunStatus
+from lambda_runtime.schema.status import NEVER_RAN, OrderStatus, RunStatus
 
 
 def find_cycles(deps: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -164,8 +164,9 @@ def _blocks(state: NodeState, status: OrderStatus) -> bool:
     """A dependency blocks its dependents when it is required and did not succeed, or when it was
     skipped itself: ``must_succeed: false`` tolerates an order's own failure, never a skip, so
     nothing below a blocked order runs (an advisory ``smoke`` between a failed ``deploy-test`` and
-    ``deploy-prd`` must not let ``deploy-prd`` through). A rejected order blocks the same way."""
-    if status in (OrderStatus.SKIPPED, OrderStatus.REJECTED):  # a reviewer's no is never advisory
+    ``deploy-prd`` must not let ``deploy-prd`` through). An order that never ran (rejected, locked,
+    blocked) blocks the same way."""
+    if status in NEVER_RAN:  # a reviewer's no, a held lock, an unmet requirement are never advisory
         return True
     return state.must_succeed and status.terminal and status is not OrderStatus.SUCCEEDED
 

@@ -146,6 +146,55 @@ class InputRef(_Strict):
         return check_relative_path(v)
 
 
+PrEvent = Literal["opened", "synchronize", "reopened", "ready_for_review", "comment", "merge", "merge_group"]
+Requirement = Literal["approved", "mergeable", "undiverged", "checks_green"]
+LOCK_NAME_RE = r"^[A-Za-z0-9_.:/@#+=-]{1,256}$"
+
+
+class When(_Strict):
+    """Which pull-request events select an order. ``paths`` are globs over the repository's paths
+    (``**`` crosses folders); an order with ``dir`` and no ``paths`` answers to that dir's files."""
+
+    paths: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(default=None, max_length=100)
+    events: list[PrEvent] | None = None  # None: every event of its command
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or ():
+            if p.startswith("/") or "\x00" in p or ".." in p.split("/"):
+                raise ValueError(f"'{p[:100]}' must be a relative glob without '..'")
+        return v
+
+
+class PlanRun(_Strict):
+    """Set by iac-ci only (an apply run): the plan run whose artifacts its inputs take."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    commit: str = Field(pattern=r"^[0-9a-fA-F]{7,64}$")
+    orders: list[Annotated[str, Field(pattern=ORDER_NAME_RE, max_length=64)]] = Field(max_length=5000)
+
+
+class Context(_Strict):
+    """Set by iac-ci only: what started the run, given to every order as ``IAC_CI_*`` variables
+    and a file of changed paths."""
+
+    repo: str | None = Field(default=None, pattern=REPO_RE, max_length=200)
+    pr_number: int | None = Field(default=None, ge=1)
+    head_sha: str | None = Field(default=None, max_length=64)  # the commit that runs (a merge's: the merge commit)
+    base_ref: str | None = Field(default=None, max_length=256)
+    base_sha: str | None = Field(default=None, max_length=64)
+    event: str = Field(default="submit", max_length=64)
+    command: str | None = Field(default=None, max_length=16)
+    changed_paths: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=3000)
+
+    def env(self) -> dict[str, str]:
+        pairs = {"IAC_CI_REPO": self.repo, "IAC_CI_PR_NUMBER": str(self.pr_number) if self.pr_number else None,
+                 "IAC_CI_HEAD_SHA": self.head_sha, "IAC_CI_BASE_REF": self.base_ref, "IAC_CI_BASE_SHA": self.base_sha,
+                 "IAC_CI_EVENT": self.event, "IAC_CI_COMMAND": self.command}
+        return {k: v for k, v in pairs.items() if v}
+
+
 class Order(_Strict):
     name: str = Field(pattern=ORDER_NAME_RE, max_length=64)
     cmds: list[Annotated[str, Field(min_length=1, max_length=MAX_CMD_LEN)]] = Field(min_length=1, max_length=MAX_CMDS)
@@ -163,6 +212,16 @@ class Order(_Strict):
     environment: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     artifacts: list[RelPath] = Field(default_factory=list, max_length=100)
     inputs: list[InputRef] = Field(default_factory=list, max_length=100)
+    # pull requests: the command it answers to (plan runs on open and push; apply on `/iac-ci
+    # apply`, or on merge with ``apply_on: merge``), the events and paths that select it, the lock
+    # it holds (default ``<repo>:<dir>`` for an order with ``dir``; false: none) and what must hold
+    # before an apply starts
+    command: Literal["plan", "apply"] = "plan"
+    when: When | None = None
+    apply_on: Literal["command", "merge"] | None = None  # None: the policy's pull_requests.apply_on
+    lock: Annotated[str, Field(pattern=LOCK_NAME_RE)] | Literal[False] | None = None
+    apply_requirements: list[Requirement] = Field(default_factory=list, max_length=4)
+    required_reviews: int | None = Field(default=None, ge=1, le=50, strict=True)
 
     @field_validator("dir")
     @classmethod
@@ -187,6 +246,22 @@ class Order(_Strict):
             raise ValueError(f"secrets: env {', '.join(dup)} declared more than once")
         return self
 
+    def apply_only_fields(self) -> list[str]:
+        """Fields set on a plan order that only an apply order takes (validation names each)."""
+        if self.command != "plan":
+            return []
+        given = [n for n in ("apply_on", "required_reviews") if getattr(self, n) is not None]
+        return given + (["apply_requirements"] if self.apply_requirements else [])
+
+    def lock_name(self, repo: str | None, *, pull_request: bool) -> str | None:
+        """The lock it takes: its own ``lock``; else, in a pull request's run, ``<repo>:<dir>`` for
+        an order with a ``dir`` (a job submitted directly takes only the locks it names)."""
+        if self.lock is False:
+            return None
+        if self.lock:
+            return self.lock
+        return f"{repo.lower()}:{self.dir}" if self.dir and repo and pull_request else None
+
 
 class Job(_Strict):
     name: str = Field(pattern=JOB_NAME_RE, max_length=63, description="Flow label")
@@ -198,6 +273,9 @@ class Job(_Strict):
     env: EnvMap = Field(default_factory=dict)
     source: Source | None = None
     orders: list[Order] = Field(min_length=1, max_length=5000)
+    # set by iac-ci only (refused from a job author): see PlanRun and Context
+    plan_run: PlanRun | None = None
+    context: Context | None = None
 
     def order(self, name: str) -> Order:
         for o in self.orders:

@@ -62,6 +62,12 @@ class ValidationPolicy:
     branch: str | None = None  # the PR's base branch or the pushed branch
     # a fork's pull request under ``fork_pull_requests: without_secrets``: no order gets anything
     withhold_credentials: bool = False
+    # the fields iac-ci sets itself (``plan_run``, ``context``): accepted only from the engine's
+    # own pull-request flow, never from a job author (a plan run's artifacts hold secrets)
+    internal: bool = False
+    # the environments' event and branch rules; off when a whole ``.iac-ci.yml`` is checked, of
+    # which a trigger runs only some orders (the run it builds is checked with them on)
+    check_rules: bool = True
 
     def environments(self) -> Policy:
         if self.deployment is not None:
@@ -87,7 +93,12 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     except ValidationError as exc:
         problems.extend(_schema_problems(exc, names_by_index))
     orders = job.orders if job else _parse_orders_individually(raw_orders)
-    problems.extend(_graph_problems(_graph_view(raw_orders), len(raw_orders) if isinstance(raw_orders, list) else 0))
+    elsewhere = _plan_run_orders(raw) if policy.internal else set()
+    problems.extend(_graph_problems(_graph_view(raw_orders), len(raw_orders) if isinstance(raw_orders, list) else 0,
+                                    elsewhere=elsewhere))
+    problems.extend(_command_problems(orders, policy.environments().pull_requests.apply_on.value))
+    if not policy.internal:
+        problems.extend(Problem(None, k, "is set by iac-ci only") for k in ("plan_run", "context") if k in raw)
     job_sources = [("source", job.source)] if job and job.source else _job_source(raw)
     problems.extend(_policy_problems(orders, job_sources, policy))
     if problems:
@@ -212,8 +223,34 @@ def _graph_view(raw_orders: Any) -> list[_GraphNode]:
     return out
 
 
-def _graph_problems(nodes: list[_GraphNode], total: int) -> list[Problem]:
+def _plan_run_orders(raw: dict[str, Any]) -> set[str]:
+    plan_run = raw.get("plan_run")
+    names = plan_run.get("orders") if isinstance(plan_run, dict) else None
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _command_problems(orders: list[Order], default_apply_on: str) -> list[Problem]:
+    """A plan never waits for an apply (plans run on every push, applies only on command or
+    merge), and an apply on command never waits for one that runs only after the merge."""
+    by_name = {o.name: o for o in orders}
+    out = [Problem(o.name, f, "only for orders with command: apply") for o in orders for f in o.apply_only_fields()]
+    for o in orders:
+        for d in o.depends_on:
+            dep = by_name.get(d)
+            if dep is None or dep.command != "apply":
+                continue
+            if o.command == "plan":
+                out.append(Problem(o.name, "depends_on", f"a plan order cannot depend on apply order '{d}'"))
+            elif (o.apply_on or default_apply_on) == "command" and (dep.apply_on or default_apply_on) == "merge":
+                out.append(Problem(o.name, "depends_on", f"applies on `/iac-ci apply`, but '{d}' applies only on "
+                                                         "merge (apply_on: merge)"))
+    return out
+
+
+def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] | None = None) -> list[Problem]:
+    """``elsewhere``: orders of the plan run an apply run takes artifacts from (not in this job)."""
     problems: list[Problem] = []
+    elsewhere = elsewhere or set()
     known = {n.name for n in nodes}
     counts: dict[str, int] = {}
     for n in nodes:
@@ -239,6 +276,8 @@ def _graph_problems(nodes: list[_GraphNode], total: int) -> list[Problem]:
         bits = ancestry.get(o.name)
         upstream = dag.ancestors(deps, o.name) if bits is None else {n for n, i in index.items() if bits >> i & 1}
         for i, (src, path) in enumerate(o.inputs):
+            if src not in known and src in elsewhere:
+                continue  # the plan run's order: its artifacts were checked against the whole config
             if src not in upstream:
                 problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not among this order's dependencies"))
             elif not any(_covers(a, path) for a in by_name[src].artifacts):
@@ -319,7 +358,7 @@ def _policy_problems(
             known = ", ".join(sorted(deployment.environments)) or "none"
             problems.append(Problem(o.name, "environment", f"unknown environment '{o.environment}' "
                                                            f"(the deployment declares: {known})"))
-        elif env is not None:
+        elif env is not None and policy.check_rules:
             problems.extend(_rule_problems(o, env, policy))
         for i, s in enumerate(o.secrets):
             check_ref(o.name, f"secrets[{i}]", s, env)

@@ -1,6 +1,6 @@
 """The one YAML reader for everything a user writes: job submissions, ``.iac-ci.yml`` and job files.
 
-Safe tags only, and no anchors or aliases: a 27 KB document of nested aliases expands to more
+Safe tags only, no duplicate keys, and no anchors or aliases: a 27 KB document of nested aliases expands to more
 than a gigabyte in memory, so a small body must stay a small document. An alias is refused with
 its line and column, like any other YAML error.
 """
@@ -20,6 +20,22 @@ class NoAliasSafeLoader(yaml.SafeLoader):
             event = self.peek_event()
             raise yaml.composer.ComposerError(None, None, "YAML aliases are not accepted", event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A key given twice is an error, not last-wins: ``orders:`` written twice would silently
+        drop the first list."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{str(key)[:100]}'",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load(text: str) -> Any:

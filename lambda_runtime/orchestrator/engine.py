@@ -27,6 +27,7 @@ from lambda_runtime.logs import logger
 from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.orchestrator import planner
+from lambda_runtime.orchestrator.admission import Admission, holder_of
 from lambda_runtime.orchestrator.dispatch import FAILED_BUILD_STATES, Dispatcher
 from lambda_runtime.orchestrator.minting import Minter, MintingError
 from lambda_runtime.orchestrator.planner import Arrived, Decision, Effect, Step
@@ -38,6 +39,7 @@ from lambda_runtime.schema.records import LeaseFence, OrderRecord, RunRecord, Ru
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.locks import Lease, LeaseLost, RunLocks
+from lambda_runtime.store.pr_locks import PrLocks
 from lambda_runtime.store.runs import RunStore
 from lambda_runtime.store.slots import DeploymentSlots, SlotsFull
 from lambda_runtime.summary import run_summary
@@ -69,6 +71,9 @@ class Orchestrator:
         self.locks = RunLocks(self.clients.dynamodb, s.locks_table, lease_seconds=s.lock_lease_seconds,
                               clock=self.clock)
         self.snapshots = SnapshotCache(self.store)
+        self.pr_locks = PrLocks(self.clients.dynamodb, s.locks_table, s.events_table, clock=self.clock,
+                                event_ttl_days=s.event_ttl_days)
+        self.admission = Admission(self.pr_locks, self.vcs, clock=self.clock)
         self.minter = Minter(self.clients, s.internal_bucket, s.kms_key_arn)
         self._digest_sets: dict[str, DigestSet] = {}  # run -> digests of its minted values
         self._digest_orders: dict[str, set[str]] = {}  # run -> the orders those digests cover
@@ -149,10 +154,14 @@ class Orchestrator:
             self._guard(run.run_id, snap.orders[name])
         for name in decision.repair_timers:  # ... or between ``awaiting_approval`` and its timer
             self._start_timer(run.run_id, snap.orders[name])
-        for i in range(0, len(decision.start), DISPATCH_CHUNK):
+        starts, refused = self._admit(run, snap, decision.start)
+        if refused:
+            self._write(snap, refused, fence)
+            complete = False  # locked or blocked: the run is decided again, which skips their dependents
+        for i in range(0, len(starts), DISPATCH_CHUNK):
             if i:
                 keepalive()  # a wide layer must not outlast the lease
-            complete &= self._write(snap, decision.start[i : i + DISPATCH_CHUNK], fence)
+            complete &= self._write(snap, starts[i : i + DISPATCH_CHUNK], fence)
         self.snapshots.remember_final(run.run_id, snap)
         if not complete:
             return False
@@ -197,6 +206,18 @@ class Orchestrator:
         if self.slots is not None and any(s.transition.from_status == (OrderStatus.RUNNING,) for s in written):
             self._wake_waiters(run.run_id)
         return len(written) == len(steps)
+
+    def _admit(self, run: RunRecord, snap: RunSnapshot, steps: list[Step]) -> tuple[list[Step], list[Step]]:
+        """Split starts into those that may go and those whose lock or requirements refuse them."""
+        starts, refused = [], []
+        for step in steps:
+            order = snap.orders[step.transition.name]
+            ending = self.admission.refuse(run, order) if (order.lock or order.command == "apply") else None
+            if ending is None:
+                starts.append(step)
+            else:
+                refused.append(Step(ending))
+        return starts, refused
 
     def _wake_waiters(self, run_id: str) -> None:
         """Slots were freed (after the counter moved): every run waiting for one evaluates again."""
@@ -428,7 +449,19 @@ class Orchestrator:
         self.checkpoint("finalized")
         if won:
             run.status, run.finalized = status, True
+            self._give_back_locks(run, snap)
             notify(self.vcs, "run_finished", summary)
+
+    def _give_back_locks(self, run: RunRecord, snap: RunSnapshot) -> None:
+        """A run outside a pull request holds its locks only while it runs; a merge's apply run
+        gives the pull request's locks back once the merged change is applied."""
+        holder = holder_of(run)
+        if not (run.release_locks or (holder.key.startswith("run:") and any(o.lock for o in snap.orders.values()))):
+            return
+        try:
+            self.pr_locks.release_all(holder.key, by="iac-ci", reason=f"run {run.run_id} ended {run.status.value}")
+        except Exception:  # they expire on their own; an operator can release them (iac-ci unlock)
+            logger.exception("could not release locks", extra={"run_id": run.run_id})
 
     def _put_once(self, bucket: str, key: str, body: bytes) -> None:
         """Create the JSON object ``key`` unless it exists: the first writer wins, a retry is a no-op."""

@@ -116,7 +116,8 @@ def plan(
             decision.settle.append(step)
             status[name] = step.transition.to
     if cancelled or timed_out:
-        decision.settle += _stop_all(snap, status, cancelled=cancelled, now=now)
+        decision.settle += _stop_all(snap, status, cancelled=cancelled, now=now,
+                                     keep_applies=cancelled and not timed_out and not run.cancel_running)
     elif run.status is RunStatus.RUNNING:
         decision.repair_watchdogs = [
             n for n, o in snap.orders.items() if o.status is OrderStatus.RUNNING and not o.watchdog
@@ -191,13 +192,16 @@ def _ingest(order: OrderRecord, arrived: Arrived) -> Step:
 
 
 def _stop_all(
-    snap: RunSnapshot, status: Mapping[str, OrderStatus], *, cancelled: bool, now: float
+    snap: RunSnapshot, status: Mapping[str, OrderStatus], *, cancelled: bool, now: float, keep_applies: bool = False
 ) -> list[Step]:
-    """Cancellation or job timeout: nothing new starts, running workers are stopped."""
+    """Cancellation or job timeout: nothing new starts, running workers are stopped
+    (``keep_applies``: except a running apply, which finishes; the run ends once it has)."""
     reason = "run cancelled" if cancelled else "job timeout reached"
     steps = []
     for name in snap.orders:
         st = status[name]
+        if keep_applies and st is OrderStatus.RUNNING and snap.orders[name].command == "apply":
+            continue
         if st in (OrderStatus.QUEUED, OrderStatus.AWAITING_APPROVAL):
             to = OrderStatus.CANCELLED if (cancelled or st is OrderStatus.QUEUED) else OrderStatus.TIMED_OUT
             effect = None

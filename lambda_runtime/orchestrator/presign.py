@@ -36,7 +36,9 @@ def worker_payload(
         mask_url=url("get_object", mask_key) if mask_key else None,
         inputs=[
             InputUrl(
-                from_order=i.from_order, path=i.path, url=url("get_object", layout.artifacts_key(run_id, i.from_order))
+                from_order=i.from_order, path=i.path,
+                # an apply run's input may be its plan run's artifact (the saved plan file)
+                url=url("get_object", layout.artifacts_key(i.run_id or run_id, i.from_order)),
             )
             for i in order.inputs
         ],

@@ -36,6 +36,19 @@ HOT_FIELDS = (
     "timer",
     "approvals",
     "rejection",
+    # the run item's, for the lock and requirement checks at dispatch, a superseded run's cancel,
+    # and the locks a run gives back when it ends (a few bytes of one item)
+    "cancel_running",
+    "repo",
+    "pr_number",
+    "commit",
+    "installation_id",
+    "command",
+    "plan_run_id",
+    "lock_holder",
+    "pr_url",
+    "release_locks",
+    "lock_ttl_seconds",
 )
 CACHED_RUNS = 256
 

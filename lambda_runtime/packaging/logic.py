@@ -7,6 +7,7 @@ object write the orchestrator treats as a hint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ from lambda_runtime.packaging.bundle import build_bundle
 from lambda_runtime.packaging.credentials import CredentialResolver
 from lambda_runtime.packaging.errors import PackagingError
 from lambda_runtime.packaging.references import check_references
-from lambda_runtime.policy.model import ForkPolicy, Policy, TriggerEvent
+from lambda_runtime.policy.model import ForkPolicy, LockWhen, Policy, TriggerEvent
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import ROLE_KEYS, InputPlacement, Manifest
 from lambda_runtime.schema.records import OrderInput, OrderRecord, RunRecord
@@ -111,8 +112,10 @@ class Packager:
         policy = self.settings.deployment_policy()
         withhold = run.untrusted and policy.fork_pull_requests is ForkPolicy.WITHOUT_SECRETS
         try:
-            return parse_job(json.loads(body.read()), self.settings.validation_policy(
-                TriggerEvent(run.trigger), run.branch, withhold_credentials=withhold))
+            rules = self.settings.validation_policy(TriggerEvent(run.trigger), run.branch,
+                                                    withhold_credentials=withhold)
+            # a run the pull-request flow accepted carries the fields only that flow may set
+            return parse_job(json.loads(body.read()), dataclasses.replace(rules, internal=run.vcs is not None))
         except JobValidationError as exc:  # validated at intake; a policy change since then lands here
             raise PackagingError(str(exc)) from None
 
@@ -166,6 +169,8 @@ class Packager:
             target=order.target,
             dir=order.dir,
             env={**job.env, **order.env},
+            context_env=job.context.env() if job.context else {},
+            changed_paths=job.context.changed_paths if job.context else None,
             secret_env=sorted(s.env for s in order.secrets),
             has_role=bool(order.aws_role),
             artifacts=order.artifacts,
@@ -185,8 +190,12 @@ class Packager:
             depends_on=tuple(dict.fromkeys(order.depends_on)),
             must_succeed=order.must_succeed,
             has_artifacts=bool(order.artifacts),
-            inputs=tuple(OrderInput(i.from_, i.path) for i in order.inputs),
+            inputs=tuple(OrderInput(i.from_, i.path, _input_run(job, i.from_)) for i in order.inputs),
             attempt=0,
+            command=order.command,
+            lock=_lock(run, job, order, policy),
+            apply_requirements=tuple(_requirements(order, policy)),
+            required_reviews=_required_reviews(order, policy),
             masked_tokens=len(order.secrets) + (len(ROLE_KEYS) if order.aws_role else 0),
             secret_refs=tuple(s.model_dump(exclude_none=True) for s in order.secrets),
             aws_role=order.aws_role,
@@ -222,6 +231,38 @@ def gate_fields(run: RunRecord, order: Order, policy: Policy) -> dict[str, Any]:
     if run.untrusted and policy.fork_pull_requests is ForkPolicy.ON_APPROVAL and (order.secrets or order.aws_role):
         needed = max(needed, 1)
     return {"environment": name, "approvals_needed": needed, "wait_seconds": wait}
+
+
+def _input_run(job: Job, source: str) -> str | None:
+    """The run an input's artifact comes from: the plan run for an order not in this (apply) run."""
+    if job.plan_run is not None and source not in {o.name for o in job.orders}:
+        return job.plan_run.run_id
+    return None
+
+
+def _lock(run: RunRecord, job: Job, order: Order, policy: Policy) -> str | None:
+    """``lock: on_apply`` lets other pull requests plan a dir while one holds it; only applies lock.
+    A merge queue's run takes none: its commit is the queued pull requests', which hold them."""
+    if run.trigger == TriggerEvent.MERGE_GROUP.value:
+        return None
+    if order.command != "apply" and policy.pull_requests.lock is not LockWhen.ON_PLAN:
+        return None
+    return order.lock_name(job.repo, pull_request=job.pr_number is not None)
+
+
+def _requirements(order: Order, policy: Policy) -> list[str]:
+    """An apply order's requirements: its environment's, plus its own (an order can add, not remove)."""
+    if order.command != "apply":
+        return []
+    found = policy.environment_for(order.environment)
+    env = [r.value for r in found[1].apply_requirements] if found else []
+    return list(dict.fromkeys([*env, *order.apply_requirements]))
+
+
+def _required_reviews(order: Order, policy: Policy) -> int:
+    found = policy.environment_for(order.environment)
+    env = found[1].required_reviews if found else 1
+    return max(env, order.required_reviews or 0)
 
 
 def _embedded_endpoint() -> str | None:

@@ -48,6 +48,28 @@ class TriggerEvent(StrEnum):
     PUSH = "push"
     COMMENT = "comment"  # a /iac-ci command on a pull request
     SCHEDULE = "schedule"
+    MERGE = "merge"  # a pull request was merged: its ``apply_on: merge`` orders run on the merge commit
+    MERGE_GROUP = "merge_group"  # GitHub's merge queue asks for the required status of a group
+
+
+class Requirement(StrEnum):
+    """What must hold on the pull request when an apply order is about to start (Atlantis's
+    ``apply_requirements``), checked through the GitHub API at that moment."""
+
+    APPROVED = "approved"  # N approving reviews on the head commit (stale after a push)
+    MERGEABLE = "mergeable"  # no conflicts, not a draft
+    UNDIVERGED = "undiverged"  # not behind its base branch
+    CHECKS_GREEN = "checks_green"  # every other status and check run passed
+
+
+class ApplyOn(StrEnum):
+    COMMAND = "command"  # `/iac-ci apply` on the pull request
+    MERGE = "merge"  # when the pull request is merged, on the merge commit
+
+
+class LockWhen(StrEnum):
+    ON_PLAN = "on_plan"  # a plan takes the lock (others cannot plan or apply the same dir)
+    ON_APPLY = "on_apply"  # only an apply takes it (others may plan meanwhile)
 
 
 class ForkPolicy(StrEnum):
@@ -84,6 +106,9 @@ class Environment(_Strict):
     required_approvals: int | None = Field(default=None, ge=0, le=50)
     prevent_self_review: bool = True
     wait_seconds: int = Field(default=0, ge=0, le=MAX_WAIT_SECONDS)
+    # what must hold on the pull request before one of its apply orders starts (orders can add more)
+    apply_requirements: list[Requirement] = Field(default_factory=list)
+    required_reviews: int = Field(default=1, ge=1, le=50)  # for ``approved``
 
     @model_validator(mode="after")
     def _rules(self) -> Environment:
@@ -136,6 +161,16 @@ class Environment(_Strict):
         return bool(self.ssm or self.secrets or self.roles)
 
 
+class PullRequests(_Strict):
+    """How pull requests run on this deployment (the owner's choice, not a repository's)."""
+
+    drafts: bool = False  # a draft pull request runs nothing until it is ready for review
+    apply_on: ApplyOn = ApplyOn.COMMAND  # for apply orders that do not say
+    lock: LockWhen = LockWhen.ON_PLAN
+    lock_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=90 * 86400)
+    detailed_runs: int = Field(default=3, ge=1, le=20)  # older runs' comments fold away
+
+
 class Policy(_Strict):
     """The whole deployment policy (see ``examples/policy.yaml``)."""
 
@@ -145,6 +180,7 @@ class Policy(_Strict):
     fork_pull_requests: ForkPolicy = ForkPolicy.NEVER
     default_environment: str | None = DEFAULT_ENVIRONMENT
     environments: dict[Annotated[str, Field(pattern=ENV_NAME_RE)], Environment] = Field(default_factory=dict)
+    pull_requests: PullRequests = Field(default_factory=PullRequests)
 
     @field_validator("trusted_associations")
     @classmethod
@@ -191,7 +227,8 @@ class Policy(_Strict):
         return (chosen, env) if env is not None else None
 
     def to_json(self) -> str:
-        return self.model_dump_json(exclude_defaults=False)
+        # defaults left out: the JSON travels in a Lambda environment (4 KB for all variables)
+        return self.model_dump_json(exclude_defaults=True)
 
 
 def permissive_policy(*, ssm: Iterable[str] = ("/iac-ci/",), secrets: Iterable[str] = ("iac-ci/",),

@@ -49,6 +49,10 @@ class Manifest(_Model):
     target: Literal["lambda", "codebuild"]
     dir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # what started the run (IAC_CI_REPO, IAC_CI_PR_NUMBER, ...): set after ``env``, so a job
+    # cannot pass off another pull request's context as its own
+    context_env: dict[str, str] = Field(default_factory=dict)
+    changed_paths: list[str] | None = None  # written to the file named by IAC_CI_CHANGED_FILES
     secret_env: list[str] = Field(default_factory=list, description="names only; values arrive at dispatch")
     has_role: bool = False
     artifacts: list[str] = Field(default_factory=list)

@@ -23,12 +23,21 @@ NOTIFICATIONS = {
     layout.CALLBACKS_PREFIX: "orchestrator",
 }
 
-# HTTP API routes served by the intake function (API Gateway proxy integration).
+# HTTP API routes served by the intake function (API Gateway proxy integration), which
+# authenticates them itself: an HMAC-signed request, GitHub's webhook signature, or a signed link.
 ROUTES = (
     ("POST", "/jobs"),
     ("GET", "/runs/{run_id}"),
     ("POST", "/runs/{run_id}/cancel"),
+    ("GET", "/runs/{run_id}/logs"),
+    ("GET", "/locks"),
+    ("POST", "/locks/release"),
     ("POST", "/webhooks/github"),
+)
+# Those of ROUTES a browser opens from a link (``intake.log_links``): no headers of ours, the link's
+# own expiry and signature authorize it.
+LINK_ROUTES = (
+    ("GET", "/runs/{run_id}/logs"),
 )
 # Routes API Gateway authorizes with IAM (SigV4): the caller's principal is the reviewer.
 IAM_ROUTES = (

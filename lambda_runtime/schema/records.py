@@ -32,9 +32,11 @@ class OrderInput:
 
     from_order: str
     path: str
+    run_id: str | None = None  # another run's order (an apply run's plan); None: this run
 
     def to_item(self) -> dict[str, str]:
-        return {"from": self.from_order, "path": self.path}
+        item = {"from": self.from_order, "path": self.path}
+        return {**item, "run": self.run_id} if self.run_id else item
 
 
 @dataclass(slots=True)
@@ -58,6 +60,11 @@ class OrderRecord:
     environment: str | None = None
     approvals_needed: int = 0
     wait_seconds: int = 0
+    # pull requests: its command, the lock it takes before it starts, what must hold before an apply
+    command: str = "plan"
+    lock: str | None = None
+    apply_requirements: tuple[str, ...] = ()
+    required_reviews: int = 1
     attempt: int = 0
     dispatched_at: float | None = None
     watchdog: str | None = None
@@ -89,9 +96,10 @@ class OrderRecord:
         values.setdefault("name", str(item.get("sk", ""))[len(ORDER_SK_PREFIX) :])
         values["status"] = OrderStatus(values.get("status", OrderStatus.QUEUED))
         values["depends_on"] = tuple(values.get("depends_on", ()))
-        values["inputs"] = tuple(OrderInput(i["from"], i["path"]) for i in values.get("inputs", ()))
+        values["inputs"] = tuple(OrderInput(i["from"], i["path"], i.get("run")) for i in values.get("inputs", ()))
         values["secret_refs"] = tuple(values.get("secret_refs", ()))
         values["approvals"] = tuple(values.get("approvals", ()))
+        values["apply_requirements"] = tuple(values.get("apply_requirements", ()))
         return cls(**values)
 
     def to_item(self) -> dict[str, Any]:
@@ -100,6 +108,7 @@ class OrderRecord:
         out["inputs"] = [i.to_item() for i in self.inputs]
         out["secret_refs"] = list(self.secret_refs)
         out["approvals"] = list(self.approvals)
+        out["apply_requirements"] = list(self.apply_requirements)
         return out
 
     def update(self, changes: dict[str, Any]) -> None:
@@ -145,6 +154,17 @@ class RunRecord:
     branch: str | None = None
     untrusted: bool = False  # a fork's or an untrusted author's pull request
     mask_salt: str = ""  # hex; salts the digests every order masks the run's secrets with
+    # pull requests: the command it runs (plan/apply), the plan run an apply run follows, who
+    # holds its orders' locks (``store.pr_locks.Holder``), whether the run gives them back when it
+    # ends (a merge's apply run, or a run outside a pull request), and how cancel treats it
+    command: str | None = None
+    plan_run_id: str | None = None
+    lock_holder: str | None = None
+    pr_url: str | None = None
+    release_locks: bool = False
+    lock_ttl_seconds: int = 7 * 86400
+    # a superseded run (a new push): queued orders are cancelled, running applies finish
+    cancel_running: bool = True
     updated_at: float | None = None
 
     @classmethod
@@ -236,6 +256,10 @@ class RunSummary(TypedDict, total=False):
     installation_id: int | None
     created_at: float | None
     error: str | None
+    command: str | None  # plan or apply, for a pull request's run
+    trigger: str
+    pr_url: str | None
+    plan_run_id: str | None  # an apply run: the plan whose artifacts it applies
     order_layers: list[list[str]]
     orders: dict[str, OrderView]
     finished_at: float
@@ -256,5 +280,6 @@ _RUN_NAMES = frozenset(f.name for f in fields(RunRecord))
 _RUN_FLAGS = frozenset({"finalized", "cancel_requested"})
 STATIC_ORDER_FIELDS = (
     "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens",
-    "secret_refs", "aws_role", "environment", "approvals_needed", "wait_seconds",
+    "secret_refs", "aws_role", "environment", "approvals_needed", "wait_seconds", "command", "lock",
+    "apply_requirements", "required_reviews",
 )

@@ -22,6 +22,11 @@ class OrderStatus(StrEnum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     REJECTED = "rejected"  # a reviewer of its environment said no
+    # another pull request (or run) holds the order's lock: it never started, nothing of it ran
+    LOCKED = "locked"
+    # an apply requirement (approved, mergeable, undiverged, checks_green) was not met when it
+    # was about to start: it never started
+    BLOCKED = "blocked"
 
     @property
     def terminal(self) -> bool:
@@ -47,7 +52,10 @@ class RunStatus(StrEnum):
 
 ORDER_FINAL = frozenset(
     {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED, OrderStatus.CANCELLED,
-     OrderStatus.REJECTED}
+     OrderStatus.REJECTED, OrderStatus.LOCKED, OrderStatus.BLOCKED}
 )
+# final statuses an order reached without running: they block dependents even when the order
+# is ``must_succeed: false`` (a skip, a reviewer's no, a held lock, an unmet requirement)
+NEVER_RAN = frozenset({OrderStatus.SKIPPED, OrderStatus.REJECTED, OrderStatus.LOCKED, OrderStatus.BLOCKED})
 RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
 WORKER_RESULT_STATUSES = (OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT)

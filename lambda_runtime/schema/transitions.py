@@ -26,6 +26,10 @@ ORDER_EDGES: dict[tuple[OrderStatus, OrderStatus], str] = {
     (A, OrderStatus.REJECTED): "a reviewer of its environment rejected it",
     (A, OrderStatus.CANCELLED): "the run was cancelled while it waited",
     (A, OrderStatus.TIMED_OUT): "the job timeout passed while it waited",
+    (Q, OrderStatus.LOCKED): "about to start, its lock is held by another pull request or run",
+    (A, OrderStatus.LOCKED): "approved, but its lock is held by another pull request or run",
+    (Q, OrderStatus.BLOCKED): "about to start, an apply requirement is not met",
+    (A, OrderStatus.BLOCKED): "approved, but an apply requirement is not met",
 }
 
 RUN_EDGES: dict[tuple[RunStatus, RunStatus], str] = {

@@ -84,7 +84,8 @@ class Holder:
     def pull_request(cls, repo: str, number: int, url: str | None = None) -> Holder:
         if not repo or number <= 0:
             raise ValueError("a pull request holder needs a repository and a positive number")
-        return cls(key=f"github:{repo}#{number}", repo=repo, pr_number=number, url=url)
+        # GitHub's names are case-insensitive: one pull request is one holder however an event spells it
+        return cls(key=f"github:{repo.lower()}#{number}", repo=repo, pr_number=number, url=url)
 
     @classmethod
     def run(cls, run_id: str) -> Holder:

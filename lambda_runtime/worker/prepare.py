@@ -196,6 +196,11 @@ def _command_env(manifest: Manifest, secrets: Mapping[str, str], tmp: Path) -> d
             "IAC_CI_FLOW_ID": manifest.flow_id,
         }
     )
+    env.update(manifest.context_env)
+    if manifest.changed_paths is not None:
+        listing = tmp / "changed-paths.txt"  # outside the work tree: nothing of it reaches artifacts
+        listing.write_text("".join(f"{p}\n" for p in manifest.changed_paths), encoding="utf-8")
+        env["IAC_CI_CHANGED_FILES"] = str(listing)
     if manifest.state_bucket:
         env["IAC_CI_STATE_BUCKET"] = manifest.state_bucket
     env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = manifest.region

@@ -324,3 +324,37 @@ def test_an_approval_since_the_last_pr_update_publishes_progress() -> None:
     assert decision.transitions == [] and decision.publish_progress is True
     snap.run.vcs_updated_at = NOW - 20  # the comment already shows it
     assert planner.plan(snap, {}, frozenset(), NOW, RULES).publish_progress is False
+
+
+# ---- pull requests: a superseded run, and orders that never ran ----------------------------------------
+
+
+def test_a_superseded_run_lets_a_running_apply_finish_and_stops_the_rest() -> None:
+    snap = gated_snapshot(apply={"status": S.RUNNING, "attempt": 1, "command": "apply", "dispatch_ref": "b1"},
+                          plan={"status": S.RUNNING, "attempt": 1, "dispatch_ref": "b2"},
+                          later={"depends_on": ("apply",)})
+    assert snap.run is not None
+    snap.run.cancel_requested, snap.run.cancel_running = True, False
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert moves(decision) == {"plan": S.CANCELLED, "later": S.CANCELLED} and decision.finalize is None
+    # its result arrives: the run ends cancelled, with the apply's own outcome kept
+    snap.orders["plan"].status = snap.orders["later"].status = S.CANCELLED
+    done = planner.plan(snap, {"apply": Arrived(OrderResult(run_id="r1", order="apply", attempt=1,
+                                                              status=S.SUCCEEDED, producer="worker"), NOW)},
+                        frozenset(), NOW, RULES)
+    assert moves(done) == {"apply": S.SUCCEEDED} and done.finalize is R.CANCELLED
+
+
+def test_a_job_timeout_stops_a_running_apply_even_of_a_superseded_run() -> None:
+    snap = gated_snapshot(apply={"status": S.RUNNING, "attempt": 1, "command": "apply"})
+    assert snap.run is not None
+    snap.run.cancel_requested, snap.run.cancel_running = True, False
+    decision = planner.plan(snap, {}, frozenset({layout.SIGNAL_JOB_TIMEOUT}), NOW, RULES)
+    assert moves(decision) == {"apply": S.CANCELLED} and decision.settle[0].effect is planner.Effect.STOP_WORKER
+
+
+@pytest.mark.parametrize("never_ran", [S.LOCKED, S.BLOCKED])
+def test_a_locked_or_blocked_order_skips_its_dependents_even_when_advisory(never_ran: S) -> None:
+    snap = gated_snapshot(apply={"status": never_ran, "must_succeed": False}, notify={"depends_on": ("apply",)})
+    decision = planner.plan(snap, {}, frozenset(), NOW, RULES)
+    assert moves(decision) == {"notify": S.SKIPPED}

@@ -118,7 +118,7 @@ def test_an_environment_refuses_other_branches_and_events() -> None:
     scheduled = ValidationPolicy(deployment=example, event=TriggerEvent.SCHEDULE, branch="main")
     assert problems(job(environment="prod"), scheduled) == [
         "order 'apply': environment: environment 'prod' does not accept schedule runs "
-        "(events: pull_request, comment, push, submit)"]
+        "(events: pull_request, comment, merge, push, submit)"]
     assert problems(job(environment="qa"), feature) == [
         "order 'apply': environment: unknown environment 'qa' (the deployment declares: plan, prod, staging)"]
 

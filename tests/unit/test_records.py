@@ -114,8 +114,19 @@ def test_summary_shape_durations_and_layers() -> None:
     )
     summary = run_summary(snap)
     assert list(summary) == ["run_id", "status", "name", "trace_id", "flow_id", "repo", "pr_number", "commit",
-                             "vcs", "installation_id", "created_at", "error", "order_layers", "orders"]
+                             "vcs", "installation_id", "created_at", "error", "command", "trigger", "pr_url",
+                             "plan_run_id", "order_layers", "orders"]
     assert summary["order_layers"] == [["a"], ["b"]]
     assert list(summary["orders"]) == ["a", "b"]
     assert summary["orders"]["a"]["duration_s"] == 2.25 and summary["orders"]["b"]["duration_s"] is None
     assert run_summary(snap, status="cancelled")["status"] == "cancelled"
+
+
+def test_summary_lists_orders_in_execution_order_not_by_name() -> None:
+    snap = RunSnapshot(RunRecord(run_id="r1", name="job"), {
+        "a-apply": OrderRecord(name="a-apply", depends_on=("z-plan",)),
+        "z-plan": OrderRecord(name="z-plan"),
+        "m-notify": OrderRecord(name="m-notify", depends_on=("a-apply",)),
+        "b-plan": OrderRecord(name="b-plan"),
+    })
+    assert list(run_summary(snap)["orders"]) == ["b-plan", "z-plan", "a-apply", "m-notify"]

@@ -29,3 +29,11 @@ def test_a_syntax_error_names_line_and_column() -> None:
     with pytest.raises(yaml.YAMLError) as err:
         yaml_text.load("orders:\n  - name: a\n   cmds: [x\n")
     assert "(line 3, column" in yaml_text.describe(err.value)
+
+
+def test_a_key_given_twice_is_refused_with_its_position() -> None:
+    with pytest.raises(yaml.YAMLError) as exc:
+        yaml_text.load("orders: [a]\nname: x\norders: [b]\n")
+    assert yaml_text.describe(exc.value) == "duplicate key 'orders' (line 3, column 1)"
+    with pytest.raises(yaml.YAMLError):
+        yaml_text.load("orders:\n  - name: a\n    cmds: [x]\n    cmds: [y]\n")
