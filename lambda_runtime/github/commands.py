@@ -72,6 +72,12 @@ HELP = "\n".join(f"- `{synopsis}`: {meaning}" for synopsis, meaning in SYNOPSES.
 USAGE = " · ".join(f"`{synopsis}`" for synopsis, _ in SYNOPSES.values())
 
 
+def _quoted(word: str, limit: int) -> str:
+    """A commenter's word echoed in the reply as inline code, so it can neither mention someone
+    (``@org/team``) nor carry markdown or HTML into the bot's comment."""
+    return "`" + word[:limit].replace("`", "'") + "`"
+
+
 class CommandError(ValueError):
     """A comment addressed to iac-ci that is not a valid command; the message says why."""
 
@@ -104,7 +110,7 @@ def parse(body: str) -> Command | None:
         return Command("help")
     word = words[1].lower()
     if word not in VERBS:
-        raise CommandError(f"unknown command '{words[1][:40]}'; the commands are:\n\n{HELP}")
+        raise CommandError(f"unknown command {_quoted(words[1], 40)}; the commands are:\n\n{HELP}")
     verb: Verb = word
     return _PARSERS[verb](verb, words[2:], note)
 
@@ -137,7 +143,7 @@ def _run(verb: Verb, args: list[str], note: str | None) -> Command:
     if args:
         m = SHA_RE.match(args[0])
         if not m:
-            raise CommandError(f"'{args[0][:64]}' is not a commit id (7 to 40 hex digits)")
+            raise CommandError(f"{_quoted(args[0], 64)} is not a commit id (7 to 40 hex digits)")
         sha = m.group(1).lower()
     return Command("run", sha=sha)
 
@@ -180,7 +186,7 @@ def _targets(verb: Verb, args: list[str], note: str | None) -> Command:
             else:
                 _add_dir(value, dirs, problems)
         elif word.startswith("-"):
-            problems.append(f"'{word[:64]}' is not an option (options: `-p NAME`, `-d DIR`)")
+            problems.append(f"{_quoted(word, 64)} is not an option (options: `-p NAME`, `-d DIR`)")
         else:
             _add_order(word, orders, problems)
     orders, dirs = list(dict.fromkeys(orders)), list(dict.fromkeys(dirs))
@@ -197,14 +203,14 @@ def _add_order(word: str, orders: list[str], problems: list[str]) -> None:
     if ORDER_RE.match(word):
         orders.append(word)
     else:
-        problems.append(f"'{word[:64]}' is not an order name")
+        problems.append(f"{_quoted(word, 64)} is not an order name")
 
 
 def _add_dir(word: str, dirs: list[str], problems: list[str]) -> None:
     directory = _directory(word)
     if directory is None:
-        problems.append(f"'{word[:64]}' is not a directory of the repository (a relative path of letters, digits, "
-                        f"`_`, `.`, `-` and `/`, at most {MAX_DIR_CHARS} characters, with no `..` and no part "
+        problems.append(f"{_quoted(word, 64)} is not a directory of the repository (a relative path of letters, "
+                        f"digits, `_`, `.`, `-` and `/`, at most {MAX_DIR_CHARS} characters, with no `..` and no part "
                         "starting with `-`)")
     else:
         dirs.append(directory)
@@ -218,7 +224,7 @@ def _decision(verb: Verb, args: list[str], note: str | None) -> Command:
         if word.startswith("@"):
             m = SHA_RE.match(word)
             if not m:
-                problems.append(f"'{word[:64]}' is not a commit id (@ and 7 to 40 hex digits)")
+                problems.append(f"{_quoted(word, 64)} is not a commit id (@ and 7 to 40 hex digits)")
             elif sha is not None:
                 problems.append("give at most one @SHA")
             else:

@@ -5,8 +5,9 @@ A delivery record lives in the idempotency table (key ``github-delivery#<id>``) 
 ``queued`` (the webhook was verified and queued) -> ``processing`` (the packaging function
 claimed it, under a lease a crashed claimer loses) -> its outcome (``accepted``, ``untrusted``,
 ``no-config``, ``invalid``, ``replied``, ...), or back to ``queued`` when processing raised, so
-the queue's retry can claim it again. After ``MAX_PROCESSING_ATTEMPTS`` failed attempts it
-becomes ``failed``, and the message is dropped.
+the queue's retry can claim it again. After ``MAX_PROCESSING_ATTEMPTS`` failed attempts, or at
+once on a permanent GitHub error (a 4xx other than a rate limit), it becomes ``failed``, and the
+message is dropped.
 
 A body record (key ``github-body#<sha256 of the body>``) names the delivery that first brought
 those bytes. Both are written in one transaction, so a body already seen under another delivery

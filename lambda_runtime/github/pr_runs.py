@@ -1,4 +1,5 @@
-"""Which runs a pull request started: the pointer ``/iac-ci approve`` and ``reject`` follow.
+"""Which runs a pull request started: the pointer ``/iac-ci apply``, ``approve``, ``reject``
+and ``cancel`` follow, and what a push or a close cancels.
 
 One item per pull request in the idempotency table (key ``github-pr#<owner/name>#<number>``,
 the repository in lower case) holding its most recent runs, newest last, each with the commit it
@@ -28,6 +29,7 @@ class PrRun:
     run_id: str
     commit: str
     at: float
+    command: str = "plan"
 
 
 class PrRuns:
@@ -38,7 +40,7 @@ class PrRuns:
     def _key(repo: str, number: int) -> dict[str, Any]:
         return {"id": value(f"github-pr#{repo.lower()}#{int(number)}")}
 
-    def add(self, repo: str, number: int, run_id: str, *, commit: str) -> None:
+    def add(self, repo: str, number: int, run_id: str, *, commit: str, command: str = "plan") -> None:
         for _ in range(MAX_ATTEMPTS):
             item = self._read(repo, number)
             version = int(item.get("version", 0)) if item else 0
@@ -46,7 +48,7 @@ class PrRuns:
             if any(r.get("run_id") == run_id for r in runs):
                 return
             now = self._clock()
-            runs = [*runs, {"run_id": run_id, "commit": commit, "at": now}][-MAX_RUNS:]
+            runs = [*runs, {"run_id": run_id, "commit": commit, "at": now, "command": command}][-MAX_RUNS:]
             fresh = {"runs": runs, "version": version + 1, "expiration": int(now) + PR_RUNS_TTL_SECONDS}
             try:
                 self._ddb.put_item(
@@ -63,8 +65,8 @@ class PrRuns:
     def recent(self, repo: str, number: int) -> list[PrRun]:
         """The PR's runs, newest first."""
         item = self._read(repo, number)
-        runs = [PrRun(str(r["run_id"]), str(r.get("commit") or ""), float(r.get("at") or 0))
-                for r in (item or {}).get("runs", [])]
+        runs = [PrRun(str(r["run_id"]), str(r.get("commit") or ""), float(r.get("at") or 0),
+                      str(r.get("command") or "plan")) for r in (item or {}).get("runs", [])]
         return sorted(runs, key=lambda r: r.at, reverse=True)
 
     def _read(self, repo: str, number: int) -> dict[str, Any] | None:

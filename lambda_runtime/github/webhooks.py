@@ -1,11 +1,13 @@
 """GitHub webhooks: verify, check the payload's shape and repository, deduplicate, queue. Nothing
 slow happens before the answer (GitHub gives up after 10 seconds and redelivers).
 
-Accepted events: ``pull_request`` (``opened``, ``synchronize``, ``reopened``) and
-``issue_comment`` ``created`` on a pull request (``issue.pull_request`` present) whose body is
-an ``/iac-ci`` command (``github.commands``). Every other event or action is answered 200
-``ignored``. A repository the deployment policy does not list (``Policy.repositories``) is
-answered 403 naming it, and nothing is recorded or queued. A command comment older than
+Accepted events: ``pull_request`` (``opened``, ``synchronize``, ``reopened``,
+``ready_for_review``, ``converted_to_draft``, ``closed``), ``issue_comment`` ``created`` on a
+pull request (``issue.pull_request`` present) whose body is an ``/iac-ci`` command
+(``github.commands``), ``merge_group`` ``checks_requested`` and ``check_run`` ``rerequested``
+of one of iac-ci's own check runs. Every other event or action is answered 200 ``ignored``.
+A repository the deployment policy does not list (``Policy.repositories``) is answered 403
+naming it, and nothing is recorded or queued. A command comment older than
 ``COMMAND_MAX_AGE_SECONDS`` is ignored as stale (a replay of an old, signed comment).
 
 The verified payload is written to ``webhooks/github/<delivery>.json``; its S3 event hands it
@@ -32,7 +34,7 @@ from lambda_runtime.schema import layout
 from lambda_runtime.settings import Settings
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
-PR_ACTIONS = {"opened", "synchronize", "reopened"}
+PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review", "converted_to_draft", "closed"}
 COMMAND_MAX_AGE_SECONDS = 3 * 86400  # GitHub lets a delivery be redelivered for 3 days
 DELIVERY_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -84,6 +86,10 @@ class GitHubWebhooks:
             if problem is None and _age(payload["comment"].get("created_at"), self._clock()) > COMMAND_MAX_AGE_SECONDS:
                 return Reply(200, {"ignored": "issue_comment created: a command older than "
                                               f"{COMMAND_MAX_AGE_SECONDS // 86400} days"})
+        elif event == "merge_group" and action == "checks_requested":
+            problem = _merge_group_problem(payload)
+        elif event == "check_run" and action == "rerequested" and _is_our_check(payload):
+            problem = _check_run_problem(payload)
         else:
             return Reply(200, {"ignored": f"{event} {action if isinstance(action, str) else ''}"})
         if problem:
@@ -106,8 +112,11 @@ def _pull_request_problem(payload: dict[str, Any]) -> str | None:
     try:
         pr = payload["pull_request"]
         repo, number = payload["repository"]["full_name"], pr["number"]
-        sha, clone_url = pr["head"]["sha"], pr["head"]["repo"]["clone_url"]
-    except (KeyError, TypeError):
+        sha = pr["head"]["sha"]
+        # a closed pull request's fork may be gone: only a run needs the head's clone URL
+        clone_url = (pr["head"].get("repo") or {}).get("clone_url") if payload.get("action") == "closed" \
+            else pr["head"]["repo"]["clone_url"]
+    except (KeyError, TypeError, AttributeError):
         return "not a pull_request payload"
     if not isinstance(repo, str) or not REPO_RE.match(repo):
         return "repository.full_name is not owner/name"
@@ -115,8 +124,54 @@ def _pull_request_problem(payload: dict[str, Any]) -> str | None:
         return "pull_request.number is not a positive integer"
     if not isinstance(sha, str) or not SHA_RE.match(sha):
         return "pull_request.head.sha is not a commit id"
-    if not isinstance(clone_url, str) or not clone_url.startswith(("https://", "ssh://", "git@", "file://")):
+    if not _git_url(clone_url) and not (payload.get("action") == "closed" and clone_url is None):
         return "pull_request.head.repo.clone_url is not a git URL"
+    if payload.get("action") == "closed" and pr.get("merged"):
+        merge_sha = pr.get("merge_commit_sha")
+        if not isinstance(merge_sha, str) or not SHA_RE.match(merge_sha):
+            return "pull_request.merge_commit_sha is not a commit id"
+        if not _git_url((pr.get("base", {}).get("repo") or {}).get("clone_url")):
+            return "pull_request.base.repo.clone_url is not a git URL"
+    return _installation_problem(payload)
+
+
+def _git_url(url: Any) -> bool:
+    return isinstance(url, str) and url.startswith(("https://", "ssh://", "git@", "file://"))
+
+
+def _merge_group_problem(payload: dict[str, Any]) -> str | None:
+    try:
+        repo, group = payload["repository"]["full_name"], payload["merge_group"]
+        head, base = group["head_sha"], group.get("base_sha")
+    except (KeyError, TypeError):
+        return "not a merge_group payload"
+    if not isinstance(repo, str) or not REPO_RE.match(repo):
+        return "repository.full_name is not owner/name"
+    if not isinstance(head, str) or not SHA_RE.match(head) or (base is not None and not (
+            isinstance(base, str) and SHA_RE.match(base))):
+        return "merge_group.head_sha or base_sha is not a commit id"
+    if not _git_url(payload["repository"].get("clone_url")):
+        return "repository.clone_url is not a git URL"
+    return _installation_problem(payload)
+
+
+def _is_our_check(payload: dict[str, Any]) -> bool:
+    check = payload.get("check_run")
+    return isinstance(check, dict) and str(check.get("name") or "").startswith("iac-ci/")
+
+
+def _check_run_problem(payload: dict[str, Any]) -> str | None:
+    try:
+        repo, check = payload["repository"]["full_name"], payload["check_run"]
+        head, login = check["head_sha"], payload["sender"]["login"]
+    except (KeyError, TypeError):
+        return "not a check_run payload"
+    if not isinstance(repo, str) or not REPO_RE.match(repo):
+        return "repository.full_name is not owner/name"
+    if not isinstance(head, str) or not SHA_RE.match(head):
+        return "check_run.head_sha is not a commit id"
+    if not isinstance(login, str) or not LOGIN_RE.match(login):
+        return "sender.login is not a GitHub login"
     return _installation_problem(payload)
 
 

@@ -29,6 +29,8 @@ orders:
   - name: plan
     target: lambda
     dir: infra
+    when: {paths: ["**"]}
+    lock: false
     secrets: [{env: TF_TOKEN, ssm: /iac-ci/tf-token}]
     cmds: ["cat main.tf", "echo token=$TF_TOKEN"]
   - name: apply
@@ -55,9 +57,11 @@ def world(tmp_path_factory):
     proc = subprocess.Popen(
         ["iac-ci", "serve", "--port", "0", "--webhook-secret", WEBHOOK_SECRET, "--github-api-url", fake.url,
          "--github-token", TOKEN, "--ssm", f"/iac-ci/tf-token={SECRET_VALUE}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # stderr to a file: serve logs every request, and a pipe nobody reads would fill and stall it
+        stdout=subprocess.PIPE, stderr=(tmp_path_factory.mktemp("serve") / "stderr.log").open("w"), text=True,
+        env=env)
     url = proc.stdout.readline().strip()
-    assert url.startswith("http://"), proc.stderr.read() if proc.poll() is not None else url
+    assert url.startswith("http://"), url
     yield {"url": url, "fake": fake, "repo": repo, "sha": sha}
     proc.terminate()
     proc.wait(timeout=30)
@@ -136,7 +140,10 @@ def test_invalid_config_gets_one_comment_listing_every_problem(world) -> None:
     body = comment["body"]
     assert "is invalid" in body
     assert "order 'a': cmds" in body and "unknown order 'ghost'" in body and "order 'b': timeout" in body
-    assert not [s for s in fake.statuses if s["sha"] == sha]
+    # no run, and a failing status, so the merge is blocked by a config nobody can run
+    status = wait_for(lambda: final_status(fake, sha), what="the failing status")
+    assert status["state"] == "failure" and "3 problem(s)" in status["description"]
+    assert not [s for s in fake.statuses if s["sha"] == sha and s["state"] == "pending"]
 
 
 def test_an_alias_bomb_in_the_config_is_refused_without_expanding(world) -> None:
@@ -148,7 +155,8 @@ def test_an_alias_bomb_in_the_config_is_refused_without_expanding(world) -> None
     comment = wait_for(lambda: next((c for c in fake.comments.values() if c["_issue"] == ("acme/infra", 13)), None),
                        what="the config problems comment")
     assert "YAML aliases are not accepted (line 2, column" in comment["body"]
-    assert not [s for s in fake.statuses if s["sha"] == sha]  # no job
+    wait_for(lambda: final_status(fake, sha), what="the failing status")
+    assert [s["state"] for s in fake.statuses if s["sha"] == sha] == ["failure"]  # no job, a failing status
 
 
 def test_repository_without_config_gets_no_job(world) -> None:

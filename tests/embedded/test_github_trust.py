@@ -273,7 +273,7 @@ def test_a_reader_cannot_start_a_fork_pull_request(world) -> None:
     for login in ("rita", "mallory"):  # read permission; none at all (the PR's own author)
         reply = say(world, number, login, "/iac-ci run")["body"]
         assert f"@{login}: `/iac-ci run` needs write permission on `acme/infra`" in reply
-        assert "Nothing was started" in reply
+        assert "Nothing was done" in reply
     time.sleep(1)
     assert not runs_of(world, number)
     assert not fake.requests_to(f"/contents/.*{sha}")
@@ -295,7 +295,7 @@ def test_a_collaborator_runs_a_fork_pull_request_without_credentials(world) -> N
 
     reply = say(world, number, "carol", f"/iac-ci run {sha[:10]}")["body"]
     run_id = the_run(world, number)
-    assert f"@carol started run `{run_id}` of `{sha[:12]}` without any secret or role" in reply
+    assert f"@carol started plan run `{run_id}` of `{sha[:12]}` without any secret or role" in reply
     done = world["stack"].wait(run_id, timeout=90)
     assert done["status"] == "succeeded", done
     tail = done["orders"]["lint"]["log_tail"]

@@ -61,15 +61,15 @@ def test_a_long_reason_is_cut() -> None:
 
 
 @pytest.mark.parametrize("body, message", [
-    ("/iac-ci deploy", "unknown command 'deploy'"),
-    ("/iac-ci run main", "'main' is not a commit id"),
-    ("/iac-ci run abc", "'abc' is not a commit id"),
+    ("/iac-ci deploy", "unknown command `deploy`"),
+    ("/iac-ci run main", "`main` is not a commit id"),
+    ("/iac-ci run abc", "`abc` is not a commit id"),
     ("/iac-ci run 0123abc 4567def", "at most one commit id"),
     ("/iac-ci run -- because", "takes no `--` text"),
-    ("/iac-ci approve deploy;rm", "'deploy;rm' is not an order name"),
-    ("/iac-ci approve @main", "'@main' is not a commit id"),
+    ("/iac-ci approve deploy;rm", "`deploy;rm` is not an order name"),
+    ("/iac-ci approve @main", "`@main` is not a commit id"),
     ("/iac-ci approve @abcdef1 @abcdef2", "at most one @SHA"),
-    ("/iac-ci reject -bad", "'-bad' is not an order name"),
+    ("/iac-ci reject -bad", "`-bad` is not an order name"),
     ("/iac-ci approve " + " ".join(f"o{i}" for i in range(101)), "at most 100 orders"),
 ])
 def test_malformed_commands_say_why(body: str, message: str) -> None:
@@ -81,7 +81,7 @@ def test_malformed_commands_say_why(body: str, message: str) -> None:
 def test_every_problem_of_one_command_is_named() -> None:
     with pytest.raises(CommandError) as exc:
         parse("/iac-ci approve ok bad! @nothex")
-    assert "'bad!' is not an order name" in str(exc.value) and "'@nothex' is not a commit id" in str(exc.value)
+    assert "`bad!` is not an order name" in str(exc.value) and "`@nothex` is not a commit id" in str(exc.value)
 
 
 # ---- plan, apply, unlock, cancel --------------------------------------------------------------------------------
@@ -136,20 +136,20 @@ def test_existing_verbs_target_no_directory() -> None:
     ("/iac-ci apply --", "`/iac-ci apply` takes no `--` text"),
     ("/iac-ci plan -p", "`-p` needs an order name"),
     ("/iac-ci plan -d", "`-d` needs a directory"),
-    ("/iac-ci plan -w staging", "'-w' is not an option"),
-    ("/iac-ci plan --dir infra", "'--dir' is not an option"),
-    ("/iac-ci plan -dinfra", "'-dinfra' is not an option"),
-    ("/iac-ci apply -p -d", "'-d' is not an order name"),
-    ("/iac-ci plan @abcdef1", "'@abcdef1' is not an order name"),
-    ("/iac-ci plan .hidden", "'.hidden' is not an order name"),
+    ("/iac-ci plan -w staging", "`-w` is not an option"),
+    ("/iac-ci plan --dir infra", "`--dir` is not an option"),
+    ("/iac-ci plan -dinfra", "`-dinfra` is not an option"),
+    ("/iac-ci apply -p -d", "`-d` is not an order name"),
+    ("/iac-ci plan @abcdef1", "`@abcdef1` is not an order name"),
+    ("/iac-ci plan .hidden", "`.hidden` is not an order name"),
     ("/iac-ci plan " + "n" * 65, "is not an order name"),
-    ("/iac-ci plan -d /etc", "'/etc' is not a directory"),
-    ("/iac-ci plan -d ../other", "'../other' is not a directory"),
-    ("/iac-ci plan -d infra/../../etc", "'infra/../../etc' is not a directory"),
-    ("/iac-ci plan -d infra/..", "'infra/..' is not a directory"),
-    ("/iac-ci plan -d ..", "'..' is not a directory"),
-    ("/iac-ci plan -d infra/-rf", "'infra/-rf' is not a directory"),
-    ("/iac-ci plan -d ./--help", "'./--help' is not a directory"),
+    ("/iac-ci plan -d /etc", "`/etc` is not a directory"),
+    ("/iac-ci plan -d ../other", "`../other` is not a directory"),
+    ("/iac-ci plan -d infra/../../etc", "`infra/../../etc` is not a directory"),
+    ("/iac-ci plan -d infra/..", "`infra/..` is not a directory"),
+    ("/iac-ci plan -d ..", "`..` is not a directory"),
+    ("/iac-ci plan -d infra/-rf", "`infra/-rf` is not a directory"),
+    ("/iac-ci plan -d ./--help", "`./--help` is not a directory"),
     ("/iac-ci plan -d in\x00fra", "is not a directory"),
     ("/iac-ci plan -d infra\\prd", "is not a directory"),
     ("/iac-ci plan -d C:/infra", "is not a directory"),
@@ -179,8 +179,8 @@ def test_every_problem_of_one_targeting_command_is_named_with_its_usage() -> Non
     with pytest.raises(CommandError) as exc:
         parse("/iac-ci apply ok bad! -d ../x -w ws -p -- text")
     message = str(exc.value)
-    for part in ("takes no `--` text", "'bad!' is not an order name", "'../x' is not a directory",
-                 "'-w' is not an option", "`-p` needs an order name",
+    for part in ("takes no `--` text", "`bad!` is not an order name", "`../x` is not a directory",
+                 "`-w` is not an option", "`-p` needs an order name",
                  "(usage: `/iac-ci apply [NAME ...] [-d DIR ...]`)"):
         assert part in message
     assert message.count("; ") == 4
@@ -268,14 +268,14 @@ def test_an_unknown_command_is_answered_with_the_help(body: str) -> None:
     with pytest.raises(CommandError) as exc:
         parse(body)
     message = str(exc.value)
-    assert message.startswith(f"unknown command '{body.split()[1]}'")
+    assert message.startswith(f"unknown command `{body.split()[1]}`")
     assert message.endswith(HELP)
 
 
 def test_an_unknown_command_is_named_briefly() -> None:
     with pytest.raises(CommandError) as exc:
         parse("/iac-ci " + "x" * 1000)
-    assert str(exc.value).startswith("unknown command '" + "x" * 40 + "'")
+    assert str(exc.value).startswith("unknown command `" + "x" * 40 + "`")
 
 
 @pytest.mark.parametrize("body", ["/iac-ci help", "/iac-ci HELP", "/iac-ci help plan", "/iac-ci", "/iac-ci -- x"])

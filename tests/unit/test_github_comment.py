@@ -1,7 +1,20 @@
 """The PR summary comment stays under GitHub's limit however large the run, table first."""
 from __future__ import annotations
 
-from lambda_runtime.github.comment import GITHUB_COMMENT_LIMIT, marker, render
+from lambda_runtime.github.comment import (
+    FOLDED_MARKER,
+    GITHUB_COMMENT_LIMIT,
+    brief,
+    fold,
+    is_folded,
+    marker,
+    render,
+    run_id_of,
+)
+
+LOCK_REASON = "locked by [acme/infra#60](https://github.com/acme/infra/pull/60) until 2026-12-08 15:00 UTC"
+BLOCK_REASON = "apply requirement `approved` not met: 0 of 1 approving reviews on the head commit"
+LOG_URL = "https://ci.example/logs/r1?expires=1&sig=ab(c)"
 
 
 def summary(n: int, tail_chars: int, status: str = "failed") -> dict:
@@ -15,10 +28,11 @@ def summary(n: int, tail_chars: int, status: str = "failed") -> dict:
 
 
 def test_small_run_shows_everything() -> None:
-    body = render(summary(3, 100), logs_location="s3://b/runs/r1/")
+    body = render(summary(3, 100), logs_url="https://ci.example/logs/r1?sig=x")
     assert body.startswith(marker("r1"))
     assert "| `o0` | ❌ failed | lambda | 1.5s | 0 |" in body
-    assert body.count("<details>") == 3 and "line 2" in body and "Full logs: `s3://b/runs/r1/`" in body
+    assert body.count("<details>") == 3 and "line 2" in body
+    assert body.endswith("\n\n[Full logs](https://ci.example/logs/r1?sig=x)")
 
 
 def test_300_orders_with_10kb_logs_fit_and_list_every_order() -> None:
@@ -107,3 +121,95 @@ def test_thousands_of_awaiting_orders_still_fit() -> None:
     body = render(s, reviewers={"prod": ["alice", "bob"]})
     assert len(body) <= GITHUB_COMMENT_LIMIT
     assert "… and 2960 more (`/iac-ci approve` approves them all)" in body
+
+
+def outcome_summary(command: str | None = "apply") -> dict:
+    s = summary(1, 10)
+    s["orders"] = {
+        "network": {"status": "succeeded", "target": "lambda", "log_tail": "ok"},
+        "database": {"status": "locked", "target": "lambda", "reason": LOCK_REASON},
+        "app": {"status": "blocked", "target": "lambda", "reason": BLOCK_REASON},
+        "dns": {"status": "failed", "target": "lambda", "exit_code": 1, "log_tail": "boom"},
+    }
+    if command:
+        s["command"] = command
+    return s
+
+
+def test_orders_keep_the_summary_order_which_is_execution_order() -> None:
+    body = render(outcome_summary())
+    rows = [body.index(f"| `{name}` |") for name in ("network", "database", "app", "dns")]
+    assert rows == sorted(rows)
+
+
+def test_locked_and_blocked_orders_are_listed_with_their_reasons_and_links_intact() -> None:
+    body = render(outcome_summary())
+    assert "**🔒 Locked (1)**\n- `database`: " + LOCK_REASON in body
+    assert "[acme/infra#60](https://github.com/acme/infra/pull/60)" in body
+    assert "**⛔ Blocked (1)**\n- `app`: apply requirement 'approved' not met: 0 of 1 approving reviews" in body
+    assert "| `database` | 🔒 locked |" in body and "| `app` | ⛔ blocked |" in body
+
+
+def test_reasons_cannot_break_the_list() -> None:
+    s = outcome_summary()
+    s["orders"]["database"]["reason"] = "held | by `x`\n# heading"
+    body = render(s)
+    assert "- `database`: held / by 'x' # heading" in body and "\n# heading" not in body
+
+
+def test_a_long_reason_is_cut_before_a_link_rather_than_inside_it() -> None:
+    s = outcome_summary()
+    s["orders"]["database"]["reason"] = "x" * 280 + " " + LOCK_REASON
+    line = next(ln for ln in render(s).split("\n") if ln.startswith("- `database`"))
+    assert "[acme" not in line and line.endswith("…")
+
+
+def test_the_command_is_in_the_header() -> None:
+    assert "### ❌ iac-ci · `big` · apply · **failed**" in render(outcome_summary())
+    assert "### ❌ iac-ci · `big` · **failed**" in render(outcome_summary(command=None))
+
+
+def test_the_log_link_is_a_markdown_link_that_parentheses_cannot_end() -> None:
+    body = render(outcome_summary(), logs_url=LOG_URL)
+    assert "[Full logs](https://ci.example/logs/r1?expires=1&sig=ab%28c%29)" in body
+    assert "Full logs" not in render(outcome_summary())
+
+
+def test_thousands_of_locked_and_blocked_orders_with_long_reasons_still_fit() -> None:
+    s = outcome_summary()
+    s["orders"] = {f"{kind}-{i:04d}-" + "n" * 40: {"status": kind, "target": "lambda", "reason": LOCK_REASON * 5}
+                   for i in range(1500) for kind in ("locked", "blocked", "rejected")}
+    body = render(s, logs_url=LOG_URL)
+    assert len(body) <= GITHUB_COMMENT_LIMIT
+    assert "**🔒 Locked (1500)**" in body and body.endswith(")")
+
+
+def test_brief_says_why_a_run_failed() -> None:
+    assert brief(outcome_summary()) == "1 failed, 1 locked, 1 blocked"
+    ok = summary(3, 0, status="succeeded")
+    for o in ok["orders"].values():
+        o["status"] = "succeeded"
+    assert brief(ok) == "succeeded: 3 succeeded"
+    assert brief({"status": "failed", "orders": {}, "error": "no such bucket\nmore"}) == "failed: no such bucket"
+
+
+def test_a_folded_comment_keeps_its_marker_and_is_recognised() -> None:
+    body = render(outcome_summary())
+    folded = fold(body)
+    assert run_id_of(folded) == "r1" and is_folded(folded) and not is_folded(body)
+    assert folded.split("\n")[1] == FOLDED_MARKER
+    assert "<details><summary>❌ run r1 · failed (superseded)</summary>" in folded
+    assert folded.rstrip().endswith("</details>") and "| `dns` |" in folded
+
+
+def test_folding_a_full_comment_still_fits_and_closes_what_the_cut_opened() -> None:
+    body = render(summary(300, 10_000))
+    folded = fold(body)
+    assert len(folded) <= GITHUB_COMMENT_LIMIT
+    assert folded.count("<details>") == folded.count("</details>")
+    assert folded.count("\n````") % 2 == 0
+
+
+def test_other_comments_have_no_run() -> None:
+    assert run_id_of("<!-- iac-ci:config:abc -->\nproblems") is None
+    assert run_id_of("hello") is None

@@ -1,13 +1,45 @@
 """A fake GitHub REST API on loopback: the endpoints iac-ci uses, with a request log.
 
 Real HTTP, real JSON shapes (trimmed), so the PyGithub client in the engine is exercised as
-it is against github.com. ``fail_next`` injects 5xx or rate-limit answers.
+it is against github.com. Lists GitHub pages (pull request files, reviews, check runs) are
+paged here too: ``page``/``per_page`` (default 30, at most 100) and a ``Link`` header with
+``rel="next"``/``rel="last"`` as GitHub sends it.
 
-State a test sets: ``files`` (repository, ref, path) -> text, or ``git_repos`` repository -> a
-local git repository whose files the contents API serves at any ref (``git show REF:PATH``);
-``pulls`` (repository, number) -> the pull request ``GET /pulls/{n}`` answers; ``permissions``
-(repository, login) -> admin/maintain/write/triage/read (absent: none); ``teams`` "org/slug" ->
-{login: "active" | "pending"}. Every request is recorded in ``requests``.
+State a test sets:
+
+- ``files`` (repository, ref, path) -> text, or ``git_repos`` repository -> a local git repository
+  whose files the contents API serves at any ref (``git show REF:PATH``);
+- ``pulls`` (repository, number) -> the pull request ``GET /pulls/{n}`` answers;
+  ``pull_sequence`` (repository, number) -> a list of changes merged into that answer, one
+  popped per GET (``[{"mergeable": None}]``: GitHub still computing mergeability once);
+- ``permissions`` (repository, login) -> admin/maintain/write/triage/read (absent: none);
+- ``teams`` "org/slug" -> {login: "active" | "pending"};
+- ``pull_files`` (repository, number) -> the files of ``GET /pulls/{n}/files``: a path, or a file
+  object (``{"filename": new, "previous_filename": old, "status": "renamed"}``); at most 3,000
+  are served, like GitHub;
+- ``reviews`` (repository, number) -> the reviews of ``GET /pulls/{n}/reviews``, oldest first:
+  ``{"user": {"login": ...}, "state": "APPROVED" | "CHANGES_REQUESTED" | "COMMENTED" | "DISMISSED",
+  "commit_id": sha}`` (``id`` and ``submitted_at`` are filled in);
+- ``compare`` (repository, base, head) -> ``{"behind_by": n, "ahead_by": n, "files": [paths]}`` for
+  ``GET /compare/{base}...{head}``; absent, a repository of ``git_repos`` answers with real git
+  (``git diff --name-status -M base...head``: renames with both names; ``git rev-list --count``);
+  at most 300 files, like GitHub;
+- ``external_statuses`` (repository, sha) -> other tools' statuses ``[{"context", "state"}]``, merged
+  with ``statuses`` into the combined status of ``GET /commits/{sha}/status``;
+- ``check_runs``: every check run (``POST /check-runs``, ``PATCH /check-runs/{id}``); a test may
+  append another app's (``{"repo", "head_sha", "name", "status", "conclusion"}``, the rest is
+  filled in when listed by ``GET /commits/{sha}/check-runs``);
+- ``fail_next``: one-shot answers (status, headers) to the next requests, whatever they are;
+  ``fail_routes`` (METHOD, path regex) -> HTTP status answered to every matching request (the
+  regex is searched in the path without its query) until the entry is removed; a 403 says
+  "Unable to create comment because issue is locked.".
+
+What the fake records, besides: ``comments`` (id -> comment; ``DELETE /issues/comments/{id}``
+removes one, as a human deleting the bot's comment), ``statuses`` (every status posted, with its
+``target_url``), ``reactions`` (``{"repo", "comment_id", "content"}``; to any comment id, as commands arrive in
+webhook payloads the fake never stored), ``installation_tokens``
+(installation id -> the token ``POST /app/installations/{id}/access_tokens`` issued), and every
+request in ``requests`` (with its headers).
 """
 from __future__ import annotations
 
@@ -20,7 +52,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
+
+Answer = tuple[int, Any, dict[str, str]]
+PULL_FILES_CAP = 3000
+COMPARE_FILES_CAP = 300
+FAILURE_MESSAGES = {403: "Unable to create comment because issue is locked.", 404: "Not Found"}
 
 
 @dataclass
@@ -28,6 +65,7 @@ class Recorded:
     method: str
     path: str
     body: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -35,12 +73,21 @@ class FakeGitHub:
     files: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (repo, ref, path) -> text
     git_repos: dict[str, Path] = field(default_factory=dict)  # repo -> local git repository served at any ref
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    pull_sequence: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     permissions: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, login) -> permission
     teams: dict[str, dict[str, str]] = field(default_factory=dict)  # "org/slug" -> {login: state}
+    pull_files: dict[tuple[str, int], list[Any]] = field(default_factory=dict)  # path or file object
+    reviews: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    compare: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    external_statuses: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    check_runs: list[dict[str, Any]] = field(default_factory=list)
+    reactions: list[dict[str, Any]] = field(default_factory=list)
+    installation_tokens: dict[int, str] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (status, headers) answers
+    fail_routes: dict[tuple[str, str], int] = field(default_factory=dict)  # (METHOD, path regex) -> status
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _next_id: int = 1000
 
@@ -53,8 +100,8 @@ class FakeGitHub:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
-                status, payload, headers = fake.handle(self.command, self.path, body)
-                data = json.dumps(payload).encode()
+                status, payload, headers = fake.handle(self.command, self.path, body, dict(self.headers.items()))
+                data = b"" if status == 204 else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 for k, v in headers.items():
@@ -63,14 +110,15 @@ class FakeGitHub:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = _serve  # noqa: N815
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve  # noqa: N815
 
             def log_message(self, *args: Any) -> None:
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # a short poll interval: ``stop`` returns within it (the default 0.5 s adds up over many tests)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     @property
@@ -81,77 +129,260 @@ class FakeGitHub:
         self._server.shutdown()
 
     # ---- behaviour ------------------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, body: str) -> tuple[int, Any, dict[str, str]]:
+    def handle(self, method: str, raw_path: str, body: str, headers: dict[str, str] | None = None) -> Answer:
         path, _, query = raw_path.partition("?")
         with self._lock:
-            self.requests.append(Recorded(method, raw_path, body))
+            self.requests.append(Recorded(method, raw_path, body, dict(headers or {})))
             if self.fail_next:
-                status, headers = self.fail_next.pop(0)
-                return status, {"message": "injected failure"}, headers
-            return self._route(method, path, dict(q.split("=", 1) for q in query.split("&") if "=" in q), body)
+                status, extra = self.fail_next.pop(0)
+                return status, {"message": "injected failure"}, extra
+            for (route_method, pattern), status in list(self.fail_routes.items()):
+                if route_method.upper() == method and re.search(pattern, path):
+                    return status, {"message": FAILURE_MESSAGES.get(status, "injected failure")}, {}
+            params = {unquote(k): unquote(v) for k, _, v in (q.partition("=") for q in query.split("&") if q)}
+            return self._route(method, path, params, body)
 
-    def _route(self, method: str, path: str, query: dict[str, str], body: str) -> tuple[int, Any, dict[str, str]]:
-        base = self.url
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/contents/(.+)", path)
-        if m and method == "GET":
-            text = self._file(m[1], unquote(query.get("ref", "")), unquote(m[2]))
-            if text is None:
-                return 404, {"message": "Not Found"}, {}
-            return 200, {"type": "file", "encoding": "base64", "name": m[2].rsplit("/", 1)[-1], "path": m[2],
-                         "content": base64.b64encode(text.encode()).decode(), "sha": "f" * 40, "size": len(text),
-                         "url": f"{base}{path}"}, {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/pulls/(\d+)", path)
-        if m and method == "GET":
-            pull = self.pulls.get((m[1], int(m[2])))
-            if pull is None:
-                return 404, {"message": "Not Found"}, {}
-            return 200, {"url": f"{base}{path}", "id": int(m[2]), **pull}, {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/collaborators/([^/]+)/permission", path)
-        if m and method == "GET":
-            login = unquote(m[2])
-            role = self.permissions.get((m[1], login), "none")
-            legacy = {"maintain": "write", "triage": "read"}.get(role, role)
-            return 200, {"permission": legacy, "role_name": role,
-                         "user": {"login": login, "id": 1, "type": "User"}}, {}
-        m = re.fullmatch(r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", path)
-        if m and method == "GET":
-            state = self.teams.get(f"{unquote(m[1])}/{unquote(m[2])}", {}).get(unquote(m[3]))
-            if state is None:
-                return 404, {"message": "Not Found"}, {}
-            return 200, {"url": f"{base}{path}", "role": "member", "state": state}, {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)", path)
-        if m and method == "GET":
-            return 200, self._issue(m[1], int(m[2])), {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments", path)
-        if m and method == "GET":
-            listed = [c for c in self.comments.values() if c["_issue"] == (m[1], int(m[2]))]
-            return 200, [self._public(c) for c in listed], {}
-        if m and method == "POST":
-            self._next_id += 1
-            comment = {"id": self._next_id, "body": json.loads(body)["body"], "_issue": (m[1], int(m[2])),
-                       "url": f"{base}/repos/{m[1]}/issues/comments/{self._next_id}",
-                       "html_url": f"https://github.example/{m[1]}/pull/{m[2]}#c{self._next_id}",
-                       "user": {"login": "iac-ci[bot]", "id": 1}, "created_at": "2026-01-01T00:00:00Z",
-                       "updated_at": "2026-01-01T00:00:00Z", "edits": 0}
-            self.comments[self._next_id] = comment
-            return 201, self._public(comment), {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)", path)
-        if m and int(m[2]) in self.comments:
-            comment = self.comments[int(m[2])]
-            if method == "PATCH":
-                comment["body"] = json.loads(body)["body"]
-                comment["edits"] += 1
-            return 200, self._public(comment), {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/commits/([0-9a-f]+)", path)
-        if m and method == "GET":
-            return 200, {"sha": m[2], "url": f"{base}{path}", "commit": {"message": "x"}}, {}
-        m = re.fullmatch(r"/repos/([^/]+/[^/]+)/statuses/([0-9a-f]+)", path)
-        if m and method == "POST":
-            status = {**json.loads(body), "sha": m[2], "repo": m[1], "id": len(self.statuses) + 1,
-                      "url": f"{base}{path}"}
-            self.statuses.append(status)
-            return 201, status, {}
+    def _route(self, method: str, path: str, query: dict[str, str], body: str) -> Answer:
+        for pattern, verb, handler in self._routes():
+            m = re.fullmatch(pattern, path)
+            if m and verb == method:
+                answer = handler(m, query, body)
+                if answer is not None:
+                    return answer
         return 404, {"message": f"fake GitHub has no {method} {path}"}, {}
+
+    def _routes(self) -> list[tuple[str, str, Any]]:
+        r = r"/repos/([^/]+/[^/]+)"
+        return [
+            (rf"{r}/contents/(.+)", "GET", self._get_contents),
+            (rf"{r}/pulls/(\d+)", "GET", self._get_pull),
+            (rf"{r}/pulls/(\d+)/files", "GET", self._get_pull_files),
+            (rf"{r}/pulls/(\d+)/reviews", "GET", self._get_reviews),
+            (rf"{r}/collaborators/([^/]+)/permission", "GET", self._get_permission),
+            (r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", "GET", self._get_membership),
+            (rf"{r}/issues/(\d+)", "GET", lambda m, q, b: (200, self._issue(m[1], int(m[2])), {})),
+            (rf"{r}/issues/(\d+)/comments", "GET", self._list_comments),
+            (rf"{r}/issues/(\d+)/comments", "POST", self._post_comment),
+            (rf"{r}/issues/comments/(\d+)", "GET", self._get_comment),
+            (rf"{r}/issues/comments/(\d+)", "PATCH", self._patch_comment),
+            (rf"{r}/issues/comments/(\d+)", "DELETE", self._delete_comment),
+            (rf"{r}/issues/comments/(\d+)/reactions", "POST", self._post_reaction),
+            (rf"{r}/commits/([0-9a-f]+)", "GET",
+             lambda m, q, b: (200, {"sha": m[2], "url": f"{self.url}{m[0]}", "commit": {"message": "x"}}, {})),
+            (rf"{r}/commits/([0-9a-f]+)/status", "GET", self._combined_status),
+            (rf"{r}/commits/([0-9a-f]+)/check-runs", "GET", self._list_check_runs),
+            (rf"{r}/statuses/([0-9a-f]+)", "POST", self._post_status),
+            (rf"{r}/check-runs", "POST", self._post_check_run),
+            (rf"{r}/check-runs/(\d+)", "GET", self._get_check_run),
+            (rf"{r}/check-runs/(\d+)", "PATCH", self._patch_check_run),
+            (rf"{r}/compare/(.+?)\.\.\.(.+)", "GET", self._compare),
+            (r"/app/installations/(\d+)/access_tokens", "POST", self._access_token),
+        ]
+
+    # ---- contents, pull requests, people --------------------------------------------------
+    def _get_contents(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        text = self._file(m[1], query.get("ref", ""), unquote(m[2]))
+        if text is None:
+            return 404, {"message": "Not Found"}, {}
+        return 200, {"type": "file", "encoding": "base64", "name": m[2].rsplit("/", 1)[-1], "path": m[2],
+                     "content": base64.b64encode(text.encode()).decode(), "sha": "f" * 40, "size": len(text),
+                     "url": f"{self.url}{m[0]}"}, {}
+
+    def _get_pull(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        key = (m[1], int(m[2]))
+        pull = self.pulls.get(key)
+        if pull is None:
+            return 404, {"message": "Not Found"}, {}
+        changes = self.pull_sequence.get(key)
+        extra = changes.pop(0) if changes else {}
+        return 200, {"url": f"{self.url}{m[0]}", "id": int(m[2]), "number": int(m[2]), **pull, **extra}, {}
+
+    def _get_pull_files(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        listed = self.pull_files.get((m[1], int(m[2])), [])[:PULL_FILES_CAP]
+        items = [{"sha": "0" * 40, "filename": f, "status": "modified", "additions": 1, "deletions": 0,
+                  "changes": 1} if isinstance(f, str) else {"sha": "0" * 40, "status": "modified", **f}
+                 for f in listed]
+        return self._page(m[0], query, items)
+
+    def _get_reviews(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        items = [{"id": 500 + i, "body": "", "submitted_at": "2026-01-01T00:00:00Z",
+                  "html_url": f"https://github.example/{m[1]}/pull/{m[2]}#r{i}", **review,
+                  "user": {"id": 1, "type": "User", **review.get("user", {})}}
+                 for i, review in enumerate(self.reviews.get((m[1], int(m[2])), []))]
+        return self._page(m[0], query, items)
+
+    def _get_permission(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        login = unquote(m[2])
+        role = self.permissions.get((m[1], login), "none")
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        return 200, {"permission": legacy, "role_name": role, "user": {"login": login, "id": 1, "type": "User"}}, {}
+
+    def _get_membership(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        state = self.teams.get(f"{unquote(m[1])}/{unquote(m[2])}", {}).get(unquote(m[3]))
+        if state is None:
+            return 404, {"message": "Not Found"}, {}
+        return 200, {"url": f"{self.url}{m[0]}", "role": "member", "state": state}, {}
+
+    # ---- comments and reactions -----------------------------------------------------------
+    def _list_comments(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        listed = [c for c in self.comments.values() if c["_issue"] == (m[1], int(m[2]))]
+        return 200, [self._public(c) for c in listed], {}
+
+    def _post_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        self._next_id += 1
+        comment = {"id": self._next_id, "body": json.loads(body)["body"], "_issue": (m[1], int(m[2])),
+                   "url": f"{self.url}/repos/{m[1]}/issues/comments/{self._next_id}",
+                   "html_url": f"https://github.example/{m[1]}/pull/{m[2]}#c{self._next_id}",
+                   "user": {"login": "iac-ci[bot]", "id": 1}, "created_at": "2026-01-01T00:00:00Z",
+                   "updated_at": "2026-01-01T00:00:00Z", "edits": 0}
+        self.comments[self._next_id] = comment
+        return 201, self._public(comment), {}
+
+    def _get_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        comment = self.comments.get(int(m[2]))
+        return None if comment is None else (200, self._public(comment), {})
+
+    def _patch_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        comment = self.comments.get(int(m[2]))
+        if comment is None:
+            return None
+        comment["body"] = json.loads(body)["body"]
+        comment["edits"] += 1
+        return 200, self._public(comment), {}
+
+    def _delete_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        return None if self.comments.pop(int(m[2]), None) is None else (204, None, {})
+
+    def _post_reaction(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        # any id: a command's comment usually exists only in the webhook payload a test delivered
+        content = json.loads(body)["content"]
+        self.reactions.append({"repo": m[1], "comment_id": int(m[2]), "content": content})
+        return 201, {"id": len(self.reactions), "content": content, "user": {"login": "iac-ci[bot]", "id": 1},
+                     "created_at": "2026-01-01T00:00:00Z"}, {}
+
+    # ---- statuses and check runs ----------------------------------------------------------
+    def _post_status(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        status = {"target_url": None, "description": None, **json.loads(body), "sha": m[2], "repo": m[1],
+                  "id": len(self.statuses) + 1, "url": f"{self.url}{m[0]}"}
+        self.statuses.append(status)
+        return 201, status, {}
+
+    def _combined_status(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        latest: dict[str, dict[str, Any]] = {}
+        for s in [*[s for s in self.statuses if s["repo"] == m[1] and s["sha"] == m[2]],
+                  *self.external_statuses.get((m[1], m[2]), [])]:
+            latest[s["context"]] = {"state": s["state"], "context": s["context"], "description": s.get("description"),
+                                    "target_url": s.get("target_url"), "id": s.get("id", 0), "url": f"{self.url}"}
+        states = {s["state"] for s in latest.values()}
+        state = ("failure" if states & {"failure", "error"} else "pending" if "pending" in states or not states
+                 else "success")
+        return 200, {"state": state, "sha": m[2], "total_count": len(latest), "statuses": list(latest.values()),
+                     "url": f"{self.url}{m[0]}"}, {}
+
+    def _check_run(self, run: dict[str, Any]) -> dict[str, Any]:
+        """A recorded check run with every field GitHub answers (those a test left out filled in)."""
+        if "id" not in run:
+            self._next_id += 1
+            run["id"] = self._next_id
+        defaults = {"status": "queued", "conclusion": None, "external_id": None, "details_url": None,
+                    "output": {"title": None, "summary": None}, "started_at": None, "completed_at": None,
+                    "url": f"{self.url}/repos/{run.get('repo')}/check-runs/{run['id']}",
+                    "html_url": f"https://github.example/{run.get('repo')}/runs/{run['id']}",
+                    "app": {"id": 1, "slug": "iac-ci"}}
+        for key, value in defaults.items():
+            run.setdefault(key, value)
+        return run
+
+    def _post_check_run(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        run = self._check_run({**json.loads(body), "repo": m[1]})
+        self.check_runs.append(run)
+        return 201, self._public(run), {}
+
+    def _find_check_run(self, repo: str, check_id: int) -> dict[str, Any] | None:
+        return next((r for r in self.check_runs if r.get("repo") == repo and r.get("id") == check_id), None)
+
+    def _get_check_run(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        run = self._find_check_run(m[1], int(m[2]))
+        return None if run is None else (200, self._public(self._check_run(run)), {})
+
+    def _patch_check_run(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        run = self._find_check_run(m[1], int(m[2]))
+        if run is None:
+            return None
+        run.update(json.loads(body))
+        run["_patches"] = run.get("_patches", 0) + 1
+        return 200, self._public(run), {}
+
+    def _list_check_runs(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        runs = [self._check_run(r) for r in self.check_runs if r.get("repo") == m[1] and r.get("head_sha") == m[2]]
+        if query.get("check_name"):
+            runs = [r for r in runs if r.get("name") == query["check_name"]]
+        runs.sort(key=lambda r: -int(r["id"]))  # newest first
+        if query.get("filter", "latest") == "latest":
+            runs = [r for i, r in enumerate(runs) if r["name"] not in {x["name"] for x in runs[:i]}]
+        return self._page(m[0], query, [self._public(r) for r in runs], list_item="check_runs")
+
+    # ---- compare ------------------------------------------------------------------------------
+    def _compare(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        repo, base, head = m[1], unquote(m[2]), unquote(m[3])
+        known = self.compare.get((repo, base, head)) or self._git_compare(repo, base, head)
+        if known is None:
+            return 404, {"message": "Not Found"}, {}
+        files = [{"filename": f, "status": "modified"} if isinstance(f, str) else f
+                 for f in known.get("files", [])][:COMPARE_FILES_CAP]
+        ahead, behind = int(known.get("ahead_by", 0)), int(known.get("behind_by", 0))
+        status = "identical" if not ahead and not behind else "diverged" if ahead and behind else (
+            "ahead" if ahead else "behind")
+        return 200, {"url": f"{self.url}{m[0]}", "status": status, "ahead_by": ahead, "behind_by": behind,
+                     "total_commits": ahead, "commits": [], "files": files}, {}
+
+    def _git_compare(self, repo: str, base: str, head: str) -> dict[str, Any] | None:
+        local = self.git_repos.get(repo)
+        if local is None or base.startswith("-") or head.startswith("-"):
+            return None
+
+        def git(*args: str) -> str | None:
+            done = subprocess.run(["git", *args], cwd=local, capture_output=True, text=True)
+            return done.stdout if done.returncode == 0 else None
+
+        changed = git("diff", "--name-status", "-M", f"{base}...{head}")
+        ahead, behind = git("rev-list", "--count", f"{base}..{head}"), git("rev-list", "--count", f"{head}..{base}")
+        if changed is None or ahead is None or behind is None:
+            return None
+        return {"files": [self._changed_file(line) for line in changed.splitlines() if line.strip()],
+                "ahead_by": int(ahead), "behind_by": int(behind)}
+
+    @staticmethod
+    def _changed_file(line: str) -> dict[str, Any]:
+        """A ``git diff --name-status`` line as GitHub lists the file (a rename with both names)."""
+        code, *names = line.split("\t")
+        status = {"A": "added", "D": "removed", "R": "renamed", "C": "copied"}.get(code[:1], "modified")
+        if code.startswith("R") and len(names) == 2:
+            return {"filename": names[1], "previous_filename": names[0], "status": status}
+        return {"filename": names[-1], "status": status}
+
+    # ---- GitHub App ---------------------------------------------------------------------------
+    def _access_token(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        token = f"ghs_fake{int(m[1])}x{len(self.installation_tokens) + 1:04d}"
+        self.installation_tokens[int(m[1])] = token
+        return 201, {"token": token, "expires_at": "2099-01-01T00:00:00Z", "permissions": {},
+                     "repository_selection": "all"}, {}
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _page(self, path: str, query: dict[str, str], items: list[Any], *, list_item: str | None = None) -> Answer:
+        """One page of ``items`` as GitHub pages lists: ``page``/``per_page`` and a ``Link`` header."""
+        per_page = max(1, min(100, int(query.get("per_page") or 30)))
+        page = max(1, int(query.get("page") or 1))
+        last = max(1, -(-len(items) // per_page))
+        chunk = items[(page - 1) * per_page: page * per_page]
+        links = []
+        for rel, number in (("next", page + 1), ("last", last)):
+            if page < last:
+                params = urlencode({**query, "page": number, "per_page": per_page})
+                links.append(f'<{self.url}{path}?{params}>; rel="{rel}"')
+        headers = {"Link": ", ".join(links)} if links else {}
+        payload: Any = {"total_count": len(items), list_item: chunk} if list_item else chunk
+        return 200, payload, headers
 
     def _file(self, repo: str, ref: str, path: str) -> str | None:
         text = self.files.get((repo, ref, path))
@@ -168,6 +399,9 @@ class FakeGitHub:
     def comments_on(self, repo: str, number: int) -> list[dict[str, Any]]:
         return [c for c in list(self.comments.values()) if c["_issue"] == (repo, number)]
 
+    def check_runs_on(self, repo: str, sha: str) -> list[dict[str, Any]]:
+        return [r for r in list(self.check_runs) if r.get("repo") == repo and r.get("head_sha") == sha]
+
     def _issue(self, repo: str, number: int) -> dict[str, Any]:
         return {"number": number, "id": number, "state": "open", "title": "PR",
                 "url": f"{self.url}/repos/{repo}/issues/{number}",
@@ -175,5 +409,5 @@ class FakeGitHub:
                 "repository_url": f"{self.url}/repos/{repo}", "pull_request": {"url": "x"}}
 
     @staticmethod
-    def _public(comment: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in comment.items() if not k.startswith("_") and k != "edits"}
+    def _public(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if not k.startswith("_") and k not in ("edits", "repo")}

@@ -1,0 +1,139 @@
+"""``.iac-ci.yml``: reading it, every problem at once, and the protected environments' rule.
+
+The file holds the job file's ``orders`` (plus ``name``, ``env``, ``timeout``). Problems are
+all reported in one list: a YAML error with its line and column; unknown top-level keys next to
+the orders' own problems (an unknown key never hides them); and the whole config is validated,
+every command's orders, whatever a trigger then selects.
+
+Orders of a *protected* environment (``Environment.protected``: any rule) come from the base
+branch's config, never from the pull request's head: a pull request cannot change what runs with
+a protected environment's credentials, only the code it runs on. A head order in a protected
+environment is replaced by the base's order of the same name (in a protected environment too)
+or dropped; a note on the PR lists both. The job-level ``env`` of the head does not reach those
+orders (the base's does).
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lambda_runtime.job import yaml_text
+from lambda_runtime.job.validate import Problem
+from lambda_runtime.policy.model import Policy
+
+if TYPE_CHECKING:
+    from lambda_runtime.github.events import PullRequest
+
+CONFIG_KEYS = ("orders", "name", "env", "timeout")
+MAX_LISTED_PROBLEMS = 200
+MAX_LISTED_ORDERS = 100
+
+
+def parse(text: str) -> tuple[dict[str, Any], list[Problem]]:
+    """The config's known keys, and the problems found reading it (unknown keys among them)."""
+    try:
+        config = yaml_text.load(text)
+    except yaml.YAMLError as exc:
+        return {}, [Problem(None, "", f"not valid YAML: {yaml_text.describe(exc)}")]
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+        return {}, [Problem(None, "", f"not a YAML document iac-ci can read: {str(exc)[:200]}")]
+    if not isinstance(config, dict):
+        return {}, [Problem(None, "", "must be a mapping with 'orders'")]
+    problems = [Problem(None, str(k)[:100], f"unknown field (fields: {', '.join(CONFIG_KEYS)})")
+                for k in sorted(set(config) - set(CONFIG_KEYS), key=str)]
+    return {k: v for k, v in config.items() if k in CONFIG_KEYS}, problems
+
+
+# ---- protected environments --------------------------------------------------------------------
+def _environment_name(order: Any) -> Any:
+    return order.get("environment") if isinstance(order, dict) else None
+
+
+def _protected(order: Any, policy: Policy) -> bool:
+    """Whether a raw order (as written in the config) runs in a protected environment."""
+    if not isinstance(order, dict):
+        return False
+    name = _environment_name(order)
+    if name is not None and not isinstance(name, str):
+        return False  # invalid: validation names it
+    found = policy.environment_for(name)
+    return found is not None and found[1].protected
+
+
+def protected_from_base(head_orders: list[Any], head_env: Any, base: dict[str, Any] | None, policy: Policy
+                        ) -> tuple[list[Any], Any, list[str], list[str]]:
+    """The orders to run: the head's, except that each head order in a protected environment is
+    the base's protected order of that name, or is dropped. Returns (orders, job env, replaced,
+    dropped). When a base order is kept, the job-level ``env`` is folded into each order (the
+    head's into the head's orders, the base's into the base's), so the head's job env cannot
+    reach a protected order."""
+    base_orders = base.get("orders") if base else None
+    by_name = {o["name"]: o for o in base_orders if isinstance(o, dict) and isinstance(o.get("name"), str)
+               and _protected(o, policy)} if isinstance(base_orders, list) else {}
+    base_env = base.get("env") if base else None
+    out: list[Any] = []
+    kept: list[int] = []  # indexes of orders taken from the base
+    replaced, dropped = [], []
+    for order in head_orders:
+        if not _protected(order, policy):
+            out.append(order)
+            continue
+        name = order.get("name")
+        theirs = by_name.get(name) if isinstance(name, str) else None
+        if theirs is None:
+            dropped.append(str(name))
+            continue
+        if theirs != order:
+            replaced.append(str(name))
+        kept.append(len(out))
+        out.append(theirs)
+    env = head_env
+    if kept and (head_env or base_env):
+        if not (head_env is None or isinstance(head_env, dict)) or not (base_env is None or isinstance(base_env, dict)):
+            return out, head_env, replaced, dropped  # an invalid env: validation names it
+        folded = []
+        for i, order in enumerate(out):
+            job_env = base_env if i in kept else head_env
+            if isinstance(order, dict) and job_env:
+                own = order.get("env")
+                order = {**order, "env": {**job_env, **own} if isinstance(own, dict) else own if own is not None
+                         else dict(job_env)}
+            folded.append(order)
+        out, env = folded, None
+    return out, env, replaced, dropped
+
+
+def protected_note(pr: PullRequest, replaced: list[str], dropped: list[str], path: str, base_found: bool) -> str:
+    """The PR note naming the orders a protected environment took from the base branch."""
+    lines = [f"<!-- iac-ci:protected:{pr.head_sha}:{','.join(sorted(replaced))}:{','.join(sorted(dropped))} -->",
+             f"### 🔒 iac-ci: protected environments run `{pr.base_ref}`'s orders", "",
+             f"Orders in a protected environment run as `{path}` on `{pr.base_ref}` "
+             f"(commit `{(pr.base_sha or '')[:12]}`) defines them, not as this pull request does; the code they "
+             f"run on is this pull request's (`{pr.head_sha[:12]}`).", ""]
+    lines += [f"- `{n}`: replaced by its definition on `{pr.base_ref}`" for n in replaced[:MAX_LISTED_ORDERS]]
+    why = "not defined there" if base_found else f"`{pr.base_ref}` has no readable `{path}`"
+    lines += [f"- `{n}`: dropped ({why}); it runs once the change is merged" for n in dropped[:MAX_LISTED_ORDERS]]
+    return "\n".join(lines)
+
+
+
+def config_problems_comment(path: str, sha: str, problems: list[Problem], *, title: str = "is invalid",
+                            key: str = "") -> str:
+    """The one PR comment for an invalid config file: every problem (up to a bound), under GitHub's limit.
+    ``key`` (the delivery) makes a retried event post it once, and a later event post it again."""
+    lines = [f"<!-- iac-ci:config:{sha}{':' + key if key else ''} -->",
+             f"### ❌ iac-ci did not start: `{path}` at `{sha[:12]}` {title}", ""]
+    lines += [f"- {p}" for p in problems[:MAX_LISTED_PROBLEMS]]
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        lines.append(f"- … and {len(problems) - MAX_LISTED_PROBLEMS} more")
+    return "\n".join(lines)[:60000]
+
+
+def flow_label(repo: str) -> str:
+    """A valid job name from a repository name (``Org/My_Repo`` -> ``my-repo``)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", repo.split("/")[-1].lower()).strip("-")
+    return (name or "repo")[:63]
+
+

@@ -1,0 +1,136 @@
+"""Which orders of ``.iac-ci.yml`` a pull-request trigger runs (pure, no I/O).
+
+A trigger runs one command's orders: ``plan`` on open, push, reopen, ready-for-review, the merge
+queue and ``/iac-ci plan``; ``apply`` on ``/iac-ci apply`` (orders with ``apply_on: command``)
+and on merge (orders with ``apply_on: merge``). Among those, an order is selected when
+
+- it was named (``/iac-ci plan NAME``, or ``-d DIR`` naming its ``dir``), or, with no names,
+- its ``when.events`` (if any) include the event, and its paths (``when.paths``, else its
+  ``dir``'s files, else everything) match a changed file.
+
+Orders not selected are not created at all. A selected order brings the orders of the same
+command it depends on (they must run first), transitively. An apply order's dependencies on plan
+orders are met by the pull request's plan run (``/iac-ci apply``), except on merge, where the
+plan orders it depends on run again first, on the merge commit.
+
+Globs: ``*`` and ``?`` stay inside one folder, ``**`` crosses folders (``infra/**`` is every
+file under ``infra``, ``**/*.tf`` every ``.tf`` file), matched against the full path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from lambda_runtime.job.model import Job, Order
+
+Command = Literal["plan", "apply"]
+
+
+@lru_cache(maxsize=512)
+def _glob_re(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    return _glob_re(pattern.removeprefix("./")).match(path) is not None
+
+
+def order_paths(order: Order) -> list[str] | None:
+    """The globs that select an order; None: any change does."""
+    if order.when is not None and order.when.paths is not None:
+        return list(order.when.paths)
+    return [f"{order.dir}/**"] if order.dir else None
+
+
+def touched(order: Order, changed: Sequence[str] | None) -> bool:
+    """Whether a change of ``changed`` (None: unknown, e.g. more files than GitHub lists) selects it.
+    A ``dir`` is a folder, not a glob: its files are matched by prefix, whatever characters it has."""
+    if changed is None:
+        return True
+    if order.when is not None and order.when.paths is not None:
+        return any(glob_match(p, path) for p in order.when.paths for path in changed)
+    if order.dir:
+        return any(path.startswith(order.dir + "/") for path in changed)
+    return True
+
+
+@dataclass(frozen=True)
+class Selection:
+    names: list[str]  # in the config's order
+    plan_dependencies: list[str]  # plan orders the selected apply orders need (apply runs only)
+    unknown: list[str]  # names or dirs asked for that match no order of the command
+
+
+def select(job: Job, *, command: Command, event: str, changed: Sequence[str] | None,
+           names: Iterable[str] = (), dirs: Iterable[str] = (), apply_on: str | None = None,
+           default_apply_on: str = "command") -> Selection:
+    """``apply_on``: for apply, which apply orders answer (``command`` or ``merge``)."""
+    mine = [o for o in job.orders if o.command == command
+            and (command == "plan" or (o.apply_on or default_apply_on) == apply_on)]
+    names, dirs = list(names), [d.strip("/") for d in dirs]
+    if names or dirs:
+        chosen = {o.name for o in mine if o.name in names or (o.dir and o.dir in dirs)}
+        unknown = [n for n in names if n not in chosen] + \
+            [f"-d {d}" for d in dirs if not any(o.dir == d for o in mine)]
+    else:
+        chosen = {o.name for o in mine if _event_ok(o, event) and touched(o, changed)}
+        unknown = []
+    by_name = {o.name: o for o in job.orders}
+    answering = {o.name for o in mine}
+    needed_plans: set[str] = set()
+    foreign: set[str] = set()  # same command, but not this trigger's (an apply_on: merge under /iac-ci apply)
+    todo = list(chosen)
+    while todo:  # same-command dependencies come along; plan dependencies of applies are noted
+        for dep in by_name[todo.pop()].depends_on:
+            target = by_name.get(dep)
+            if target is None:
+                continue
+            if target.command == command and dep not in answering:
+                foreign.add(dep)
+            elif target.command == command and dep not in chosen:
+                chosen.add(dep)
+                todo.append(dep)
+            elif target.command != command:
+                needed_plans.add(dep)
+    while foreign:  # never run an order without one it depends on (validation refuses such configs)
+        dropped = {n for n in chosen if set(by_name[n].depends_on) & foreign}
+        chosen -= dropped
+        foreign = dropped
+    needed_plans = _with_plan_ancestors(needed_plans, by_name)
+    return Selection([o.name for o in job.orders if o.name in chosen],
+                     [o.name for o in job.orders if o.name in needed_plans], unknown)
+
+
+def _with_plan_ancestors(plans: set[str], by_name: dict[str, Order]) -> set[str]:
+    out, todo = set(plans), list(plans)
+    while todo:
+        for dep in by_name[todo.pop()].depends_on:
+            if dep in by_name and dep not in out:
+                out.add(dep)
+                todo.append(dep)
+    return out
+
+
+def _event_ok(order: Order, event: str) -> bool:
+    return order.when is None or order.when.events is None or event in order.when.events
