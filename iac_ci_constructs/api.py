@@ -3,14 +3,20 @@
 Job, status and cancel requests are authenticated by the intake function (an HMAC signature over
 timestamp, method, path and body), not by API Gateway. The approve and reject routes are
 authorized by API Gateway with IAM (SigV4): the caller's principal is the reviewer, and
-``IacCiPipeline.grant_approve`` gives a principal the right to call them. The stage is throttled
-and logged, and path parameters are checked by a request validator.
+``IacCiPipeline.grant_approve`` gives a principal the right to call them. The logs route is opened
+by a browser from a PR comment: the intake function checks the link's own signature and expiry.
+The stage is throttled and logged, and path parameters are checked by a request validator.
+
+The REST API is created before the functions (``build_api``) and given its routes after
+(``Api.serve``): the functions' environment names the API's public URL (``Api.public_url``),
+which must not depend on the methods that depend on the intake function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aws_cdk import Fn, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -22,31 +28,51 @@ from lambda_runtime.schema import deployment
 API_STAGE = "v1"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Api:
     rest_api: apigw.RestApi
     request_validator: apigw.RequestValidator
-    intake_integration: apigw.LambdaIntegration
+    intake_integration: apigw.LambdaIntegration | None = None  # set by ``serve``
 
     def add_route(self, method: str, path: str, integration: apigw.Integration | None = None, *,
                   iam_authorized: bool = False) -> apigw.Method:
         """``method path`` on the API; default: proxied to the intake function."""
+        target = integration or self.intake_integration
+        if target is None:
+            raise RuntimeError("Api.add_route before Api.serve: no intake function to proxy to")
         resource = self.rest_api.root.resource_for_path(path)
         added = resource.add_method(
-            method.upper(), integration or self.intake_integration,
+            method.upper(), target,
             authorization_type=apigw.AuthorizationType.IAM if iam_authorized else apigw.AuthorizationType.NONE,
             request_validator=self.request_validator,
         )
-        nag.suppress_method(added, iam_authorized=iam_authorized)
+        nag.suppress_method(added, iam_authorized=iam_authorized,
+                            signed_link=(method.upper(), path) in deployment.LINK_ROUTES)
         return added
+
+    def serve(self, intake: lambda_.IFunction) -> None:
+        """The routes of ``schema.deployment``, all proxied to ``intake``."""
+        self.intake_integration = apigw.LambdaIntegration(intake, allow_test_invoke=False)
+        for method, path in deployment.ROUTES:
+            self.add_route(method, path)
+        for method, path in deployment.IAM_ROUTES:
+            self.add_route(method, path, iam_authorized=True)
+
+    def public_url(self) -> str:
+        """The stage's base URL (no trailing slash) from the API's id and the stage's name, not from
+        the stage resource (``RestApi.url``): the stage depends on the deployment, the deployment on
+        the methods and the methods on the intake function, whose environment holds this URL."""
+        stack = Stack.of(self.rest_api)
+        return Fn.join("", ["https://", self.rest_api.rest_api_id, ".execute-api.", stack.region, ".",
+                            stack.url_suffix, "/", API_STAGE])
 
     def decision_routes_arn(self) -> str:
         """The execute-api ARN pattern of the approve and reject routes of this stage."""
         return self.rest_api.arn_for_execute_api("POST", "/runs/*/*", API_STAGE)
 
 
-def build_api(scope: Construct, props: IacCiPipelineProps, *, intake: lambda_.IFunction) -> Api:
-    """``scope/Api`` with the routes of ``schema.deployment.ROUTES``, all proxied to ``intake``."""
+def build_api(scope: Construct, props: IacCiPipelineProps) -> Api:
+    """``scope/Api``: the REST API and its stage, without routes yet (``Api.serve`` adds them)."""
     group = Construct(scope, "Api")
     access_logs = defaults.log_group(group, "AccessLogs", retention=props.log_retention,
                                      removal_policy=props.removal_policy)
@@ -70,10 +96,4 @@ def build_api(scope: Construct, props: IacCiPipelineProps, *, intake: lambda_.IF
     )
     validator = rest_api.add_request_validator(
         "RequestValidator", validate_request_parameters=True, validate_request_body=False)
-    api = Api(rest_api=rest_api, request_validator=validator,
-              intake_integration=apigw.LambdaIntegration(intake, allow_test_invoke=False))
-    for method, path in deployment.ROUTES:
-        api.add_route(method, path)
-    for method, path in deployment.IAM_ROUTES:
-        api.add_route(method, path, iam_authorized=True)
-    return api
+    return Api(rest_api=rest_api, request_validator=validator)

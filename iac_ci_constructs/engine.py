@@ -72,8 +72,9 @@ def build_watchdog(scope: Construct, props: IacCiPipelineProps, *, internal_buck
 
 
 def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, workers: Workers,
-             watchdog: Watchdog) -> Settings:
-    """What every engine function reads from its environment (``Settings.to_env``)."""
+             watchdog: Watchdog, api_url: str) -> Settings:
+    """What every engine function reads from its environment (``Settings.to_env``); ``api_url`` is
+    the API's public base URL, for the log links of PR comments (``Api.public_url``)."""
     tables = storage.tables
     return Settings(
         orders_table=tables[ORDERS.logical_name].table_name,
@@ -86,6 +87,8 @@ def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, worke
         kms_key_arn=storage.kms_key.key_arn,
         watchdog_arn=watchdog.state_machine.state_machine_arn,
         webhook_secret_id=storage.webhook_secret.secret_arn,
+        log_link_secret_id=storage.log_link_secret.secret_arn,
+        api_url=api_url,
         worker_function=workers.function.function_name,
         codebuild_project=workers.project.project_name,
         region=stack.region,
@@ -123,10 +126,12 @@ def build_engine(
     queues: Queues,
     workers: Workers,
     watchdog: Watchdog,
+    api_url: str,
 ) -> Engine:
     """The three engine functions as direct children of ``scope``, each consuming its queue."""
     stack = Stack.of(scope)
-    engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog)
+    engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog,
+                               api_url=api_url)
     env = engine_settings.to_env()
     tables, internal = storage.table_grants, storage.internal_bucket
     granted = grants(props)
@@ -154,6 +159,10 @@ def build_engine(
         reserved_concurrency=props.intake_reserved_concurrency,
     )
     storage.webhook_secret.grant_read(intake)
+    # log links: intake verifies them; packaging and the orchestrator sign them, as both render the
+    # run's PR comment through the one VCS provider (run started; progress and the end)
+    for function in (intake, packaging, orchestrator):
+        storage.log_link_secret.grant_read(function)
     if props.github_webhook_secret is not None:
         props.github_webhook_secret.grant_read(intake)
     for github_credentials in (props.github_token_secret, props.github_app_secret):

@@ -22,6 +22,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 
 from lambda_runtime.schema import deployment, layout
+from lambda_runtime.store.pr_locks import HOLDER_INDEX_PREFIX, LOCK_PREFIX
 
 ANY = "*"  # a run id or an order name inside an object key pattern
 # the wake-up signals the watchdog writes (lambda_runtime.watchdog.start; tests/construct/test_construct_iam.py)
@@ -84,11 +85,20 @@ class Tables:
     idempotency: dynamodb.ITable
 
 
+def pr_lock_keys_condition() -> dict:
+    """Items of the locks table whose key is a project lock or a holder's index
+    (``lambda_runtime.store.pr_locks``), never a run's lease (keyed by the bare run id)."""
+    return {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [LOCK_PREFIX + ANY, HOLDER_INDEX_PREFIX + ANY]}}
+
+
 def intake(*, tables: Tables, internal: s3.IBucket, watchdog: sfn.IStateMachine) -> list[iam.PolicyStatement]:
     """``lambda_runtime.intake``: arm the job-timeout watchdog, create the run item, answer status
     (Query) and cancel requests, record idempotency keys, put the accepted job and the cancel signal;
     record reviewers' decisions (a conditional order update with its audit event in one transaction)
-    and wake the orchestrator with an approval signal."""
+    and wake the orchestrator with an approval signal; list and release project locks (conditional
+    puts of the lock items, their holders' indexes and audit events in one transaction; a Scan
+    to list them); read order logs for the logs page (a GET, so a missing log is a 404 only with
+    ListBucket on their prefix)."""
     return [
         allow("RunItems", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
               [tables.orders.table_arn]),
@@ -98,6 +108,14 @@ def intake(*, tables: Tables, internal: s3.IBucket, watchdog: sfn.IStateMachine)
               objects(internal, *submission_keys(), layout.control_key(ANY, layout.SIGNAL_CANCEL),
                       layout.control_key(ANY, layout.SIGNAL_APPROVAL_PREFIX + ANY))),
         allow("StartJobWatchdog", ["states:StartExecution"], [watchdog.state_machine_arn]),
+        allow("ReleasePrLocks", ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+                                 "dynamodb:ConditionCheckItem"],
+              [tables.locks.table_arn], pr_lock_keys_condition()),
+        # Scan has no leading key to condition on: it reads the leases' items too (owner, epoch, expiry)
+        allow("ListPrLocks", ["dynamodb:Scan"], [tables.locks.table_arn]),
+        allow("ReadOrderLogs", ["s3:GetObject"], objects(internal, layout.log_key(ANY, ANY))),
+        allow("ListOrderLogs", ["s3:ListBucket"], [internal.bucket_arn],
+              {"StringLike": {"s3:prefix": [layout.RUNS_PREFIX + "*"]}}),
     ]
 
 

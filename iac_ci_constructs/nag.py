@@ -72,6 +72,10 @@ SID_REASONS: Mapping[str, str] = {
     "HeadResults": LAYOUT_KEYS,
     "WriteTimedOutAndWakeUps": LAYOUT_KEYS,
     "MintedCredentials": LAYOUT_KEYS + " (the sops file minted at dispatch, deleted once the order is final)",
+    "ReadOrderLogs": LAYOUT_KEYS + " (the logs page a signed link opens)",
+    "ReleasePrLocks": "Lock items are keyed by the lock's name and holder indexes by the holder, both chosen by "
+                      "pull requests at run time; the condition limits the keys to those two prefixes, never a "
+                      "run's lease",
     "ReadGrantedParameters": "Orders may reference SSM parameters their policy environment grants (prefixes and "
                              "globs by design), which intake also enforces; nothing else is readable",
     "ReadGitTokenParameters": "Git sources may read their token from SSM parameters a policy environment grants "
@@ -116,6 +120,9 @@ def suppress(pipeline: Any) -> None:
         NagSuppressions.add_resource_suppressions(pipeline.webhook_secret, [suppression(
             "SMG4", "The secret is the HMAC key shared with every API client (CI systems, the iac-ci CLI); "
                     "rotating it must be coordinated with them, so it is rotated by the operator, not on a schedule")])
+    NagSuppressions.add_resource_suppressions(pipeline.log_link_secret, [suppression(
+        "SMG4", "The secret signs the log links posted in pull request comments; rotating it invalidates every "
+                "link already posted, so it is rotated by the operator when needed, not on a schedule")])
     NagSuppressions.add_resource_suppressions(pipeline.worker_failure_queue, [suppression(
         "SQS3", "This queue is the on-failure destination of the worker's asynchronous invocations: it is the "
                 "dead-letter queue, nothing consumes it (its depth is alarmed)")])
@@ -146,10 +153,16 @@ def suppress(pipeline: Any) -> None:
                     "logs with the basic execution policy", [LAMBDA_BASIC_EXECUTION])], apply_to_children=True)
 
 
-def suppress_method(method: apigw.Method, *, iam_authorized: bool = False) -> None:
+def suppress_method(method: apigw.Method, *, iam_authorized: bool = False, signed_link: bool = False) -> None:
     if iam_authorized:
         reason = "Authorized by API Gateway with IAM (SigV4): the caller's principal is the reviewer; no Cognito pool"
         NagSuppressions.add_resource_suppressions(method, [suppression("COG4", reason)])
+        return
+    if signed_link:
+        reason = ("Opened by a browser from a link in a pull request comment, which can carry no credentials: the "
+                  "intake function authorizes it by the link's expiry and HMAC-SHA256 signature (a secret of its "
+                  "own, bound to the run and order), refusing anything else with 403 before reading any data")
+        NagSuppressions.add_resource_suppressions(method, [suppression("APIG4", reason), suppression("COG4", reason)])
         return
     reason = ("Requests are authenticated by the intake function: an HMAC-SHA256 signature of the timestamp, "
               "method, path and body with the API signing secret, as the iac-ci CLI sends; GitHub webhooks by "

@@ -148,10 +148,12 @@ class IacCiPipeline(Construct):
         self._workers = build_workers(self, p, image=self._image, sops_key=self._storage.kms_key,
                                       failure_queue=self._queues.worker_failure_queue)
         self._watchdog = build_watchdog(self, p, internal_bucket=self._storage.internal_bucket)
+        self._api = build_api(self, p)  # before the functions: their environment names its URL
         self._engine = build_engine(self, p, image=self._image, storage=self._storage, queues=self._queues,
-                                    workers=self._workers, watchdog=self._watchdog)
+                                    workers=self._workers, watchdog=self._watchdog,
+                                    api_url=self._api.public_url())
         self.settings = self._engine.settings
-        self._api = build_api(self, p, intake=self._engine.intake)
+        self._api.serve(self._engine.intake)
         self._monitoring = Monitoring(
             self, "Monitoring",
             dead_letter_queues=self._queues.dead_letters_by_name,
@@ -171,9 +173,9 @@ class IacCiPipeline(Construct):
         return self._api.add_route(method, path, integration)
 
     def grant_submit(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` submit, follow and cancel runs (``iac-ci submit/status/cancel``): read this
-        stack's outputs (how the CLI finds the API), read the webhook secret (the HMAC key) and invoke
-        the API's routes."""
+        """Let ``grantee`` submit, follow and cancel runs (``iac-ci submit/status/cancel``) and list and
+        release project locks (``iac-ci locks/unlock``): read this stack's outputs (how the CLI finds
+        the API), read the webhook secret (the HMAC key) and invoke the API's routes."""
         stack = Stack.of(self)
         describe = iam.Grant.add_to_principal(
             grantee=grantee, actions=["cloudformation:DescribeStacks"], resource_arns=[stack.stack_id])
@@ -267,6 +269,11 @@ class IacCiPipeline(Construct):
     @property
     def webhook_secret(self) -> secretsmanager.ISecret:
         return self._storage.webhook_secret
+
+    @property
+    def log_link_secret(self) -> secretsmanager.ISecret:
+        """The HMAC key of the log links in PR comments (read by intake, packaging and the orchestrator)."""
+        return self._storage.log_link_secret
 
     @property
     def packaging_queue(self) -> sqs.IQueue:

@@ -1,4 +1,4 @@
-"""The ``Storage`` namespace: the engine's state (tables, buckets, the sops key, the HMAC secret).
+"""The ``Storage`` namespace: the engine's state (tables, buckets, the sops key, the HMAC secrets).
 
 Everything here outlives a run and, with the default ``RemovalPolicy.RETAIN``, the stack; its
 logical ids are those of ``Storage/...`` paths since the first release, so they are never moved.
@@ -31,6 +31,7 @@ class Storage:
     state_bucket: s3.Bucket
     kms_key: kms.IKey
     webhook_secret: secretsmanager.ISecret
+    log_link_secret: secretsmanager.ISecret
 
     @property
     def table_grants(self) -> policies.Tables:
@@ -64,5 +65,13 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
         generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
         removal_policy=removal,
     )
+    # a key of its own for log links (``lambda_runtime.intake.log_links``): a link reads logs and
+    # nothing else, and rotating it cannot break API clients
+    log_link_secret = secretsmanager.Secret(
+        group, "LogLinkSecret", description="iac-ci: HMAC-SHA256 key signing the log links in pull request comments",
+        generate_secret_string=secretsmanager.SecretStringGenerator(exclude_punctuation=True, password_length=64),
+        removal_policy=removal,
+    )
     return Storage(tables=tables, access_logs_bucket=access_logs, internal_bucket=internal, done_bucket=done,
-                   state_bucket=state, kms_key=kms_key, webhook_secret=webhook_secret)
+                   state_bucket=state, kms_key=kms_key, webhook_secret=webhook_secret,
+                   log_link_secret=log_link_secret)

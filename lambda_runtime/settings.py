@@ -64,6 +64,12 @@ class Settings(BaseModel):
     github_config_file: str = ".iac-ci.yml"
     vcs_update_interval_seconds: int = Field(default=10, ge=0)
     github_seconds_between_writes: float = Field(default=1.0, ge=0)
+    # signed links to a run's logs in PR comments (``intake.log_links``): the API's public base URL
+    # and the secret signing them; either empty: comments carry no links and the route answers 404
+    api_url: str = ""
+    log_link_secret_id: str = ""
+    # how long a link stays valid (its expiry is rounded up to the hour, so a re-render is identical)
+    log_link_ttl_seconds: int = Field(default=14 * 86400, ge=60)
     lock_lease_seconds: int = Field(default=120, ge=5)
     watchdog_grace_seconds: int = Field(default=300, ge=1)
     presign_margin_seconds: int = Field(default=3600, ge=60)
@@ -140,4 +146,4 @@ class Settings(BaseModel):
     def engine_secret_ids(self) -> frozenset[str]:
         """The engine's own credentials: never an order's secret, whatever a job says."""
         return frozenset({self.webhook_secret_id, self.github_webhook_secret_id, self.github_token_secret_id,
-                          self.github_app_secret_id} - {""})
+                          self.github_app_secret_id, self.log_link_secret_id} - {""})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from iac_ci.cli.jobfile import JobFileError, load_job_file, prepare
 from iac_ci.cli.local_approvals import LocalApprover, interactive
@@ -345,6 +347,27 @@ def _follow_remote(client: Any, run_id: str, err: Console, *, live: bool) -> dic
 
 stack_option = click.option("--stack", required=True, help="Name of the deployed CloudFormation stack.")
 region_option = click.option("--region", default=None, help="AWS region of the stack (default: your AWS config).")
+url_option = click.option("--url", default=None, help="Base URL of an `iac-ci serve` instead of a stack.")
+secret_option = click.option("--secret", envvar="IAC_CI_API_SECRET", default=None,
+                             help="Signing secret of that serve (it prints it at start-up).")
+
+
+def _one_target(stack: str | None, url: str | None) -> None:
+    if (stack is None) == (url is None):
+        raise click.UsageError("give either --stack (a deployed stack) or --url (an iac-ci serve)")
+
+
+def _signed_client(stack: str | None, region: str | None, url: str | None, secret: str | None) -> Any:
+    """The API client of a signed route: a deployed stack (its secret read with your AWS credentials)
+    or an ``iac-ci serve`` (``--url`` with its ``--secret``)."""
+    _one_target(stack, url)
+    if stack is not None:
+        return _stack_client(stack, region)
+    if not secret:
+        raise click.UsageError("--url needs --secret (the signing secret iac-ci serve prints)")
+    from iac_ci.remote.client import ApiClient
+
+    return ApiClient(str(url), secret)
 
 
 @main.command()
@@ -427,15 +450,14 @@ def _decision_command(verdict: str) -> Any:
     @click.option("--stack", default=None, help="Name of the deployed CloudFormation stack (you are the reviewer: "
                                                 "your AWS credentials sign the request).")
     @region_option
-    @click.option("--url", default=None, help="Base URL of an `iac-ci serve` instead of a stack.")
-    @click.option("--secret", envvar="IAC_CI_API_SECRET", default=None, help="Signing secret of that serve.")
+    @url_option
+    @secret_option
     @click.option("--approver", default=None, help="With --url: the GitHub login or IAM ARN deciding.")
     @click.option("--reason", default="", help="Why (recorded in the audit trail and the PR comment).")
     def command(run_id: str, orders: tuple[str, ...], stack: str | None, region: str | None, url: str | None,
                 secret: str | None, approver: str | None, reason: str) -> None:
         err = Console(stderr=True)
-        if (stack is None) == (url is None):
-            raise click.UsageError("give either --stack (a deployed stack) or --url (an iac-ci serve)")
+        _one_target(stack, url)
         if stack is not None:
             import boto3
 
@@ -469,6 +491,113 @@ def _decision_command(verdict: str) -> Any:
 
 main.command("approve")(_decision_command("approve"))
 main.command("reject")(_decision_command("reject"))
+
+
+# ---- project locks ------------------------------------------------------------------------
+PR_REF = re.compile(r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)#(?P<number>[1-9][0-9]{0,9})")
+optional_stack_option = click.option("--stack", default=None, help="Name of the deployed CloudFormation stack.")
+
+
+def _lock_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed((optional_stack_option, region_option, url_option, secret_option)):
+        command = option(command)
+    return command
+
+
+def _span(seconds: float) -> str:
+    """``3d 4h``, ``2h 5m``, ``40s``: how long, to the two largest units."""
+    s = int(abs(seconds))
+    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else f"{s}s"
+
+
+def locks_table(locks: list[dict[str, Any]], now: float) -> Any:
+    """The rich table of ``iac-ci locks``: name, holder, run, order, when taken, until when."""
+    import datetime
+
+    from rich.table import Table
+
+    table = Table(title=f"{len(locks)} lock{'s' if len(locks) != 1 else ''}", title_justify="left")
+    for column in ("name", "held by", "run", "order", "acquired", "expires in"):
+        table.add_column(column, overflow="fold")
+    for lock in locks:
+        acquired = datetime.datetime.fromtimestamp(float(lock["acquired_at"]), datetime.UTC)
+        left = float(lock["expires_at"]) - now
+        expires = f"[red]expired {_span(left)} ago[/]" if lock.get("expired") or left <= 0 else _span(left)
+        table.add_row(escape(str(lock["name"])), escape(str(lock.get("holder_label") or lock.get("holder"))),
+                      escape(str(lock.get("run_id") or "")), escape(str(lock.get("order") or "")),
+                      acquired.strftime("%Y-%m-%d %H:%M UTC"), expires)
+    return table
+
+
+@main.command()
+@click.option("--all", "include_expired", is_flag=True, help="Include expired locks (they no longer block).")
+@click.option("--json", "as_json", is_flag=True, help="Print {\"locks\": [...]} as JSON on stdout.")
+@_lock_target_options
+def locks(include_expired: bool, as_json: bool, stack: str | None, region: str | None, url: str | None,
+          secret: str | None) -> None:
+    """List the project locks pull requests hold (exit 0; 1 if the API refused)."""
+    import time
+
+    err = Console(stderr=True)
+    code, body = _signed_client(stack, region, url, secret).locks(include_expired=include_expired)
+    if code != 200:
+        raise click.ClickException(f"listing locks failed ({code}): {body.get('error')}")
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    err.print(locks_table(body.get("locks", []), time.time()))
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (a container)
+        return "unknown"
+
+
+@main.command()
+@click.argument("names", nargs=-1)
+@click.option("--pr", "pr_ref", default=None, metavar="OWNER/REPO#N", help="Release every lock of this pull request.")
+@click.option("--reason", default="", help="Why (recorded in the locks' audit trail).")
+@_lock_target_options
+def unlock(names: tuple[str, ...], pr_ref: str | None, reason: str, stack: str | None, region: str | None,
+           url: str | None, secret: str | None) -> None:
+    """Release locks NAMES (whoever holds them) or every lock of --pr; exit 0 if something was
+    released, 1 if nothing was held, 2 on bad input."""
+    err = Console(stderr=True)
+    if bool(names) == (pr_ref is not None):
+        raise click.UsageError("give lock NAMES or --pr OWNER/REPO#N (one of the two)")
+    holder = None
+    if pr_ref is not None:
+        match = PR_REF.fullmatch(pr_ref)
+        if match is None:
+            raise click.BadParameter(f"expected OWNER/REPO#NUMBER (e.g. acme/infra#60), got '{pr_ref}'",
+                                     param_hint="--pr")
+        from lambda_runtime.store.pr_locks import Holder
+
+        holder = Holder.pull_request(match["repo"], int(match["number"])).key
+    client = _signed_client(stack, region, url, secret)
+    code, body = client.release_locks(names=list(names) if names else None, holder=holder, reason=reason,
+                                      by=f"cli:{_user()}")
+    for name in body.get("released", []):
+        err.print(f"released {name}", highlight=False, markup=False)
+    for name in body.get("not_held", []):
+        err.print(f"not held: {name}", highlight=False, markup=False)
+    for name in body.get("contended", []):
+        err.print(f"busy, try again: {name}", highlight=False, markup=False)
+    for problem in body.get("problems", []) or ([body["error"]] if body.get("error") else []):
+        err.print(f"  - {problem}", highlight=False, markup=False, soft_wrap=True)
+    if code == 400:
+        sys.exit(EXIT_INVALID)
+    if code != 200 or not body.get("released"):
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -509,9 +638,13 @@ GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
 @click.option("--endpoint-url", help="Use this AWS-compatible endpoint instead of starting one.")
 @click.option("--ssm", multiple=True, metavar="NAME=VALUE", help="Seed an SSM parameter in the embedded AWS.")
 @click.option("--secret", multiple=True, metavar="ID=VALUE", help="Seed a Secrets Manager secret.")
+@click.option("--public-url", default=None,
+              help="Base URL of this server as browsers reach it, for the log links in PR comments "
+                   "(default: the address it listens on).")
 @policy_option
 def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
-          endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], policy_file: Path | None) -> None:
+          endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], public_url: str | None,
+          policy_file: Path | None) -> None:
     """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     err = Console(stderr=True)
@@ -548,9 +681,12 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             seed.ssm.put_parameter(Name=name, Value=val, Type="SecureString", Overwrite=True)
         for sid, val in secret_values.items():
             _put_secret(seed.secrets, sid, val)
+        http = HttpApi(None, host=host, port=port)  # bound now: the stack's log links name its URL
+        overrides["api_url"] = (public_url or http.url).rstrip("/")
         stack = EmbeddedStack(aws, settings_overrides=overrides)
-        with stack, HttpApi(stack.api, host=host, port=port) as http:
-            err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, POST /runs/ID/cancel|approve|reject, "
+        with stack, http.attach(stack.api):
+            err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, GET /runs/ID/logs?..., "
+                      "POST /runs/ID/cancel|approve|reject, GET /locks, POST /locks/release, "
                       f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",
                       highlight=False, soft_wrap=True)
             err.print(f"job signing secret (X-IacCi-Signature-256): {stack.webhook_secret}", highlight=False,

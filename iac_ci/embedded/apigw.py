@@ -13,7 +13,11 @@ def proxy_event(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
+    *,
+    multi_query: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
+    """``query`` holds one value per parameter (the last, as API Gateway's ``queryStringParameters``);
+    ``multi_query``, when given, every value (``multiValueQueryStringParameters``)."""
     text: str | None = None
     is_b64 = False
     if body is not None:
@@ -29,7 +33,7 @@ def proxy_event(
         "headers": hdrs,
         "multiValueHeaders": {k: [v] for k, v in hdrs.items()},
         "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "multiValueQueryStringParameters": multi_query or ({k: [v] for k, v in query.items()} if query else None),
         "pathParameters": None,
         "stageVariables": None,
         "requestContext": {

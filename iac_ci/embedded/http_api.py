@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,7 +18,10 @@ MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 
 
 class HttpApi:
-    def __init__(self, api: Any, *, host: str = "127.0.0.1", port: int = 0):
+    """``api`` may be None at first and ``attach``-ed later: the socket is bound here, so ``url`` is
+    known before the stack that serves it is built (the stack's links need its own URL)."""
+
+    def __init__(self, api: Any | None, *, host: str = "127.0.0.1", port: int = 0):
         self._api = api
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -28,7 +32,13 @@ class HttpApi:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def attach(self, api: Any) -> HttpApi:
+        self._api = api
+        return self
+
     def start(self) -> HttpApi:
+        if self._api is None:
+            raise RuntimeError("HttpApi.start: no api attached")
         self._thread.start()
         return self
 
@@ -43,7 +53,7 @@ class HttpApi:
         self.stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        api = self._api
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -55,8 +65,12 @@ class HttpApi:
                     return
                 body = self.rfile.read(length) if length else None
                 path, _, query = self.path.partition("?")
-                params = dict(p.split("=", 1) if "=" in p else (p, "") for p in query.split("&") if p)
-                event = proxy_event(self.command, path, body, dict(self.headers.items()), params or None)
+                # decoded, as API Gateway decodes them; a repeated parameter keeps every value
+                pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+                event = proxy_event(self.command, path, body, dict(self.headers.items()),
+                                    dict(pairs) or None, multi_query=_multi(pairs) or None)
+                api = outer._api
+                assert api is not None  # start() refuses to serve without one
                 resp = api.handle(event, None)
                 raw = resp.get("body") or ""
                 data = base64.b64decode(raw) if resp.get("isBase64Encoded") else raw.encode()
@@ -80,3 +94,10 @@ class HttpApi:
                 return None
 
         return Handler
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in pairs:
+        out.setdefault(k, []).append(v)
+    return out

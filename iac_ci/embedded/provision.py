@@ -42,6 +42,7 @@ def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
         "watchdog": f"{prefix}-watchdog",
         # outside every job prefix (``<prefix>/`` is the default one): the engine's own credential
         "webhook_secret": f"{prefix}-engine/api-signing-key",
+        "log_link_secret": f"{prefix}-engine/log-link-key",  # signs links to run logs (intake.log_links)
         "kms_alias": f"alias/{prefix}-sops",
     }
 
@@ -89,6 +90,7 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
     )
     kms_arn = _ensure_key(clients.kms, names["kms_alias"])
     secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
+    log_link_secret_id = _ensure_secret(clients.secrets, names["log_link_secret"], None)
     settings = Settings(
         orders_table=names["orders_table"],
         events_table=names["events_table"],
@@ -100,6 +102,7 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
         kms_key_arn=kms_arn,
         watchdog_arn="pending",
         webhook_secret_id=secret_id,
+        log_link_secret_id=log_link_secret_id,
         worker_function=f"{prefix}-worker",
         codebuild_project=f"{prefix}-worker",
         region=region,

@@ -25,6 +25,7 @@ from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import build as build_intake
+from lambda_runtime.intake.log_links import LogLinks
 from lambda_runtime.orchestrator.handler import build as build_orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
 from lambda_runtime.packaging.handler import build as build_packaging
@@ -133,6 +134,13 @@ class EmbeddedStack:
 
     def status(self, run_id: str) -> tuple[int, dict[str, Any]]:
         return self.signed_request("GET", f"/runs/{run_id}")
+
+    def log_links(self, *, clock: Callable[[], float] = time.time) -> LogLinks:
+        """Links to this stack's run logs, as its GitHub provider makes them (none without ``api_url``)."""
+        return LogLinks(self.settings, self.secret, clock)
+
+    def secret(self, secret_id: str) -> str:
+        return str(self.clients.secrets.get_secret_value(SecretId=secret_id)["SecretString"])
 
     def done(self, run_id: str) -> dict[str, Any] | None:
         try:

@@ -92,6 +92,23 @@ class ApiClient:
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
         return self._request("POST", f"/runs/{run_id}/cancel", b"{}", {"Content-Type": "application/json"})
 
+    def locks(self, include_expired: bool = False) -> tuple[int, dict[str, Any]]:
+        """``GET /locks``: ``{"locks": [...]}``, expired ones too with ``include_expired``."""
+        return self._request("GET", "/locks", None, {}, query="?all=1" if include_expired else "")
+
+    def release_locks(self, names: list[str] | None = None, holder: str | None = None, reason: str = "",
+                      by: str | None = None) -> tuple[int, dict[str, Any]]:
+        """``POST /locks/release`` of ``names`` (whoever holds them) or of every lock of ``holder`` (a
+        holder key, ``github:owner/repo#N``): ``{"released": [...], "not_held": [...]}``."""
+        doc: dict[str, Any] = {"reason": reason}
+        if names is not None:
+            doc["names"] = names
+        if holder is not None:
+            doc["holder"] = holder
+        if by is not None:
+            doc["by"] = by
+        return self._request("POST", "/locks/release", json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
     def decide(self, run_id: str, verdict: str, orders: list[str], *, reason: str = "",
                sigv4: SigV4 | None = None, approver: str | None = None) -> tuple[int, dict[str, Any]]:
         """Approve or reject waiting orders. Against a deployed stack the request is SigV4-signed with
@@ -123,16 +140,17 @@ class ApiClient:
             time.sleep(poll)
 
     def _request(self, method: str, path: str, body: bytes | None,
-                 headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+                 headers: dict[str, str], *, query: str = "") -> tuple[int, dict[str, Any]]:
+        """A signed request; the signature covers ``path``, never the ``query`` (``?...``) after it."""
         return self._send(method, path, body, lambda: {
-            **headers, **signature.signed_headers(self._secret, method, path, body, self._clock())})
+            **headers, **signature.signed_headers(self._secret, method, path, body, self._clock())}, query=query)
 
     def _send(self, method: str, path: str, body: bytes | None,
-              sign: Callable[[], dict[str, str]]) -> tuple[int, dict[str, Any]]:
+              sign: Callable[[], dict[str, str]], *, query: str = "") -> tuple[int, dict[str, Any]]:
         """Send, retrying transient failures with backoff; every attempt is signed anew."""
         for attempt in range(self._attempts):
             last = attempt == self._attempts - 1
-            req = urllib.request.Request(self._url + path, data=body, method=method, headers=sign())
+            req = urllib.request.Request(self._url + path + query, data=body, method=method, headers=sign())
             try:
                 with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                     return resp.status, _json(resp.read())

@@ -6,12 +6,16 @@ Routes (API Gateway REST proxy events):
     POST /runs/{run_id}/cancel   signed cancel request -> 202
     POST /runs/{run_id}/approve  IAM-authorized (SigV4) -> the caller approves waiting orders
     POST /runs/{run_id}/reject   IAM-authorized (SigV4) -> the caller rejects waiting orders
+    GET  /runs/{run_id}/logs     a signed link (``intake.log_links``) -> 200 text/html, the masked logs
+    GET  /locks                  signed -> 200 {"locks": [...]} (``?all=1``: expired ones too)
+    POST /locks/release          signed -> 200 {"released": [...], "not_held": [...]}
     POST /webhooks/github        GitHub-signed webhook -> 202 queued (``lambda_runtime.github.webhooks``)
 Every request is authenticated before anything is parsed: our routes by a signature over
 timestamp, method, path and body (``intake.signature``), a 401 naming what was wrong (signature
-or timestamp) that records nothing. The two routes that change state then record the signature
+or timestamp) that records nothing. The routes that change state then record the signature
 (``store.replays``): the same signed request sent again within its window is a 409 that starts
-nothing.
+nothing. The logs route is opened by a browser, which sends no headers of ours: the link's own
+expiry and signature authorize it (a 403 that reads nothing else when they do not).
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from lambda_runtime.approvals.logic import Verdict
 from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.github.webhooks import GitHubWebhooks
-from lambda_runtime.intake import signature
-from lambda_runtime.intake.logic import Intake
+from lambda_runtime.intake import log_links, signature
+from lambda_runtime.intake.logic import Intake, Page
 from lambda_runtime.intake.reply import Reply
 from lambda_runtime.logs import logger
 from lambda_runtime.settings import Settings
@@ -38,6 +42,14 @@ from lambda_runtime.store.acceptance import Acceptance
 from lambda_runtime.store.replays import Replays
 
 SECRET_MAX_AGE = 300
+# the logs page: a browser renders it, so it may load nothing (no script, no image, no frame), is
+# never sniffed as another type, leaks no link through Referer and is cached by nobody but the reader
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+PAGE_CACHE = "private, max-age=60"
 
 
 class SecretCache:
@@ -76,6 +88,9 @@ class Api:
         self.app.post("/runs/<run_id>/cancel")(self._cancel)
         self.app.post("/runs/<run_id>/approve")(lambda run_id: self._decide(run_id, "approve"))
         self.app.post("/runs/<run_id>/reject")(lambda run_id: self._decide(run_id, "reject"))
+        self.app.get("/runs/<run_id>/logs")(self._logs)
+        self.app.get("/locks")(self._locks)
+        self.app.post("/locks/release")(self._release_locks)
         self.app.post("/webhooks/github")(self._github)
 
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -129,6 +144,50 @@ class Api:
                                                 "reviewer": reviewer.identity})
         return _json(reply)
 
+    def _locks(self) -> Response[str]:
+        refusal = self._refusal("GET", "/locks", b"", once=False)  # a read; ``all`` only widens it
+        if refusal is not None:
+            return _json(refusal)
+        include_expired = (self._query().get("all") or [""])[-1].lower() in ("1", "true", "yes")
+        return _json(self.intake.locks(include_expired=include_expired))
+
+    def _release_locks(self) -> Response[str]:
+        raw = self._raw_body()
+        refusal = self._refusal("POST", "/locks/release", raw, once=True)
+        if refusal is not None:
+            return _json(refusal)
+        reply = self.intake.release_locks(raw)
+        logger.info("locks released", extra={"status": reply.status, "released": reply.body.get("released")})
+        return _json(reply)
+
+    def _logs(self, run_id: str) -> Response[str]:
+        """A log link: the run id's form, then the link's signature and expiry under the log-link
+        secret, and only then the run. A parameter given twice makes the link malformed (which copy
+        was signed?)."""
+        secret_id = self.intake.settings.log_link_secret_id
+        if not secret_id:
+            return _page(Page(404, "log links are not enabled on this deployment\n"))
+        params = self._query()
+        if any(len(v) > 1 for k, v in params.items() if k in ("expires", "sig", "order")):
+            return self._link_refused(run_id, log_links.MALFORMED)
+        expires, sig, order = (params.get(k, [None])[0] for k in ("expires", "sig", "order"))
+        problem = log_links.check_format(run_id, order, expires, sig)
+        if problem is not None or expires is None:
+            return self._link_refused(run_id, problem or log_links.MALFORMED)
+        secret = self._secret(secret_id)
+        problem = log_links.verify(secret, run_id, order, expires, sig, self.clock())
+        if problem is not None:
+            return self._link_refused(run_id, problem)
+        page = self.intake.logs_page(
+            run_id, order,
+            link_query=lambda o: log_links.query(secret, run_id, expires_at=int(expires), order=o))
+        logger.info("logs page", extra={"status": page.status, "run_id": run_id, "order": order})
+        return _page(page)
+
+    def _link_refused(self, run_id: str, problem: str) -> Response[str]:
+        logger.info("log link refused", extra={"reason": problem, "run_id": run_id[:64]})
+        return _page(Page(403, f"this link cannot be opened: {problem}\n"))
+
     def _github(self) -> Response[str]:
         reply = self.github.receive(self._raw_body(), self.app.current_event.headers or {})
         logger.info("github webhook", extra={"status": reply.status})
@@ -137,6 +196,14 @@ class Api:
     # ---- helpers ------------------------------------------------------------------------
     def _secret(self, secret_id: str) -> str:
         return self._secrets.get(secret_id)
+
+    def _query(self) -> dict[str, list[str]]:
+        """The query string as API Gateway decoded it, every value of every parameter."""
+        event = self.app.current_event
+        multi = event.multi_value_query_string_parameters or {}
+        if multi:
+            return {k: list(v or []) for k, v in multi.items()}
+        return {k: [v] for k, v in (event.query_string_parameters or {}).items()}
 
     def _raw_body(self) -> bytes:
         event = self.app.current_event
@@ -190,6 +257,13 @@ def _header(headers: dict[str, str] | None, name: str) -> str | None:
 
 def _json(reply: Reply) -> Response[str]:
     return Response(status_code=reply.status, content_type="application/json", body=json.dumps(reply.body))
+
+
+def _page(page: Page) -> Response[str]:
+    """A page a browser shows: the logs (cached briefly, by the reader only) or why there are none."""
+    cache_control = PAGE_CACHE if page.status == 200 else "no-store"
+    return Response(status_code=page.status, content_type=page.content_type, body=page.body,
+                    headers={**PAGE_HEADERS, "Cache-Control": cache_control, **page.headers})
 
 
 @cache

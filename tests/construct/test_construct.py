@@ -67,7 +67,7 @@ def functions(resources) -> dict[str, dict[str, Any]]:
     ("AWS::S3::Bucket", 4),  # internal, done, state, access logs
     ("AWS::SQS::Queue", 2 * len(set(deployment.NOTIFICATIONS.values())) + 1),  # + DLQs, + worker failures
     ("AWS::KMS::Key", 1),
-    ("AWS::SecretsManager::Secret", 1),
+    ("AWS::SecretsManager::Secret", 2),  # the API signing key, the log-link key
     ("AWS::CodeBuild::Project", 1),
     ("AWS::StepFunctions::StateMachine", 1),
     ("AWS::ApiGateway::RestApi", 1),

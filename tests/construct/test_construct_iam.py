@@ -121,7 +121,9 @@ def test_packaging_reads_only_allow_listed_parameters_and_secrets(default: Built
     assert ssm == ["arn:<AWS::Partition>:ssm:<AWS::Region>:<AWS::AccountId>:parameter/iac-ci/*"]
     secrets = [r for s in default.statements(role) if "secretsmanager:GetSecretValue" in s["Action"]
                for r in s["Resource"]]
-    assert secrets == ["arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:iac-ci/*"]
+    assert sorted(secrets) == sorted([  # the policy's grants, and the key signing the PR comment's log links
+        "arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:iac-ci/*",
+        f"<{default.lid(default.pipeline.log_link_secret)}>"])
     custom_ssm = {r for s in custom.statements(custom.pipeline.packaging_function.role)
                   if "ssm:GetParameter" in s["Action"] for r in s["Resource"]}
     assert {r.rsplit(":parameter/", 1)[1] for r in custom_ssm} == {"iac-ci/*", "shared/terraform/*"}
@@ -254,7 +256,7 @@ def test_intake_writes_submissions_and_cancel_signals_and_reads_only_its_secret(
     assert not default.can_object(role, "s3:PutObject", p.internal_bucket, layout.control_key(RUN, "packaged"))
     secrets = {r for s in default.statements(role) if "secretsmanager:GetSecretValue" in s["Action"]
                for r in s["Resource"]}
-    assert secrets == {f"<{default.lid(p.webhook_secret)}>"}
+    assert secrets == {f"<{default.lid(p.webhook_secret)}>", f"<{default.lid(p.log_link_secret)}>"}
     assert default.allows(role, "states:StartExecution", f"<{default.lid(p.watchdog)}>")  # the job timeout
     for action in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"):
         assert default.allows(role, action, f"<{default.lid(p.idempotency_table)}.Arn>")

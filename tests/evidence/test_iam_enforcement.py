@@ -445,7 +445,8 @@ def test_policies_resolve_only_to_embedded_resources(enforced: Enforced) -> None
     s = enforced.stack.settings
     known = (f":table/{s.orders_table}", f":table/{s.events_table}", f":table/{s.locks_table}",
              f":table/{s.idempotency_table}", f":::{s.internal_bucket}", f":::{s.done_bucket}", s.kms_key_arn,
-             s.webhook_secret_id, s.watchdog_arn, f":function:{s.worker_function}", f":project/{s.codebuild_project}",
+             s.webhook_secret_id, s.log_link_secret_id,
+             s.watchdog_arn, f":function:{s.worker_function}", f":project/{s.codebuild_project}",
              f":sqs:{REGION}:123456789012:{enforced.prefix}-packaging",
              f":sqs:{REGION}:123456789012:{enforced.prefix}-callbacks", ":not-embedded:",
              ":parameter/iac-ci/*", ":secret:iac-ci/*", ":repository/cdk-", f":report-group/{s.codebuild_project}-*",

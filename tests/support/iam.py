@@ -159,6 +159,7 @@ def embedded_references(
         put(bucket, Ref=name, Arn=f"arn:{PARTITION}:s3:::{name}")
     put(p.kms_key, Ref=settings.kms_key_arn.rsplit("/", 1)[1], Arn=settings.kms_key_arn)
     put(p.webhook_secret, Ref=settings.webhook_secret_id)  # a secret's Ref is its ARN
+    put(p.log_link_secret, Ref=settings.log_link_secret_id)
     for queue, name in ((p.packaging_queue, names["packaging_queue"]), (p.callbacks_queue, names["callbacks_queue"])):
         put(queue, Arn=arn("sqs", name), QueueName=name)
     put(p.watchdog, Ref=settings.watchdog_arn, Name=names["watchdog"])

@@ -192,7 +192,7 @@ def test_destroy_removal_policy_applies_to_stateful_resources(custom) -> None:
 def test_existing_key_secret_and_log_bucket_are_used_not_created(custom) -> None:
     _, stack, pipeline, template = custom
     template.resource_count_is("AWS::KMS::Key", 0)
-    template.resource_count_is("AWS::SecretsManager::Secret", 0)
+    template.resource_count_is("AWS::SecretsManager::Secret", 1)  # only the log-link key, which has no existing_*
     template.resource_count_is("AWS::S3::Bucket", 3)
     assert template.to_json()["Outputs"][deployment.OUTPUT_WEBHOOK_SECRET_ARN]["Value"] == SECRET_ARN
     env = template.to_json()["Resources"][stack.resolve(pipeline.intake_function.node.default_child.logical_id)][
