@@ -18,25 +18,17 @@ import pytest
 import yaml
 from support.fakes.github_server import FakeGitHub
 from support.github_flow import (
-    api_pull_request,
     check_run_rerequested_payload,
-    comment_payload,
     commit_files,
     deliver,
     git,
     merge_group_payload,
     new_repo,
-    pull_request_payload,
     wait_for,
 )
+from support.pr_world import PullRequest, delivery_status, github_stack, locks, log_of, statuses
 
-from iac_ci.embedded.http_api import HttpApi
-from iac_ci.embedded.stack import EmbeddedStack
-from lambda_runtime.github.pr_runs import PrRuns
-from lambda_runtime.policy.model import load_policy
-from lambda_runtime.schema.records import RunSnapshot
-from lambda_runtime.store.codec import from_item, value
-from lambda_runtime.store.pr_locks import PrLocks
+from lambda_runtime.store.codec import value
 
 pytestmark = pytest.mark.slow
 
@@ -77,119 +69,18 @@ def world(aws, tmp_path_factory) -> Any:
     fake = FakeGitHub().start()
     fake.git_repos[REPO] = repo
     fake.permissions.update({(REPO, "carol"): "write", (REPO, "rita"): "read"})
-    prefix = "pw" + secrets.token_hex(4)
-    hook_id, token_id = f"iac-ci-engine/{prefix}/github-webhook", f"iac-ci-engine/{prefix}/github-token"
-    stack = EmbeddedStack(aws, prefix=prefix, settings_overrides={
-        "policy": load_policy(POLICY).to_json(), "github_webhook_secret_id": hook_id,
-        "github_token_secret_id": token_id, "github_api_url": fake.url, "github_seconds_between_writes": 0.01,
-        "vcs_update_interval_seconds": 0, "watchdog_grace_seconds": 5})
-    stack.clients.secrets.create_secret(Name=hook_id, SecretString=WEBHOOK_KEY)
-    stack.clients.secrets.create_secret(Name=token_id, SecretString=TOKEN)
-    stack.start()
-    http = HttpApi(stack.api).start()
-    yield {"stack": stack, "url": http.url, "fake": fake, "repo": repo, "main": main_sha}
+    stack, http = github_stack(aws, fake, POLICY, webhook_key=WEBHOOK_KEY, token=TOKEN,
+                               prefix="pw" + secrets.token_hex(4))
+    yield {"stack": stack, "url": http.url, "fake": fake, "repo": repo, "main": main_sha,
+           "webhook_key": WEBHOOK_KEY}
     http.stop()
     stack.close()
     fake.stop()
 
 
-# ---- driving it ----------------------------------------------------------------------------------------------
-class PR:
-    """One pull request of acme/infra: a branch with changed files, and its webhooks."""
-
-    def __init__(self, world: dict[str, Any], number: int, files: dict[str, str], *, draft: bool = False):
-        self.world, self.number, self.draft = world, number, draft
-        self.branch = f"change-{number}"
-        self.files: list[str] = []
-        self.sha = ""
-        self.push(files, first=True)
-
-    def push(self, files: dict[str, str], *, first: bool = False, send: bool = False,
-             delete: tuple[str, ...] = ()) -> str:
-        repo = self.world["repo"]
-        if first:
-            git(repo, "checkout", "-q", "-B", self.branch, "main")
-        else:
-            git(repo, "checkout", "-q", self.branch)
-        for path in delete:
-            git(repo, "rm", "-q", path)
-        self.sha = commit_files(repo, files, f"change {self.number}")
-        git(repo, "checkout", "-q", "main")
-        self.files = sorted(set(self.files) | set(files))
-        fake: FakeGitHub = self.world["fake"]
-        fake.pull_files[(REPO, self.number)] = list(self.files)
-        fake.pulls[(REPO, self.number)] = api_pull_request(self.event("opened"))
-        if send:
-            self.send("synchronize")
-        return self.sha
-
-    def event(self, action: str, **more: Any) -> dict[str, Any]:
-        doc = pull_request_payload(number=self.number, sha=self.sha, clone_url=f"file://{self.world['repo']}",
-                                   action=action, base_sha=self.world["main"], draft=self.draft, **more)
-        doc["pull_request"]["base"]["repo"]["clone_url"] = f"file://{self.world['repo']}"
-        return doc
-
-    def send(self, action: str, **more: Any) -> str:
-        delivery = str(uuid.uuid4())
-        resp = deliver(self.world["url"], self.event(action, **more), secret=WEBHOOK_KEY, delivery=delivery)
-        assert resp.status_code == 202, resp.text
-        return delivery
-
-    def comment(self, body: str, login: str = "carol") -> dict[str, Any]:
-        doc = comment_payload(number=self.number, body=body, login=login)
-        resp = deliver(self.world["url"], doc, secret=WEBHOOK_KEY, event="issue_comment")
-        assert resp.status_code == 202, resp.text
-        return doc
-
-    def reply_to(self, doc: dict[str, Any], timeout: float = 60) -> str:
-        marker = f"<!-- iac-ci:reply:{doc['comment']['id']} -->"
-        found = wait_for(lambda: next((c["body"] for c in self.world["fake"].comments_on(REPO, self.number)
-                                       if c["body"].startswith(marker)), None), timeout=timeout, what="the reply")
-        return str(found)
-
-    def runs(self) -> list[Any]:
-        stack = self.world["stack"]
-        return PrRuns(stack.clients.dynamodb, stack.settings.idempotency_table).recent(REPO, self.number)
-
-    def new_run(self, before: int, command: str = "plan") -> str:
-        ref = wait_for(lambda: next((r for r in self.runs()[: max(0, len(self.runs()) - before)]
-                                     if r.command == command), None), what=f"a new {command} run")
-        return str(ref.run_id)
-
-    def finished(self, run_id: str, timeout: float = 120) -> RunSnapshot:
-        stack: EmbeddedStack = self.world["stack"]
-        stack.wait(run_id, timeout=timeout)  # the done object comes first, then the run item's final status
-        return wait_for(lambda: (lambda snap: snap if snap.run and snap.run.finalized else None)(
-            stack.store.load(run_id)), timeout=30, what=f"run {run_id} finalized")
-
-
-def log_of(world: dict[str, Any], run_id: str, order: str) -> str:
-    stack: EmbeddedStack = world["stack"]
-    from lambda_runtime.schema import layout
-
-    body = stack.clients.s3.get_object(Bucket=stack.settings.internal_bucket, Key=layout.log_key(run_id, order))
-    return str(body["Body"].read().decode(errors="replace"))
-
-
-def statuses(world: dict[str, Any], sha: str) -> list[dict[str, Any]]:
-    return [s for s in list(world["fake"].statuses) if s["sha"] == sha]
-
-
-def delivery_status(world: dict[str, Any], delivery: str) -> str | None:
-    stack: EmbeddedStack = world["stack"]
-    item = stack.clients.dynamodb.get_item(TableName=stack.settings.idempotency_table,
-                                           Key={"id": value(f"github-delivery#{delivery}")}, ConsistentRead=True)
-    return str(from_item(item["Item"])["status"]) if item.get("Item") else None
-
-
-def locks(world: dict[str, Any]) -> PrLocks:
-    s = world["stack"].settings
-    return PrLocks(world["stack"].clients.dynamodb, s.locks_table, s.events_table)
-
-
 # ---- plan, then apply ----------------------------------------------------------------------------------------
 def test_open_plans_only_what_changed_then_apply_uses_the_plans_artifact(world) -> None:
-    pr = PR(world, 1, {"infra/app/main.tf": 'resource "aws_s3_bucket" "app" { bucket = "v2" }\n'})
+    pr = PullRequest(world, 1, {"infra/app/main.tf": 'resource "aws_s3_bucket" "app" { bucket = "v2" }\n'})
     pr.send("opened")
     plan = pr.finished(pr.new_run(0))
     assert sorted(plan.orders) == ["plan-app"]  # network's files did not change: not created at all
@@ -242,7 +133,7 @@ def test_open_plans_only_what_changed_then_apply_uses_the_plans_artifact(world) 
 
 
 def test_unknown_command_gets_the_help_and_a_shell_injection_is_only_text(world) -> None:
-    pr = PR(world, 2, {"README.md": "docs only\n"})
+    pr = PullRequest(world, 2, {"README.md": "docs only\n"})
     answer = pr.reply_to(pr.comment("/iac-ci deploy now"))
     assert "unknown command" in answer and "/iac-ci plan" in answer and "/iac-ci unlock" in answer
     evil = pr.reply_to(pr.comment("/iac-ci plan $(touch /tmp/pwned-iac-ci) ; rm -rf /"))
@@ -251,14 +142,14 @@ def test_unknown_command_gets_the_help_and_a_shell_injection_is_only_text(world)
 
 # ---- locks -----------------------------------------------------------------------------------------------------
 def test_a_second_pr_on_the_same_dir_is_locked_until_the_first_merges(world) -> None:
-    first = PR(world, 10, {"infra/network/main.tf": "# network v2\n"})
+    first = PullRequest(world, 10, {"infra/network/main.tf": "# network v2\n"})
     first.send("opened")
     plan = first.finished(first.new_run(0))
     assert plan.orders["plan-network"].status.value == "succeeded"
     held = locks(world).get(f"{REPO}:infra/network")
     assert held is not None and held.holder.pr_number == 10
 
-    second = PR(world, 11, {"modules/vpc/main.tf": "# vpc v2\n"})  # network's `when.paths` include modules/**
+    second = PullRequest(world, 11, {"modules/vpc/main.tf": "# vpc v2\n"})  # network's `when.paths` include modules/**
     second.send("opened")
     locked = second.finished(second.new_run(0))
     order = locked.orders["plan-network"]
@@ -291,7 +182,7 @@ def test_a_second_pr_on_the_same_dir_is_locked_until_the_first_merges(world) -> 
 
 
 def test_an_expired_lock_no_longer_blocks_and_unlock_releases(world) -> None:
-    owner = PR(world, 20, {"infra/app/main.tf": "# app v3\n"})
+    owner = PullRequest(world, 20, {"infra/app/main.tf": "# app v3\n"})
     owner.send("opened")
     owner.finished(owner.new_run(0))
     name = f"{REPO}:infra/app"
@@ -307,7 +198,7 @@ def test_an_expired_lock_no_longer_blocks_and_unlock_releases(world) -> None:
     stack.clients.dynamodb.update_item(TableName=stack.settings.locks_table, Key={"run_id": value(f"prlock#{name}")},
                                        UpdateExpression="SET expires_at = :past",
                                        ExpressionAttributeValues={":past": value(int(time.time()) - 1)})
-    other = PR(world, 21, {"infra/app/other.tf": "# other\n"})
+    other = PullRequest(world, 21, {"infra/app/other.tf": "# other\n"})
     other.send("opened")
     run = other.finished(other.new_run(0))
     assert run.orders["plan-app"].status.value == "succeeded"
@@ -318,7 +209,7 @@ def test_an_expired_lock_no_longer_blocks_and_unlock_releases(world) -> None:
 
 # ---- the pull request's life -----------------------------------------------------------------------------------
 def test_a_push_cancels_the_run_in_flight_and_a_draft_runs_nothing(world) -> None:
-    pr = PR(world, 30, {"infra/app/slow": "x\n"})
+    pr = PullRequest(world, 30, {"infra/app/slow": "x\n"})
     pr.send("opened")
     slow = pr.new_run(0)
     wait_for(lambda: world["stack"].store.load(slow).orders.get("plan-app") is not None
@@ -330,7 +221,7 @@ def test_a_push_cancels_the_run_in_flight_and_a_draft_runs_nothing(world) -> Non
     assert newer.run is not None and newer.run.commit == pr.sha and newer.run.status.value == "succeeded"
     pr.send("closed", merged=False)
 
-    draft = PR(world, 31, {"infra/app/main.tf": "# draft\n"}, draft=True)
+    draft = PullRequest(world, 31, {"infra/app/main.tf": "# draft\n"}, draft=True)
     delivery = draft.send("opened")
     wait_for(lambda: delivery_status(world, delivery) == "draft", what="the draft delivery processed")
     assert draft.runs() == [] and statuses(world, draft.sha) == []
@@ -343,7 +234,7 @@ def test_a_push_cancels_the_run_in_flight_and_a_draft_runs_nothing(world) -> Non
 # ---- GitHub's failures -----------------------------------------------------------------------------------------
 def test_the_final_status_is_written_when_the_comment_cannot_be(world) -> None:
     fake: FakeGitHub = world["fake"]
-    pr = PR(world, 40, {"infra/app/main.tf": "# locked conversation\n"})
+    pr = PullRequest(world, 40, {"infra/app/main.tf": "# locked conversation\n"})
     route = ("POST", r"/issues/40/comments$")
     fake.fail_routes[route] = 403
     try:
@@ -361,7 +252,7 @@ def test_the_final_status_is_written_when_the_comment_cannot_be(world) -> None:
 
 def test_a_permanent_error_fails_the_delivery_and_redelivery_processes_it(world) -> None:
     fake: FakeGitHub = world["fake"]
-    pr = PR(world, 41, {"infra/app/main.tf": "# contents forbidden\n"})
+    pr = PullRequest(world, 41, {"infra/app/main.tf": "# contents forbidden\n"})
     route = ("GET", r"/contents/")
     fake.fail_routes[route] = 403
     delivery = str(uuid.uuid4())
@@ -384,7 +275,7 @@ def test_a_permanent_error_fails_the_delivery_and_redelivery_processes_it(world)
 
 def test_an_invalid_config_lists_every_problem_and_fails_the_status(world) -> None:
     fake: FakeGitHub = world["fake"]
-    pr = PR(world, 42, {"infra/app/main.tf": "# bad config\n"})
+    pr = PullRequest(world, 42, {"infra/app/main.tf": "# bad config\n"})
     bad = {"orderz": [], "orders": [{"name": "a", "cmds": []}, {"name": "b", "cmds": ["x"], "depends_on": ["ghost"]},
                                      {"name": "c", "cmds": ["x"], "command": "plan", "apply_on": "merge"}]}
     fake.files[(REPO, pr.sha, ".iac-ci.yml")] = yaml.safe_dump(bad)
@@ -428,7 +319,7 @@ def test_the_merge_queue_gets_the_required_status(world) -> None:
 
 
 def test_re_run_plans_again_for_a_writer_only(world) -> None:
-    pr = PR(world, 60, {"infra/app/main.tf": "# re-run me\n"})
+    pr = PullRequest(world, 60, {"infra/app/main.tf": "# re-run me\n"})
     pr.send("opened")
     first = pr.finished(pr.new_run(0))
     assert first.run is not None

@@ -34,11 +34,11 @@ from support.github_flow import (
     pull_request_payload,
     wait_for,
 )
+from support.pr_world import github_stack
 
 from iac_ci.embedded.http_api import HttpApi
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.github.pr_runs import PrRuns
-from lambda_runtime.policy.model import load_policy
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.records import RunSnapshot
 from lambda_runtime.store.codec import from_item
@@ -88,16 +88,7 @@ def config(*names: str, **changes: Any) -> str:
 
 
 def make_stack(aws: Any, fake: FakeGitHub, policy: dict[str, Any]) -> tuple[EmbeddedStack, HttpApi]:
-    prefix = "gt" + secrets.token_hex(4)
-    hook_id, token_id = f"iac-ci-engine/{prefix}/github-webhook", f"iac-ci-engine/{prefix}/github-token"
-    stack = EmbeddedStack(aws, prefix=prefix, settings_overrides={
-        "policy": load_policy(policy).to_json(), "github_webhook_secret_id": hook_id,
-        "github_token_secret_id": token_id, "github_api_url": fake.url, "github_seconds_between_writes": 0.01,
-        "vcs_update_interval_seconds": 0, "watchdog_grace_seconds": 5})
-    stack.clients.secrets.create_secret(Name=hook_id, SecretString=WEBHOOK_KEY)
-    stack.clients.secrets.create_secret(Name=token_id, SecretString=TOKEN)
-    stack.start()
-    return stack, HttpApi(stack.api).start()
+    return github_stack(aws, fake, policy, webhook_key=WEBHOOK_KEY, token=TOKEN, prefix="gt" + secrets.token_hex(4))
 
 
 @pytest.fixture(scope="module")

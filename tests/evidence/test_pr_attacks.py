@@ -24,26 +24,13 @@ from typing import Any
 import pytest
 import yaml
 from support.fakes.github_server import FakeGitHub
-from support.github_flow import (
-    ConnectionRecorder,
-    api_pull_request,
-    comment_payload,
-    commit_files,
-    deliver,
-    git,
-    new_repo,
-    pull_request_payload,
-    wait_for,
-)
+from support.github_flow import ConnectionRecorder, comment_payload, deliver, new_repo, wait_for
+from support.pr_world import PullRequest, delivery_status, github_stack, locks
 
-from iac_ci.embedded.http_api import HttpApi
 from iac_ci.embedded.server import EmbeddedAws
 from iac_ci.embedded.stack import EmbeddedStack
-from lambda_runtime.github.pr_runs import PrRuns
-from lambda_runtime.policy.model import load_policy
 from lambda_runtime.schema.records import RunSnapshot
 from lambda_runtime.store.codec import from_item, value
-from lambda_runtime.store.pr_locks import PrLocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -78,81 +65,14 @@ def world(aws: EmbeddedAws, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     fake = FakeGitHub().start()
     fake.git_repos[REPO] = repo
     fake.permissions.update({(REPO, "carol"): "write", (REPO, "rita"): "read"})
-    prefix = "pa" + secrets.token_hex(4)
-    hook_id, token_id = f"iac-ci-engine/{prefix}/github-webhook", f"iac-ci-engine/{prefix}/github-token"
-    stack = EmbeddedStack(aws, prefix=prefix, settings_overrides={
-        "policy": load_policy(POLICY).to_json(), "github_webhook_secret_id": hook_id,
-        "github_token_secret_id": token_id, "github_api_url": fake.url, "github_seconds_between_writes": 0.01,
-        "vcs_update_interval_seconds": 0, "watchdog_grace_seconds": 5})
-    stack.clients.secrets.create_secret(Name=hook_id, SecretString=WEBHOOK_KEY)
-    stack.clients.secrets.create_secret(Name=token_id, SecretString=TOKEN)
-    stack.start()
-    http = HttpApi(stack.api).start()
-    yield {"stack": stack, "url": http.url, "fake": fake, "repo": repo, "main": main_sha, "gate": gate}
+    stack, http = github_stack(aws, fake, POLICY, webhook_key=WEBHOOK_KEY, token=TOKEN,
+                               prefix="pa" + secrets.token_hex(4))
+    yield {"stack": stack, "url": http.url, "fake": fake, "repo": repo, "main": main_sha, "gate": gate,
+           "webhook_key": WEBHOOK_KEY}
     gate.touch()  # nothing waits on it any more
     http.stop()
     stack.close()
     fake.stop()
-
-
-# ---- driving it (as tests/embedded/test_github_pr_workflow.py does) -------------------------------------------
-class PR:
-    """One pull request of acme/infra: a branch with changed files, and its webhooks."""
-
-    def __init__(self, world: dict[str, Any], number: int, files: dict[str, str], *, clone_url: str | None = None,
-                 **author: Any):
-        self.world, self.number = world, number
-        self.clone_url, self.author = clone_url or f"file://{world['repo']}", author  # head_repo, author, ...
-        repo = world["repo"]
-        git(repo, "checkout", "-q", "-B", f"change-{number}", "main")
-        self.sha = commit_files(repo, files, f"change {number}")
-        git(repo, "checkout", "-q", "main")
-        fake: FakeGitHub = world["fake"]
-        fake.pull_files[(REPO, number)] = sorted(files)
-        fake.pulls[(REPO, number)] = api_pull_request(self.event("opened"))
-
-    def event(self, action: str, **more: Any) -> dict[str, Any]:
-        doc = pull_request_payload(number=self.number, sha=self.sha, clone_url=self.clone_url, action=action,
-                                   base_sha=self.world["main"], **self.author, **more)
-        doc["pull_request"]["base"]["repo"]["clone_url"] = f"file://{self.world['repo']}"
-        return doc
-
-    def send(self, action: str, **more: Any) -> str:
-        delivery = str(uuid.uuid4())
-        resp = deliver(self.world["url"], self.event(action, **more), secret=WEBHOOK_KEY, delivery=delivery)
-        assert resp.status_code == 202, resp.text
-        return delivery
-
-    def comment(self, body: str, login: str = "carol") -> dict[str, Any]:
-        doc = comment_payload(number=self.number, body=body, login=login)
-        resp = deliver(self.world["url"], doc, secret=WEBHOOK_KEY, event="issue_comment")
-        assert resp.status_code == 202, resp.text
-        return doc
-
-    def reply_to(self, doc: dict[str, Any], timeout: float = 60) -> str:
-        marker = f"<!-- iac-ci:reply:{doc['comment']['id']} -->"
-        found = wait_for(lambda: next((c["body"] for c in self.world["fake"].comments_on(REPO, self.number)
-                                       if c["body"].startswith(marker)), None), timeout=timeout, what="the reply")
-        return str(found)
-
-    def runs(self, command: str | None = None) -> list[Any]:
-        stack: EmbeddedStack = self.world["stack"]
-        refs = PrRuns(stack.clients.dynamodb, stack.settings.idempotency_table).recent(REPO, self.number)
-        return [r for r in refs if command is None or r.command == command]
-
-    def first_run(self, command: str = "plan") -> str:
-        return str(wait_for(lambda: next(iter(self.runs(command)), None), what=f"a {command} run").run_id)
-
-    def finished(self, run_id: str, timeout: float = 90) -> RunSnapshot:
-        stack: EmbeddedStack = self.world["stack"]
-        stack.wait(run_id, timeout=timeout)
-        return wait_for(lambda: (lambda snap: snap if snap.run and snap.run.finalized else None)(
-            stack.store.load(run_id)), timeout=30, what=f"run {run_id} finalized")
-
-
-def locks(world: dict[str, Any]) -> PrLocks:
-    s = world["stack"].settings
-    return PrLocks(world["stack"].clients.dynamodb, s.locks_table, s.events_table)
 
 
 def run_ids(world: dict[str, Any]) -> set[str]:
@@ -169,17 +89,10 @@ def run_ids(world: dict[str, Any]) -> set[str]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def delivery_status(world: dict[str, Any], delivery: str) -> str | None:
-    stack: EmbeddedStack = world["stack"]
-    item = stack.clients.dynamodb.get_item(TableName=stack.settings.idempotency_table,
-                                           Key={"id": value(f"github-delivery#{delivery}")}, ConsistentRead=True)
-    return str(from_item(item["Item"])["status"]) if item.get("Item") else None
-
-
 @pytest.fixture(scope="module")
-def planned(world: dict[str, Any]) -> Iterator[tuple[PR, RunSnapshot]]:
+def planned(world: dict[str, Any]) -> Iterator[tuple[PullRequest, RunSnapshot]]:
     """Pull request #1, planned: its run has the plan artifact, and the PR holds the app's lock."""
-    pr = PR(world, 1, {"infra/app/main.tf": 'resource "aws_s3_bucket" "app" { bucket = "v2" }\n'})
+    pr = PullRequest(world, 1, {"infra/app/main.tf": 'resource "aws_s3_bucket" "app" { bucket = "v2" }\n'})
     pr.send("opened")
     plan = pr.finished(pr.first_run())
     assert plan.orders["plan-app"].status.value == "succeeded" and plan.orders["plan-app"].has_artifacts
@@ -191,8 +104,8 @@ def planned(world: dict[str, Any]) -> Iterator[tuple[PR, RunSnapshot]]:
 
 
 # ---- (1) what only iac-ci sets ---------------------------------------------------------------------------------
-def test_an_api_job_cannot_take_another_runs_plan_artifact(world: dict[str, Any], planned: tuple[PR, RunSnapshot]
-                                                           ) -> None:
+def test_an_api_job_cannot_take_another_runs_plan_artifact(
+        world: dict[str, Any], planned: tuple[PullRequest, RunSnapshot]) -> None:
     pr, plan = planned
     assert plan.run is not None
     stack: EmbeddedStack = world["stack"]
@@ -228,7 +141,7 @@ def test_a_fork_pull_request_is_not_applied_and_nothing_of_it_is_fetched(world: 
     fake: FakeGitHub = world["fake"]
     recorder = ConnectionRecorder()
     try:
-        fork = PR(world, 2, {"infra/app/main.tf": "# evil\n"}, head_repo="evil/infra", author="mallory",
+        fork = PullRequest(world, 2, {"infra/app/main.tf": "# evil\n"}, head_repo="evil/infra", author="mallory",
                   association="CONTRIBUTOR", clone_url=f"https://127.0.0.1:{recorder.port}/evil/infra.git")
         opened = fork.send("opened")
         wait_for(lambda: delivery_status(world, opened) == "untrusted", what="the fork's delivery processed")
@@ -246,7 +159,7 @@ def test_a_fork_pull_request_is_not_applied_and_nothing_of_it_is_fetched(world: 
 # ---- (3) a reader cannot unlock or cancel ---------------------------------------------------------------------
 def test_a_reader_can_neither_unlock_nor_cancel(world: dict[str, Any]) -> None:
     stack: EmbeddedStack = world["stack"]
-    pr = PR(world, 3, {"infra/network/main.tf": "# network v2\n"})
+    pr = PullRequest(world, 3, {"infra/network/main.tf": "# network v2\n"})
     pr.send("opened")
     run_id = pr.first_run()
     wait_for(lambda: (lambda o: o is not None and o.status.value == "running")(
@@ -274,7 +187,7 @@ def test_a_reader_can_neither_unlock_nor_cancel(world: dict[str, Any]) -> None:
 
 # ---- (4) shell metacharacters in a command ---------------------------------------------------------------------
 def test_order_names_with_shell_metacharacters_are_refused_by_the_parser(world: dict[str, Any]) -> None:
-    pr = PR(world, 4, {"infra/app/other.tf": "# other\n"})
+    pr = PullRequest(world, 4, {"infra/app/other.tf": "# other\n"})
     canary = Path(f"/tmp/iac-ci-pwned-{secrets.token_hex(6)}")
     bodies = {
         "/iac-ci plan `id`": "`'id'` is not an order name",
@@ -296,7 +209,8 @@ def test_order_names_with_shell_metacharacters_are_refused_by_the_parser(world: 
 
 
 # ---- (5) a replayed apply ----------------------------------------------------------------------------------------
-def test_a_replayed_apply_webhook_starts_one_apply(world: dict[str, Any], planned: tuple[PR, RunSnapshot]) -> None:
+def test_a_replayed_apply_webhook_starts_one_apply(
+        world: dict[str, Any], planned: tuple[PullRequest, RunSnapshot]) -> None:
     pr, _ = planned
     doc = comment_payload(number=pr.number, body="/iac-ci apply", login="carol")
     raw = json.dumps(doc).encode()
@@ -315,7 +229,7 @@ def test_a_replayed_apply_webhook_starts_one_apply(world: dict[str, Any], planne
 
 # ---- (6) locks outside any pull request ---------------------------------------------------------------------------
 def test_a_plain_job_cannot_take_a_pull_requests_lock_and_gives_its_own_back(
-        world: dict[str, Any], planned: tuple[PR, RunSnapshot]) -> None:
+        world: dict[str, Any], planned: tuple[PullRequest, RunSnapshot]) -> None:
     stack: EmbeddedStack = world["stack"]
     held = locks(world).get(APP_LOCK)
     assert held is not None and held.holder.pr_number == 1
@@ -336,7 +250,8 @@ def test_a_plain_job_cannot_take_a_pull_requests_lock_and_gives_its_own_back(
         assert "acme/infra#1" in reason and "https://github.com/acme/infra/pull/1" in reason, reason
     now = locks(world).get(APP_LOCK)
     assert now is not None and now.holder.key == held.holder.key and now.epoch == held.epoch
-    assert locks(world).get(own) is None, "a plain run's lock is released when it ends"
+    # released once the run is final (its done object comes a moment before)
+    wait_for(lambda: locks(world).get(own) is None, timeout=30, what="a plain run's lock released when it ends")
     events = [e["event_type"] for e in locks(world).history(own)]
     assert events == ["lock_released", "lock_acquired"]
     fake: FakeGitHub = world["fake"]
