@@ -5,7 +5,9 @@
    counted at the embedded endpoint (queue polling excluded: the event source mapping's);
 3. intake acknowledgement latency for a 500-order job (p50/p95 of 30 submissions);
 4. import time of each Lambda entrypoint vs a bare boto3 + pydantic + powertools import;
-5. estimated AWS cost of the control plane per 1,000 orders, from the counted calls.
+5. estimated AWS cost of the control plane per 1,000 orders, from the counted calls;
+6. masking throughput and the sandbox sweep per order;
+7. pull requests: selecting a push's orders in a 1,000-root monorepo, and a lock's cost.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 from api_calls import CallCounter  # noqa: E402
 from bench_masking import run as masking  # noqa: E402
+from bench_pr import run as pull_requests  # noqa: E402
 
 # US East (N. Virginia) list prices, 2026; control plane only (workers' own compute excluded)
 PRICES = {
@@ -182,6 +185,7 @@ def main() -> int:
     cost(calls)
     masking(row)
     sandbox_sweep()
+    pull_requests(row)
     return 0
 
 

@@ -63,15 +63,26 @@ def order_paths(order: Order) -> list[str] | None:
     return [f"{order.dir}/**"] if order.dir else None
 
 
-def touched(order: Order, changed: Sequence[str] | None) -> bool:
+def folders_of(changed: Iterable[str]) -> frozenset[str]:
+    """Every folder that holds a changed file, at any depth (``a/b/c.tf``: ``a`` and ``a/b``)."""
+    out: set[str] = set()
+    for path in changed:
+        parts = path.split("/")[:-1]
+        out.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return frozenset(out)
+
+
+def touched(order: Order, changed: Sequence[str] | None, folders: frozenset[str] | None = None) -> bool:
     """Whether a change of ``changed`` (None: unknown, e.g. more files than GitHub lists) selects it.
-    A ``dir`` is a folder, not a glob: its files are matched by prefix, whatever characters it has."""
+    A ``dir`` is a folder, not a glob: it is touched when a changed file is under it, whatever
+    characters it has. ``folders``: ``folders_of(changed)``, computed once per trigger (a monorepo
+    of a thousand roots asks once per order)."""
     if changed is None:
         return True
     if order.when is not None and order.when.paths is not None:
         return any(glob_match(p, path) for p in order.when.paths for path in changed)
     if order.dir:
-        return any(path.startswith(order.dir + "/") for path in changed)
+        return order.dir in (folders if folders is not None else folders_of(changed))
     return True
 
 
@@ -94,7 +105,8 @@ def select(job: Job, *, command: Command, event: str, changed: Sequence[str] | N
         unknown = [n for n in names if n not in chosen] + \
             [f"-d {d}" for d in dirs if not any(o.dir == d for o in mine)]
     else:
-        chosen = {o.name for o in mine if _event_ok(o, event) and touched(o, changed)}
+        folders = folders_of(changed) if changed is not None else None
+        chosen = {o.name for o in mine if _event_ok(o, event) and touched(o, changed, folders)}
         unknown = []
     by_name = {o.name: o for o in job.orders}
     answering = {o.name for o in mine}
