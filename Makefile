@@ -20,7 +20,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check lambda_runtime iac_ci iac_ci_constructs sample_app tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --dist loadfile -q
+	$(BIN)/pytest -n 3 --dist loadfile -q
 
 # The sample app (sample_app/app.py) with the CDK CLI pinned in package.json; no Docker needed to synth.
 synth: $(STAMP)

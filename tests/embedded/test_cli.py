@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from support import waiting
 from support.paths import REPO_ROOT
 
 REPO = REPO_ROOT
@@ -100,13 +101,25 @@ def test_secret_seeding_with_json_key(tmp_path: Path) -> None:
     assert "hunter22" not in proc.stdout + proc.stderr
 
 
+def _running_command(marker: str) -> bool:
+    """Whether a process running ``sleep <marker>`` exists (read from /proc)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def test_ctrl_c_cancels_the_run(tmp_path: Path) -> None:
+    marker = f"{120 + secrets.randbelow(1000) / 1000:.3f}"  # a sleep no other test runs
     job = write_job(
         tmp_path,
         {
             "name": "c",
             "orders": [
-                {"name": "long", "cmds": ["sleep 120"]},
+                {"name": "long", "cmds": [f"sleep {marker}"]},
                 {"name": "next", "depends_on": ["long"], "cmds": ["true"]},
             ],
         },
@@ -118,7 +131,9 @@ def test_ctrl_c_cancels_the_run(tmp_path: Path) -> None:
         text=True,
         env=cli_env(),
     )
-    time.sleep(6)  # accepted, packaged and the long order started
+    # accepted, packaged and the long order started: its command is in the process table (a fixed
+    # sleep here raced a loaded machine)
+    waiting.wait_for(lambda: _running_command(marker), timeout=60, what="the long order's command", poll=0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err[-2000:]

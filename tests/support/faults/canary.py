@@ -154,10 +154,20 @@ class Corpus:
                             self.add(f"sfn:{e['executionArn']}#{part}", d[part], "sfn execution parts")
 
     def collect_files(self, paths: Iterable[Path], kind: str) -> Corpus:
+        """Every file under ``paths`` as they are now. A file or folder removed while it is read (a
+        worker of a test running alongside cleaning up its own work tree) is passed over: what is
+        gone can hold no secret."""
         for root in paths:
-            files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+            try:
+                files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()] if root.exists() \
+                    else []
+            except FileNotFoundError:
+                continue
             for f in files:
-                self.add(str(f), f.read_bytes(), kind)
+                try:
+                    self.add(str(f), f.read_bytes(), kind)
+                except FileNotFoundError:
+                    continue
         return self
 
 
