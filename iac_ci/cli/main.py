@@ -91,14 +91,55 @@ def main() -> None:
     """iac-ci: serverless continuous delivery for infrastructure as code."""
 
 
+REPO_CONFIG_NAMES = (".iac-ci.yml", ".iac-ci.yaml")
+
+
 @main.command()
 @click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
 @policy_option
-def validate(job_file: Path, policy_file: Path | None) -> None:
-    """Check a job file (against a deployment policy); exit 0 if valid, 2 with every problem listed if not."""
+@click.option("--repo-config", is_flag=True, help="Check FILE as a repository's .iac-ci.yml (the default for a "
+              "file of that name): every command's orders, as a pull request would see them.")
+def validate(job_file: Path, policy_file: Path | None, repo_config: bool) -> None:
+    """Check a job file or an .iac-ci.yml (against a deployment policy); exit 0 if valid, 2 with
+    every problem listed if not."""
     err = Console(stderr=True)
-    _, job = _load_or_exit(job_file, embedded_policy(deployment=_load_policy_or_exit(policy_file, err)), err)
+    policy = embedded_policy(deployment=_load_policy_or_exit(policy_file, err))
+    if repo_config or job_file.name in REPO_CONFIG_NAMES:
+        _validate_repo_config(job_file, policy, err)
+        return
+    _, job = _load_or_exit(job_file, policy, err)
     err.print(f"[green]valid[/]: job '{job.name}' with {len(job.orders)} orders", highlight=False)
+
+
+def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) -> None:
+    """Checked as the pull-request flow checks it: unknown keys next to the orders' problems, and
+    the environments' event and branch rules left to the runs (a trigger runs only some orders)."""
+    import dataclasses
+
+    from lambda_runtime.github import repo_config
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]error:[/] {path}: cannot be read ({exc.strerror})", highlight=False)
+        sys.exit(EXIT_INVALID)
+    config, problems = repo_config.parse(text)
+    name = config.get("name") if isinstance(config.get("name"), str) else \
+        repo_config.flow_label(path.resolve().parent.name)
+    job = None
+    if config:
+        try:
+            job = parse_job({**config, "name": name}, dataclasses.replace(policy, check_rules=False))
+        except JobValidationError as exc:
+            problems += exc.problems
+    if problems or job is None:
+        err.print(f"[red]invalid .iac-ci.yml[/] {path}:", highlight=False)
+        for p in problems:
+            err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(EXIT_INVALID)
+    plans = sum(1 for o in job.orders if o.command == "plan")
+    err.print(f"[green]valid[/]: .iac-ci.yml '{job.name}' with {plans} plan and {len(job.orders) - plans} apply "
+              "orders", highlight=False)
 
 
 @main.command()

@@ -149,3 +149,21 @@ def test_endpoint_url_reuses_a_running_server(aws, tmp_path: Path) -> None:
         proc = iac_ci("run", str(job), "--json", "--quiet", "--endpoint-url", aws.endpoint)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert json.loads(proc.stdout)["status"] == "succeeded"
+
+
+def test_validate_checks_an_iac_ci_yml_as_a_pull_request_would(tmp_path: Path) -> None:
+    example = REPO_ROOT / "examples" / "terraform-pr"
+    readme = (example / "README.md").read_text()
+    command = "iac-ci validate .iac-ci.yml --policy policy.yaml"
+    assert f"`{command}`" in readme  # the walk-through's command, run as written
+    ok = iac_ci(*command.split()[1:], cwd=example)
+    assert ok.returncode == 0, ok.stderr
+    assert "2 plan and 2 apply orders" in ok.stderr
+    bad = tmp_path / ".iac-ci.yml"
+    bad.write_text("orderz: []\norders:\n  - name: plan\n    cmds: []\n  - name: apply\n    command: apply\n"
+                   "    cmds: [x]\n    depends_on: [ghost]\n  - name: plan\n    cmds: [x]\n    apply_on: merge\n")
+    refused = iac_ci("validate", str(bad))
+    assert refused.returncode == 2
+    for problem in ("orderz: unknown field", "order 'plan': cmds", "unknown order 'ghost'", "duplicate order name",
+                    "apply_on: only for orders with command: apply"):
+        assert problem in refused.stderr, (problem, refused.stderr)
