@@ -235,9 +235,7 @@ def test_a_push_cancels_the_run_in_flight_and_a_draft_runs_nothing(world) -> Non
 def test_the_final_status_is_written_when_the_comment_cannot_be(world) -> None:
     fake: FakeGitHub = world["fake"]
     pr = PullRequest(world, 40, {"infra/app/main.tf": "# locked conversation\n"})
-    route = ("POST", r"/issues/40/comments$")
-    fake.fail_routes[route] = 403
-    try:
+    with fake.failing("POST", r"/issues/40/comments$", 403):  # a locked conversation
         pr.send("opened")
         run = pr.finished(pr.new_run(0))
         assert run.run is not None and run.run.status.value == "succeeded"
@@ -245,27 +243,21 @@ def test_the_final_status_is_written_when_the_comment_cannot_be(world) -> None:
                           what="the final status despite the comment's 403")
         assert status["context"] == "iac-ci/infra"
         assert fake.comments_on(REPO, 40) == []
-    finally:
-        fake.fail_routes.pop(route, None)
     pr.send("closed", merged=False)
 
 
 def test_a_permanent_error_fails_the_delivery_and_redelivery_processes_it(world) -> None:
     fake: FakeGitHub = world["fake"]
     pr = PullRequest(world, 41, {"infra/app/main.tf": "# contents forbidden\n"})
-    route = ("GET", r"/contents/")
-    fake.fail_routes[route] = 403
     delivery = str(uuid.uuid4())
     body = pr.event("opened")
-    try:
+    with fake.failing("GET", r"/contents/", 403):
         assert deliver(world["url"], body, secret=WEBHOOK_KEY, delivery=delivery).status_code == 202
         wait_for(lambda: delivery_status(world, delivery) == "failed", timeout=30, what="the delivery failed")
         contents_calls = len(fake.requests_to(r"/contents/"))
         time.sleep(3)
         assert len(fake.requests_to(r"/contents/")) == contents_calls, "a permanent error is not retried"
         assert any(s["state"] in ("error", "failure") and "403" in s["description"] for s in statuses(world, pr.sha))
-    finally:
-        fake.fail_routes.pop(route, None)
     again = deliver(world["url"], body, secret=WEBHOOK_KEY, delivery=delivery)  # GitHub's "Redeliver"
     assert again.status_code == 202, again.text
     run = pr.finished(pr.new_run(0))

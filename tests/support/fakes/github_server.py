@@ -44,10 +44,12 @@ request in ``requests`` (with its headers).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -391,6 +393,15 @@ class FakeGitHub:
             return text
         shown = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=local, capture_output=True, text=True)
         return shown.stdout if shown.returncode == 0 else None
+
+    @contextlib.contextmanager
+    def failing(self, method: str, pattern: str, status: int) -> Iterator[None]:
+        """Answer ``status`` to every ``method`` request matching ``pattern`` while the block runs."""
+        self.fail_routes[(method, pattern)] = status
+        try:
+            yield
+        finally:
+            self.fail_routes.pop((method, pattern), None)
 
     def requests_to(self, pattern: str) -> list[Recorded]:
         """The recorded requests whose path (with its query) matches the regular expression."""
