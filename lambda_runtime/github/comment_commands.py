@@ -150,17 +150,14 @@ class CommentCommands:
             snap = store.load(plan_ref.run_id)
             if snap.run is None or not snap.run.finalized:
                 problem = f"the plan (run `{plan_ref.run_id}`) is still running: apply once it has finished"
-        in_flight = [r for r in refs if r.command == "apply" and r.commit == pr.head_sha
-                     and _in_flight(store.load(r.run_id))]
+        earlier = {r.run_id: store.load(r.run_id) for r in refs if r.command == "apply" and r.commit == pr.head_sha}
+        in_flight = [run_id for run_id, s in earlier.items() if _in_flight(s)]
         if problem is None and in_flight:
-            problem = f"an apply of this commit is still running (run `{in_flight[0].run_id}`)"
+            problem = f"an apply of this commit is still running (run `{in_flight[0]}`)"
         if problem is not None or snap is None or plan_ref is None:
             reply(f"❌ @{login}: nothing was applied: {problem}.")
             return Started("refused", {"command": "apply"})
-        applied: set[str] = set()
-        for r in refs:
-            if r.command == "apply" and r.commit == pr.head_sha:
-                applied |= {n for n, o in store.load(r.run_id).orders.items() if o.status is OrderStatus.SUCCEEDED}
+        applied = {n for s in earlier.values() for n, o in s.orders.items() if o.status is OrderStatus.SUCCEEDED}
         started = self.events.start(delivery, pr, installation, Trigger(
             command="apply", event="comment", policy_event=TriggerEvent.COMMENT, commit=pr.head_sha,
             changed=self.events.vcs.changed_files(pr.repo, pr.number, installation),
