@@ -56,13 +56,6 @@ def glob_match(pattern: str, path: str) -> bool:
     return _glob_re(pattern.removeprefix("./")).match(path) is not None
 
 
-def order_paths(order: Order) -> list[str] | None:
-    """The globs that select an order; None: any change does."""
-    if order.when is not None and order.when.paths is not None:
-        return list(order.when.paths)
-    return [f"{order.dir}/**"] if order.dir else None
-
-
 def folders_of(changed: Iterable[str]) -> frozenset[str]:
     """Every folder that holds a changed file, at any depth (``a/b/c.tf``: ``a`` and ``a/b``)."""
     out: set[str] = set()
