@@ -27,6 +27,7 @@ from lambda_runtime.approvals.logic import Verdict
 from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.github import commands
 from lambda_runtime.github.events import PullRequest, Started, Trigger
+from lambda_runtime.github.webhooks import parse_time
 from lambda_runtime.logs import logger
 from lambda_runtime.policy.model import ForkPolicy, TriggerEvent
 from lambda_runtime.schema.records import RunSnapshot
@@ -70,7 +71,7 @@ class CommentCommands:
             reply(f"iac-ci commands:\n\n{commands.HELP}")
             return Started("replied", {"command": "help"})
         if cmd.verb in ("approve", "reject"):
-            written = _parse_time(comment.get("created_at")) or self.events.clock()
+            written = parse_time(comment.get("created_at")) or self.events.clock()
             return self._decision(repo, number, login, cmd, written, installation, reply)
         refusal = self._needs_write(repo, login, cmd.verb, installation)
         if refusal:
@@ -263,14 +264,3 @@ class CommentCommands:
 
 def _in_flight(snap: RunSnapshot) -> bool:
     return snap.run is not None and not snap.run.finalized
-
-
-def _parse_time(text: Any) -> float | None:
-    from datetime import datetime
-
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except (ValueError, OverflowError):
-        return None

@@ -37,6 +37,7 @@ the queue, up to ``MAX_PROCESSING_ATTEMPTS``; a permanent one (another 4xx) mark
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -500,8 +501,6 @@ def _only_withheld(problems: list[Problem]) -> bool:
 
 
 def _login(pr: dict[str, Any]) -> str:
-    import re
-
     login = str((pr.get("user") or {}).get("login") or "github")
     return re.sub(r"[^A-Za-z0-9_.@-]", "-", login)[:64]
 

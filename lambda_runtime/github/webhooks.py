@@ -196,7 +196,7 @@ def _comment_problem(payload: dict[str, Any]) -> str | None:
     if not isinstance(login, str) or not LOGIN_RE.match(login):
         return "comment.user.login is not a GitHub login"
     created = payload["comment"].get("created_at")
-    if not isinstance(created, str) or _parse_time(created) is None:
+    if not isinstance(created, str) or parse_time(created) is None:
         return "comment.created_at is not a timestamp"
     return _installation_problem(payload)
 
@@ -208,7 +208,10 @@ def _installation_problem(payload: dict[str, Any]) -> str | None:
     return None
 
 
-def _parse_time(text: str) -> float | None:
+def parse_time(text: Any) -> float | None:
+    """A GitHub timestamp (``2026-12-01T15:00:00Z``) as epoch seconds; None when it is not one."""
+    if not isinstance(text, str):
+        return None
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError):
@@ -216,7 +219,7 @@ def _parse_time(text: str) -> float | None:
 
 
 def _age(text: Any, now: float) -> float:
-    at = _parse_time(text) if isinstance(text, str) else None
+    at = parse_time(text)
     return float("inf") if at is None else now - at
 
 
