@@ -40,8 +40,9 @@ DEV = [
     "ruff>=0.6,<1",
     "cfn-lint>=1,<2",
     "mypy>=1.11,<2",
-    "boto3-stubs[codebuild,dynamodb,kms,lambda,s3,secretsmanager,sqs,ssm,stepfunctions,sts]>=1.34,<2",
+    "boto3-stubs[codebuild,dynamodb,events,kms,lambda,s3,scheduler,secretsmanager,sqs,ssm,stepfunctions,sts]>=1.34,<2",
     "types-PyYAML>=6,<7",
+    "types-croniter>=6,<7",
 ]
 
 RUNTIME_DATA = {"lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"]}

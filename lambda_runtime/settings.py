@@ -14,8 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambda_runtime.job.validate import ValidationPolicy
 from lambda_runtime.policy.model import Policy, TriggerEvent, permissive_policy, policy_from_json
+from lambda_runtime.schema.images import ImageAllowList
 
 ENV_PREFIX = "IAC_CI_"
+
+
+@lru_cache(maxsize=4)
+def _parse_images(text: str) -> ImageAllowList:
+    return ImageAllowList.from_json(text)
 
 
 @lru_cache(maxsize=4)
@@ -70,6 +76,17 @@ class Settings(BaseModel):
     log_link_secret_id: str = ""
     # how long a link stays valid (its expiry is rounded up to the hour, so a re-render is identical)
     log_link_ttl_seconds: int = Field(default=14 * 86400, ge=60)
+    # pipelines: the EventBridge Scheduler group holding the repositories' schedules, the role it
+    # sends with and the queue it sends to (the packaging function's); any empty: no schedules
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
+    schedule_queue_arn: str = ""
+    # notifications: the EventBridge bus every run and order state change is published on
+    # (``notify``; empty: none), and the name events carry to tell deployments apart
+    event_bus: str = ""
+    deployment_name: str = "iac-ci"
+    # the worker images orders may name (``schema.images.ImageAllowList`` as JSON; empty: only the engine's)
+    images: str = ""
     lock_lease_seconds: int = Field(default=120, ge=5)
     watchdog_grace_seconds: int = Field(default=300, ge=1)
     presign_margin_seconds: int = Field(default=3600, ge=60)
@@ -113,6 +130,13 @@ class Settings(BaseModel):
         return out
 
     @property
+    def schedules_enabled(self) -> bool:
+        return bool(self.schedule_group and self.scheduler_role_arn and self.schedule_queue_arn)
+
+    def image_allow_list(self) -> ImageAllowList:
+        return _parse_images(self.images)
+
+    @property
     def github_enabled(self) -> bool:
         """Whether runs report to GitHub (a token or an App is configured)."""
         return bool(self.github_token_secret_id or self.github_app_secret_id)
@@ -140,6 +164,7 @@ class Settings(BaseModel):
             event=event,
             branch=branch,
             withhold_credentials=withhold_credentials,
+            images=self.image_allow_list(),
         )
 
     @property

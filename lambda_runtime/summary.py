@@ -20,6 +20,10 @@ def order_view(order: OrderRecord) -> OrderView:
         "log_key": order.log_key,
         "reason": order.reason,
     }
+    if order.drift:
+        view["drift"] = True
+    if order.run_if != "success":
+        view["run_if"] = order.run_if
     if order.gated:
         view["approval"] = {
             "environment": order.environment,
@@ -54,6 +58,9 @@ def run_summary(snap: RunSnapshot, *, status: str | None = None) -> RunSummary:
         "trigger": run.trigger,
         "pr_url": run.pr_url,
         "plan_run_id": run.plan_run_id,
+        "upstream_run_id": run.upstream_run_id,
+        "upstream_job": run.upstream_job,
+        **({"params": dict(run.params)} if run.params else {}),
         "order_layers": order_layers,
         # in execution order (layer by layer, by name within one): how the PR comment lists them
         "orders": {n: order_view(o) for n, o in in_order},

@@ -16,9 +16,11 @@ from botocore.config import Config
 if TYPE_CHECKING:  # the stubs are a development dependency; at run time these are plain boto3 clients
     from mypy_boto3_codebuild.client import CodeBuildClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_kms.client import KMSClient
     from mypy_boto3_lambda.client import LambdaClient
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_scheduler.client import EventBridgeSchedulerClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_ssm.client import SSMClient
@@ -98,6 +100,14 @@ class AwsClients:
     @property
     def codebuild(self) -> CodeBuildClient:
         return self.client("codebuild")
+
+    @property
+    def scheduler(self) -> EventBridgeSchedulerClient:
+        return self.client("scheduler")
+
+    @property
+    def events(self) -> EventBridgeClient:
+        return self.client("events")
 
 
 def error_code(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lambda_runtime.schema.status import NEVER_RAN, OrderStatus, RunStatus
+from lambda_runtime.schema.status import NEVER_RAN, SUCCESSES, OrderStatus, RunStatus
 
 
 def find_cycles(deps: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -149,6 +149,7 @@ class NodeState:
     status: OrderStatus
     must_succeed: bool
     depends_on: tuple[str, ...]
+    run_if: str = "success"  # success | always | failure | drifted (``Order.run_if``)
 
 
 @dataclass
@@ -158,6 +159,19 @@ class Plan:
     skip: dict[str, str] = field(default_factory=dict)  # order -> the failed required dependency
     ready: list[str] = field(default_factory=list)
     all_terminal: bool = False
+    # skipped orders that were not needed (their ``run_if`` did not hold, or they follow one that
+    # was not needed): order -> why; they do not count against the run
+    unneeded: dict[str, str] = field(default_factory=dict)
+
+
+def _condition_fails(node: NodeState, effective: Mapping[str, OrderStatus]) -> str | None:
+    """Why a ``run_if: failure|drifted`` order whose dependencies are all final is not needed."""
+    deps = [effective[d] for d in node.depends_on]
+    if node.run_if == "failure" and all(s in SUCCESSES for s in deps):
+        return "run_if: failure, and every dependency succeeded"
+    if node.run_if == "drifted" and not any(s is OrderStatus.DRIFTED for s in deps):
+        return "run_if: drifted, and no dependency found drift"
+    return None
 
 
 def _blocks(state: NodeState, status: OrderStatus) -> bool:
@@ -168,7 +182,7 @@ def _blocks(state: NodeState, status: OrderStatus) -> bool:
     blocked) blocks the same way."""
     if status in NEVER_RAN:  # a reviewer's no, a held lock, an unmet requirement are never advisory
         return True
-    return state.must_succeed and status.terminal and status is not OrderStatus.SUCCEEDED
+    return state.must_succeed and status.terminal and status not in SUCCESSES
 
 
 def plan(nodes: Mapping[str, NodeState]) -> Plan:
@@ -181,27 +195,71 @@ def plan(nodes: Mapping[str, NodeState]) -> Plan:
     deps = {n: s.depends_on for n, s in nodes.items()}
     effective = {n: s.status for n, s in nodes.items()}
     result = Plan()
+    unneeded = unneeded_orders(nodes)
     for name in topological(deps):
         node = nodes[name]
         if node.status is not OrderStatus.QUEUED:
             continue
+        settled = all(effective[d].terminal for d in node.depends_on)
+        if node.run_if == "always":  # after its dependencies, whatever they did
+            if settled:
+                result.ready.append(name)
+            continue
         blocker = next((d for d in node.depends_on if _blocks(nodes[d], effective[d])), None)
+        if node.run_if == "failure":
+            blocker = None  # a failure is what it waits for
+        elif node.run_if == "drifted" and blocker is not None and not settled:
+            blocker = None  # it may still be unneeded rather than blocked: wait for the rest
         if blocker is not None:
             effective[name] = OrderStatus.SKIPPED
             result.skip[name] = blocker
-        elif all(effective[d].terminal for d in node.depends_on):
-            result.ready.append(name)
+            if blocker in unneeded:
+                result.unneeded[name] = f"it follows '{blocker}', which was not needed"
+                unneeded[name] = result.unneeded[name]
+        elif settled:
+            why = _condition_fails(node, effective)
+            if why is None:
+                result.ready.append(name)
+            else:
+                effective[name] = OrderStatus.SKIPPED
+                result.skip[name] = next(iter(node.depends_on), "")
+                result.unneeded[name] = unneeded[name] = why
     result.all_terminal = all(s.terminal for s in effective.values())
     return result
+
+
+def unneeded_orders(nodes: Mapping[str, NodeState]) -> dict[str, str]:
+    """Skipped orders that were not needed: a ``run_if`` that did not hold once its dependencies
+    ended, or a skip caused by such an order. Derived from statuses alone, so the verdict of a
+    run is the same whichever orchestrator computes it."""
+    out: dict[str, str] = {}
+    deps = {n: s.depends_on for n, s in nodes.items()}
+    for name in topological(deps):
+        node = nodes[name]
+        if node.status is not OrderStatus.SKIPPED:
+            continue
+        if all(nodes[d].status.terminal for d in node.depends_on):
+            why = _condition_fails(node, {d: nodes[d].status for d in node.depends_on})
+            if why is not None and node.run_if != "success":
+                out[name] = why
+                continue
+        cause = next((d for d in node.depends_on if d in out), None)
+        if cause is not None and not any(_blocks(nodes[d], nodes[d].status) for d in node.depends_on
+                                         if d not in out):
+            out[name] = f"it follows '{cause}', which was not needed"
+    return out
 
 
 def job_status(nodes: Mapping[str, NodeState], *, cancelled: bool = False, job_timed_out: bool = False) -> RunStatus:
     """The run's verdict once every order is final."""
     if cancelled:
         return RunStatus.CANCELLED
-    required = [s for s in nodes.values() if s.must_succeed]
-    if all(s.status is OrderStatus.SUCCEEDED for s in required):
-        return RunStatus.SUCCEEDED  # the work is done, even if the deadline passed before we noticed
+    unneeded = unneeded_orders(nodes)
+    required = [s for n, s in nodes.items() if s.must_succeed and n not in unneeded]
+    if all(s.status in SUCCESSES for s in required):
+        # the work is done, even if the deadline passed before we noticed; drift is a finding
+        drifted = any(s.status is OrderStatus.DRIFTED for s in nodes.values())
+        return RunStatus.DRIFTED if drifted else RunStatus.SUCCEEDED
     if job_timed_out or any(s.status is OrderStatus.TIMED_OUT for s in required):
         return RunStatus.TIMED_OUT
     return RunStatus.FAILED

@@ -15,6 +15,12 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 JOB_NAME_RE = r"^[a-z0-9][a-z0-9-]*$"
 ORDER_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# a matrix instance's name: ``tests[python=3.11]`` or ``build[os=linux,arch=arm64]`` (``job.matrix``)
+INSTANCE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(\[[A-Za-z0-9_]+=[A-Za-z0-9_.-]+(,[A-Za-z0-9_]+=[A-Za-z0-9_.-]+)*\])?$"
+# an input from another job's run (``on: after``): ``<job>/<order>``
+UPSTREAM_REF_RE = r"^([a-z0-9][a-z0-9-]*/)?[A-Za-z0-9][A-Za-z0-9_.-]*(\[[A-Za-z0-9_.=,-]+\])?$"
+PARAM_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+MAX_ORDER_NAME = 200
 ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 REPO_RE = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"
 ROLE_ARN_RE = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$"
@@ -137,7 +143,8 @@ Source = Annotated[
 
 
 class InputRef(_Strict):
-    from_: str = Field(alias="from", pattern=ORDER_NAME_RE, max_length=64)
+    # an order of this run, or ``<job>/<order>``: the upstream run's (``on: after``)
+    from_: str = Field(alias="from", pattern=UPSTREAM_REF_RE, max_length=MAX_ORDER_NAME + 64)
     path: RelPath
 
     @field_validator("path")
@@ -146,14 +153,16 @@ class InputRef(_Strict):
         return check_relative_path(v)
 
 
-PrEvent = Literal["opened", "synchronize", "reopened", "ready_for_review", "comment", "merge", "merge_group"]
+PrEvent = Literal["opened", "synchronize", "reopened", "ready_for_review", "comment", "merge", "merge_group",
+                  "push", "schedule", "after"]
 Requirement = Literal["approved", "mergeable", "undiverged", "checks_green"]
 LOCK_NAME_RE = r"^[A-Za-z0-9_.:/@#+=-]{1,256}$"
 
 
 class When(_Strict):
-    """Which pull-request events select an order. ``paths`` are globs over the repository's paths
-    (``**`` crosses folders); an order with ``dir`` and no ``paths`` answers to that dir's files."""
+    """Which events select an order: pull-request events, or a pipeline's trigger (``push``,
+    ``schedule``, ``after``). ``paths`` are globs over the changed paths (``**`` crosses folders);
+    in a pull request an order with ``dir`` and no ``paths`` answers to that dir's files."""
 
     paths: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(default=None, max_length=100)
     events: list[PrEvent] | None = None  # None: every event of its command
@@ -172,7 +181,88 @@ class PlanRun(_Strict):
 
     run_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
     commit: str = Field(pattern=r"^[0-9a-fA-F]{7,64}$")
-    orders: list[Annotated[str, Field(pattern=ORDER_NAME_RE, max_length=64)]] = Field(max_length=5000)
+    orders: list[Annotated[str, Field(pattern=INSTANCE_NAME_RE, max_length=MAX_ORDER_NAME)]] = Field(max_length=5000)
+
+
+class Upstream(_Strict):
+    """Set by iac-ci only (``on: after``): the finished run that started this one, whose artifacts
+    ``inputs: [{from: <job>/<order>}]`` take, and the chain of jobs so far (a loop is refused)."""
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9-]{1,64}$")
+    job: str = Field(pattern=JOB_NAME_RE, max_length=63)
+    repo: str | None = Field(default=None, pattern=REPO_RE, max_length=200)
+    status: str = Field(max_length=32)
+    orders: list[Annotated[str, Field(pattern=INSTANCE_NAME_RE, max_length=MAX_ORDER_NAME)]] = Field(
+        default_factory=list, max_length=5000)
+    chain: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=20)
+
+
+ParamValue = Annotated[str, Field(max_length=4096)]
+
+
+class Param(_Strict):
+    """A run parameter. Its value reaches the orders only as the environment variable of its
+    name (never interpolated into a command), so a value with shell metacharacters is inert."""
+
+    type: Literal["string", "boolean", "number"] = "string"
+    default: ParamValue | bool | int | float | None = None  # None: the parameter is required
+    allowed: list[ParamValue] | None = Field(default=None, min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default(cls, v: Any) -> Any:
+        return _param_text(v)
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _allowed(cls, v: Any) -> Any:
+        return [_param_text(x) for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Param:
+        if self.default is not None:
+            problem = self.problem(str(self.default))
+            if problem:
+                raise ValueError(f"default: {problem}")
+        for v in self.allowed or ():
+            problem = self.problem(v, check_allowed=False)
+            if problem:
+                raise ValueError(f"allowed: {problem}")
+        return self
+
+    def problem(self, value: str, *, check_allowed: bool = True) -> str | None:
+        """Why ``value`` is not a valid value (None: it is)."""
+        shown = value if len(value) <= 60 else value[:60] + "…"
+        if "\x00" in value:
+            return "must not contain NUL"
+        if self.type == "boolean" and value not in ("true", "false"):
+            return f"'{shown}' is not a boolean (true or false)"
+        if self.type == "number" and not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value):
+            return f"'{shown}' is not a number"
+        if check_allowed and self.allowed is not None and value not in self.allowed:
+            return f"'{shown}' is not allowed (allowed: {', '.join(self.allowed[:20])})"
+        return None
+
+
+def _param_text(v: Any) -> Any:
+    """YAML reads ``true`` and ``3`` as a bool and a number; a parameter's value is their text."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return v
+
+
+MatrixValue = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+# variables iac-ci, the shell or the AWS SDK set: never a parameter's or a matrix value's name
+RESERVED_ENV = ("PATH", "HOME", "TMPDIR", "LANG")
+RESERVED_ENV_PREFIXES = ("IAC_CI_", "AWS_")
+
+
+def reserved_env(name: str) -> bool:
+    return name in RESERVED_ENV or name.upper().startswith(RESERVED_ENV_PREFIXES)
+MAX_MATRIX_INSTANCES = 256
 
 
 class Context(_Strict):
@@ -196,11 +286,11 @@ class Context(_Strict):
 
 
 class Order(_Strict):
-    name: str = Field(pattern=ORDER_NAME_RE, max_length=64)
+    name: str = Field(pattern=INSTANCE_NAME_RE, max_length=MAX_ORDER_NAME)
     cmds: list[Annotated[str, Field(min_length=1, max_length=MAX_CMD_LEN)]] = Field(min_length=1, max_length=MAX_CMDS)
     target: Literal["lambda", "codebuild"] = "codebuild"
     timeout: int = Field(default=DEFAULT_ORDER_TIMEOUT, ge=1, le=MAX_CODEBUILD_TIMEOUT, strict=True)
-    depends_on: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=1000)
+    depends_on: list[Annotated[str, Field(max_length=MAX_ORDER_NAME)]] = Field(default_factory=list, max_length=1000)
     must_succeed: bool = Field(default=True, strict=True)
     dir: RelPath | None = None
     source: Source | None = None
@@ -222,6 +312,27 @@ class Order(_Strict):
     lock: Annotated[str, Field(pattern=LOCK_NAME_RE)] | Literal[False] | None = None
     apply_requirements: list[Requirement] = Field(default_factory=list, max_length=4)
     required_reviews: int | None = Field(default=None, ge=1, le=50, strict=True)
+    # pipelines: when it runs (``success``: after its dependencies succeeded; ``always``: after they
+    # ended, whatever the outcome; ``failure``: only if one of them, or one before them, did not
+    # succeed; ``drifted``: only if one found drift), whether exit code 2 means drift, the matrix
+    # it expands into (``job.matrix``) and whether a failed instance stops its siblings
+    run_if: Literal["success", "always", "failure", "drifted"] = "success"
+    drift: bool = Field(default=False, strict=True)
+    matrix: dict[Annotated[str, Field(pattern=PARAM_NAME_RE)], Annotated[list[MatrixValue], Field(min_length=1)]
+                 ] | None = Field(default=None, min_length=1, max_length=8)
+    fail_fast: bool = Field(default=True, strict=True)
+    group: str | None = Field(default=None, pattern=ORDER_NAME_RE, max_length=MAX_ORDER_NAME)  # set by the expansion
+    # CodeBuild only: an image the deployment allows (``images`` on the construct), by name or URI,
+    # and privileged mode (a docker daemon) where that image allows it
+    image: str | None = Field(default=None, min_length=1, max_length=1024)
+    privileged: bool = Field(default=False, strict=True)
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix_text(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: [_param_text(x) for x in vals] if isinstance(vals, list) else vals for k, vals in v.items()}
+        return v
 
     @field_validator("dir")
     @classmethod
@@ -240,6 +351,12 @@ class Order(_Strict):
     def _lambda_timeout(self) -> Order:
         if self.target == "lambda" and self.timeout > MAX_LAMBDA_TIMEOUT:
             raise ValueError(f"timeout: at most {MAX_LAMBDA_TIMEOUT} seconds for target lambda (got {self.timeout})")
+        if self.target == "lambda" and (self.image or self.privileged):
+            raise ValueError("image: images and privileged mode are for target codebuild")
+        if self.privileged and not self.image:
+            raise ValueError("privileged: needs an image the deployment allows to run privileged")
+        if self.drift and self.command != "plan":
+            raise ValueError("drift: only a plan order detects drift")
         envs = [s.env for s in self.secrets]
         dup = sorted({e for e in envs if envs.count(e) > 1})
         if dup:
@@ -273,9 +390,29 @@ class Job(_Strict):
     env: EnvMap = Field(default_factory=dict)
     source: Source | None = None
     orders: list[Order] = Field(min_length=1, max_length=5000)
-    # set by iac-ci only (refused from a job author): see PlanRun and Context
+    # parameters: their definitions, and the values this run was given (``-p NAME=VALUE``, the
+    # API's ``param_values``, a comment's ``-p``); each order sees each as an environment variable
+    params: dict[Annotated[str, Field(pattern=PARAM_NAME_RE)], Param] = Field(default_factory=dict, max_length=50)
+    param_values: dict[Annotated[str, Field(max_length=64)], ParamValue] = Field(default_factory=dict,
+                                                                                 max_length=50)
+    # set by iac-ci only (refused from a job author): see PlanRun, Context and Upstream
     plan_run: PlanRun | None = None
     context: Context | None = None
+    upstream: Upstream | None = None
+
+    @field_validator("param_values", mode="before")
+    @classmethod
+    def _values_text(cls, v: Any) -> Any:
+        return {k: _param_text(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    def param_env(self) -> dict[str, str]:
+        """Every parameter's value (given, else its default), as the orders' environment sees it."""
+        out = {}
+        for name, spec in self.params.items():
+            value = self.param_values.get(name, spec.default)
+            if value is not None:
+                out[name] = str(value)
+        return out
 
     def order(self, name: str) -> Order:
         for o in self.orders:

@@ -13,9 +13,19 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from lambda_runtime.job import dag
-from lambda_runtime.job.model import GitSource, Job, Order, PathSource, S3Source, SecretsManagerRef, SsmRef
+from lambda_runtime.job import dag, matrix
+from lambda_runtime.job.model import (
+    GitSource,
+    Job,
+    Order,
+    PathSource,
+    S3Source,
+    SecretsManagerRef,
+    SsmRef,
+    reserved_env,
+)
 from lambda_runtime.policy.model import Environment, Policy, TriggerEvent, permissive_policy
+from lambda_runtime.schema.images import ImageAllowList
 
 MAX_ORDERS = 5000
 
@@ -68,6 +78,8 @@ class ValidationPolicy:
     # the environments' event and branch rules; off when a whole ``.iac-ci.yml`` is checked, of
     # which a trigger runs only some orders (the run it builds is checked with them on)
     check_rules: bool = True
+    # the worker images the deployment allows (None: none but the engine's own)
+    images: ImageAllowList | None = None
 
     def environments(self) -> Policy:
         if self.deployment is not None:
@@ -84,9 +96,13 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     policy = policy or ValidationPolicy()
     if not isinstance(raw, dict):
         raise JobValidationError([Problem(None, "", "a job must be a mapping with 'name' and 'orders'")])
+    problems: list[Problem] = []
+    if not policy.internal:  # an expanded document (the engine's own) carries its instances' groups
+        problems.extend(Problem(*p) for p in matrix.authored_groups(raw.get("orders")))
+    raw, expanded = matrix.expand(raw)
+    problems.extend(Problem(o, f, m) for o, f, m in expanded)
     raw_orders = raw.get("orders")
     names_by_index = _names_by_index(raw_orders)
-    problems: list[Problem] = []
     job: Job | None = None
     try:
         job = Job.model_validate(raw)
@@ -94,11 +110,14 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
         problems.extend(_schema_problems(exc, names_by_index))
     orders = job.orders if job else _parse_orders_individually(raw_orders)
     elsewhere = _plan_run_orders(raw) if policy.internal else set()
+    upstream_of = _upstream_orders(raw) if policy.internal else None
     problems.extend(_graph_problems(_graph_view(raw_orders), len(raw_orders) if isinstance(raw_orders, list) else 0,
-                                    elsewhere=elsewhere))
+                                    elsewhere=elsewhere, upstream_run=upstream_of))
+    problems.extend(_pipeline_problems(job, orders, policy))
     problems.extend(_command_problems(orders, policy.environments().pull_requests.apply_on.value))
     if not policy.internal:
-        problems.extend(Problem(None, k, "is set by iac-ci only") for k in ("plan_run", "context") if k in raw)
+        problems.extend(Problem(None, k, "is set by iac-ci only") for k in ("plan_run", "context", "upstream")
+                        if k in raw)
     job_sources = [("source", job.source)] if job and job.source else _job_source(raw)
     problems.extend(_policy_problems(orders, job_sources, policy))
     if problems:
@@ -247,8 +266,18 @@ def _command_problems(orders: list[Order], default_apply_on: str) -> list[Proble
     return out
 
 
-def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] | None = None) -> list[Problem]:
-    """``elsewhere``: orders of the plan run an apply run takes artifacts from (not in this job)."""
+def _upstream_orders(raw: dict[str, Any]) -> tuple[str, set[str]] | None:
+    up = raw.get("upstream")
+    if not isinstance(up, dict) or not isinstance(up.get("job"), str):
+        return None
+    names = up.get("orders")
+    return up["job"], {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] | None = None,
+                    upstream_run: tuple[str, set[str]] | None = None) -> list[Problem]:
+    """``elsewhere``: orders of the plan run an apply run takes artifacts from (not in this job);
+    ``upstream``: (job, orders) of the run that started this one (``on: after``)."""
     problems: list[Problem] = []
     elsewhere = elsewhere or set()
     known = {n.name for n in nodes}
@@ -278,6 +307,15 @@ def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] 
         for i, (src, path) in enumerate(o.inputs):
             if src not in known and src in elsewhere:
                 continue  # the plan run's order: its artifacts were checked against the whole config
+            if "/" in src:
+                job_name, _, order_name = src.partition("/")
+                if upstream_run is None:
+                    problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is an order of job '{job_name}': "
+                                            "only a run started by that job's run (on: after) has its artifacts"))
+                elif job_name != upstream_run[0] or order_name not in upstream_run[1]:
+                    problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not an order of the run that "
+                                            f"started this one (job '{upstream_run[0]}')"))
+                continue
             if src not in upstream:
                 problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not among this order's dependencies"))
             elif not any(_covers(a, path) for a in by_name[src].artifacts):
@@ -285,6 +323,49 @@ def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] 
     if total > MAX_ORDERS:
         problems.append(Problem(None, "orders", f"at most {MAX_ORDERS} orders per job"))
     return problems
+
+
+def _pipeline_problems(job: Job | None, orders: list[Order], policy: ValidationPolicy) -> list[Problem]:
+    """Parameters (every value given is defined and valid, every required one given, none hides
+    another variable), ``run_if`` (it needs something to follow), images (only the deployment's)."""
+    out: list[Problem] = []
+    if job is not None:
+        for name, value in sorted(job.param_values.items()):
+            spec = job.params.get(name)
+            if spec is None:
+                known = ", ".join(sorted(job.params)) or "none"
+                out.append(Problem(None, f"param_values.{name}", f"unknown parameter (parameters: {known})"))
+                continue
+            problem = spec.problem(value)
+            if problem:
+                out.append(Problem(None, f"params.{name}", problem))
+        for name, spec in job.params.items():
+            if spec.default is None and name not in job.param_values:
+                out.append(Problem(None, f"params.{name}", f"needs a value (-p {name}=VALUE)"))
+            if reserved_env(name):
+                out.append(Problem(None, f"params.{name}", "is a variable iac-ci or the shell sets itself"))
+            if name in job.env:
+                out.append(Problem(None, f"params.{name}", "is also set in env: a parameter is the variable of "
+                                                           "its name"))
+        for o in orders:
+            for name in sorted(set(o.env) & set(job.params)):
+                out.append(Problem(o.name, f"env.{name}", "is a parameter of the job: a parameter is the variable of "
+                                                          "its name"))
+    for o in orders:
+        if o.run_if != "success" and not o.depends_on:
+            out.append(Problem(o.name, "run_if", f"'{o.run_if}' follows dependencies: it needs depends_on"))
+        if o.image is not None:
+            found = policy.images.resolve(o.image) if policy.images is not None else None
+            names = ", ".join(sorted(policy.images.images)) if policy.images is not None else ""
+            if found is None:
+                out.append(Problem(o.name, "image", f"'{o.image[:200]}' is not an image this deployment allows "
+                                                    f"(allowed: {names or 'none'})"))
+            elif o.privileged and not found[1].privileged:
+                out.append(Problem(o.name, "privileged", f"image '{o.image[:200]}' may not run privileged here"))
+            elif not found[1].python:
+                out.append(Problem(o.name, "image", f"'{o.image[:200]}' has no Python 3, which the worker needs "
+                                                    "inside the image (see 'Worker images' in the README)"))
+    return out
 
 
 def _covers(artifact: str, path: str) -> bool:

@@ -1,19 +1,22 @@
 """The one YAML reader for everything a user writes: job submissions, ``.iac-ci.yml`` and job files.
 
-Safe tags only, no duplicate keys, and no anchors or aliases: a 27 KB document of nested aliases expands to more
-than a gigabyte in memory, so a small body must stay a small document. An alias is refused with
-its line and column, like any other YAML error.
+Safe tags only, no duplicate keys, booleans as YAML 1.2 spells them (``true``/``false``: ``on:``,
+the trigger key, stays the string ``on``, and ``country: no`` stays ``no``), and no anchors or
+aliases: a 27 KB document of nested aliases expands to more than a gigabyte in memory, so a small
+body must stay a small document. An alias is refused with its line and column, like any other
+YAML error.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
 
 class NoAliasSafeLoader(yaml.SafeLoader):
-    """SafeLoader without anchors and aliases."""
+    """SafeLoader without anchors and aliases, with YAML 1.2 booleans."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.events.AliasEvent):
@@ -36,6 +39,15 @@ class NoAliasSafeLoader(yaml.SafeLoader):
                                                         key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads yes/no/on/off as booleans; keep only true/false (YAML 1.2's core schema)
+NoAliasSafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+NoAliasSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load(text: str) -> Any:

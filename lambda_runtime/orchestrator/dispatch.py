@@ -6,8 +6,9 @@ crash or retry here can never start the same order twice.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.schema.contract import PAYLOAD_ENV, WorkerPayload
@@ -29,6 +30,25 @@ class Dispatcher(Protocol):
 FAILED_BUILD_STATES = frozenset({"FAILED", "FAULT", "STOPPED", "TIMED_OUT", "NOT_FOUND"})
 
 
+def build_request(project: str, payload: WorkerPayload, body: str, grace_seconds: int) -> dict[str, Any]:
+    """StartBuild's arguments. The idempotency token is per order attempt (hashed: a matrix
+    instance's name may be long, and two must never share a token by truncation)."""
+    digest = hashlib.sha256(f"{payload.run_id}/{payload.order}".encode()).hexdigest()[:24]
+    request: dict[str, Any] = {
+        "projectName": project,
+        "idempotencyToken": f"{payload.run_id}-{digest}-{payload.attempt}"[:64],
+        "environmentVariablesOverride": [{"name": PAYLOAD_ENV, "value": body, "type": "PLAINTEXT"}],
+        "timeoutInMinutesOverride": max(5, min(480, math.ceil((payload.timeout + grace_seconds) / 60))),
+    }
+    if payload.image:  # an image the deployment allows (``schema.images``), checked at intake and packaging
+        request["imageOverride"] = payload.image
+        if ".dkr.ecr." in payload.image:
+            request["imagePullCredentialsTypeOverride"] = "SERVICE_ROLE"
+    if payload.privileged:
+        request["privilegedModeOverride"] = True
+    return request
+
+
 class AwsDispatcher:
     def __init__(self, clients: AwsClients, *, worker_function: str, codebuild_project: str, grace_seconds: int):
         self._clients = clients
@@ -43,12 +63,7 @@ class AwsDispatcher:
                 FunctionName=self._function, InvocationType="Event", Payload=body.encode()
             )
             return "lambda:" + str(invoked.get("ResponseMetadata", {}).get("RequestId", ""))
-        started = self._clients.codebuild.start_build(
-            projectName=self._project,
-            idempotencyToken=f"{payload.run_id}-{payload.order}-{payload.attempt}"[:64],
-            environmentVariablesOverride=[{"name": PAYLOAD_ENV, "value": body, "type": "PLAINTEXT"}],
-            timeoutInMinutesOverride=max(5, min(480, math.ceil((payload.timeout + self._grace) / 60))),
-        )
+        started = self._clients.codebuild.start_build(**build_request(self._project, payload, body, self._grace))
         return str(started["build"]["id"])
 
     def stop(self, target: str, ref: str) -> None:

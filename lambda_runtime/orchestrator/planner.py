@@ -31,7 +31,7 @@ from lambda_runtime.job import dag
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS, OrderResult
 from lambda_runtime.schema.records import OrderRecord, RunRecord, RunSnapshot
-from lambda_runtime.schema.status import WORKER_RESULT_STATUSES, OrderStatus, RunStatus
+from lambda_runtime.schema.status import NEVER_RAN, SUCCESSES, WORKER_RESULT_STATUSES, OrderStatus, RunStatus
 from lambda_runtime.store.runs import Transition
 
 REPORTING_MARGIN_SECONDS = 5.0
@@ -127,8 +127,10 @@ def plan(
             if o.status is OrderStatus.AWAITING_APPROVAL and o.wait_seconds and not o.timer and now < o.wait_until
         ]
         rejected = _rejections(snap)  # first: the skip cascade below must see them
-        for step in rejected:
+        stopped = _fail_fast(snap, status, now)
+        for step in (*rejected, *stopped):
             status[step.transition.name] = step.transition.to
+        decision.settle += stopped
         skips, ready = _advance(snap, status)
         awaiting, released = _gate(snap, ready, now)
         decision.settle += rejected + skips + awaiting
@@ -139,8 +141,8 @@ def plan(
     for step in (*decision.settle, *decision.start):
         status[step.transition.name] = step.transition.to
     if all(s.terminal for s in status.values()):
-        final = {n: (snap.orders[n].must_succeed, s) for n, s in status.items()}
-        decision.finalize = final_status(run, final, cancelled=cancelled, job_timed_out=timed_out)
+        decision.finalize = final_status(run, {n: _node(o, status[n]) for n, o in snap.orders.items()},
+                                         cancelled=cancelled, job_timed_out=timed_out)
     elif (decision.transitions or _decided_since_update(snap)) and rules.vcs_enabled and run.vcs:
         decision.publish_progress = now - (run.vcs_updated_at or 0) >= rules.vcs_update_interval_seconds
     return decision
@@ -160,15 +162,18 @@ def job_timed_out(run: RunRecord, signals: frozenset[str], now: float) -> bool:
     return layout.SIGNAL_JOB_TIMEOUT in signals or now >= deadline
 
 
+def _node(order: OrderRecord, status: OrderStatus) -> dag.NodeState:
+    return dag.NodeState(status, order.must_succeed, order.depends_on, order.run_if)
+
+
 def final_status(
     run: RunRecord,
-    orders: Mapping[str, tuple[bool, OrderStatus]],
+    nodes: Mapping[str, dag.NodeState],
     *,
     cancelled: bool,
     job_timed_out: bool,
 ) -> RunStatus:
-    """The run's verdict once every order (``name -> (must_succeed, status)``) is final."""
-    nodes = {n: dag.NodeState(st, must, ()) for n, (must, st) in orders.items()}
+    """The run's verdict once every order is final."""
     status = dag.job_status(nodes, cancelled=cancelled, job_timed_out=job_timed_out)
     if run.status is RunStatus.PACKAGING_FAILED and status is RunStatus.SUCCEEDED:
         return RunStatus.FAILED  # no orders ran, so none failed: the run did all the same
@@ -186,7 +191,10 @@ def _ingest(order: OrderRecord, arrived: Arrived) -> Step:
         "reported_by": result.producer,
     }
     detail = {"exit_code": result.exit_code, "by": result.producer}
-    move = Transition(order.name, (OrderStatus.RUNNING,), result.status, fields, detail)
+    to = result.status
+    if to is OrderStatus.DRIFTED and not order.drift:  # only a drift order's exit 2 is a finding
+        to, fields["reason"] = OrderStatus.FAILED, "a command exited with code 2"
+    move = Transition(order.name, (OrderStatus.RUNNING,), to, fields, detail)
     # the watchdog spoke for a worker that may merely be late: it must not go on
     return Step(move, Effect.STOP_WORKER if result.producer == "watchdog" else None)
 
@@ -215,16 +223,38 @@ def _stop_all(
 
 
 def _advance(snap: RunSnapshot, status: Mapping[str, OrderStatus]) -> tuple[list[Step], list[str]]:
-    nodes = {
-        n: dag.NodeState(status[n], o.must_succeed, o.depends_on) for n, o in snap.orders.items()
-    }
-    cascade = dag.plan(nodes)
-    skips = [
-        Step(Transition(n, (OrderStatus.QUEUED,), OrderStatus.SKIPPED, {"reason": f"dependency '{b}' did not succeed"},
-                        {"blocked_by": b}))
-        for n, b in cascade.skip.items()
-    ]
+    cascade = dag.plan({n: _node(o, status[n]) for n, o in snap.orders.items()})
+    skips = []
+    for n, b in cascade.skip.items():
+        why = cascade.unneeded.get(n)
+        reason = f"not needed: {why}" if why else f"dependency '{b}' did not succeed"
+        skips.append(Step(Transition(n, (OrderStatus.QUEUED,), OrderStatus.SKIPPED, {"reason": reason},
+                                     {"blocked_by": b, **({"unneeded": True} if why else {})})))
     return skips, cascade.ready
+
+
+def _fail_fast(snap: RunSnapshot, status: Mapping[str, OrderStatus], now: float) -> list[Step]:
+    """A matrix with ``fail_fast``: once one instance failed, the queued siblings are skipped and
+    the running ones stopped (their results would not change the run's verdict)."""
+    failed: dict[str, str] = {}
+    for name, order in snap.orders.items():
+        st = status[name]
+        if order.group and order.fail_fast and st.terminal and st not in SUCCESSES and st not in NEVER_RAN \
+                and order.must_succeed:
+            failed.setdefault(order.group, name)
+    steps = []
+    for name, order in snap.orders.items():
+        cause = failed.get(order.group or "")
+        if cause is None or cause == name:
+            continue
+        reason = f"matrix instance '{cause}' failed (fail_fast)"
+        st = status[name]
+        if st is OrderStatus.QUEUED:
+            steps.append(Step(Transition(name, (st,), OrderStatus.SKIPPED, {"reason": reason}, {"blocked_by": cause})))
+        elif st is OrderStatus.RUNNING:
+            steps.append(Step(Transition(name, (st,), OrderStatus.CANCELLED, {"reason": reason, "finished_at": now},
+                                         {"reason": reason}), Effect.STOP_WORKER))
+    return steps
 
 
 def _rejections(snap: RunSnapshot) -> list[Step]:

@@ -27,6 +27,8 @@ def worker_payload(
         trace_id=trace_id,
         not_after=not_after,
         timeout=order.timeout,
+        image=order.image,
+        privileged=order.privileged,
         bundle_url=url("get_object", layout.bundle_key(run_id, name)),
         log_url=url("put_object", layout.log_key(run_id, name)),
         # If-None-Match is signed in: the first of worker and watchdog to report wins, nobody overwrites

@@ -167,14 +167,15 @@ class Packager:
             cmds=order.cmds,
             timeout=order.timeout,
             target=order.target,
+            drift=order.drift,
             dir=order.dir,
-            env={**job.env, **order.env},
+            env={**job.env, **job.param_env(), **order.env},  # validation refused a name in two of them
             context_env=job.context.env() if job.context else {},
             changed_paths=job.context.changed_paths if job.context else None,
             secret_env=sorted(s.env for s in order.secrets),
             has_role=bool(order.aws_role),
             artifacts=order.artifacts,
-            inputs=[InputPlacement(from_order=i.from_, path=i.path) for i in order.inputs],
+            inputs=[InputPlacement(from_order=i.from_.rpartition("/")[2], path=i.path) for i in order.inputs],
             state_bucket=self.settings.state_bucket,
             region=self.settings.region,
             embedded_endpoint=_embedded_endpoint() if self.settings.embedded else None,
@@ -190,7 +191,8 @@ class Packager:
             depends_on=tuple(dict.fromkeys(order.depends_on)),
             must_succeed=order.must_succeed,
             has_artifacts=bool(order.artifacts),
-            inputs=tuple(OrderInput(i.from_, i.path, _input_run(job, i.from_)) for i in order.inputs),
+            inputs=tuple(OrderInput(i.from_.rpartition("/")[2], i.path, _input_run(job, i.from_))
+                         for i in order.inputs),
             attempt=0,
             command=order.command,
             lock=_lock(run, job, order, policy),
@@ -199,8 +201,24 @@ class Packager:
             masked_tokens=len(order.secrets) + (len(ROLE_KEYS) if order.aws_role else 0),
             secret_refs=tuple(s.model_dump(exclude_none=True) for s in order.secrets),
             aws_role=order.aws_role,
+            run_if=order.run_if,
+            drift=order.drift,
+            group=order.group,
+            fail_fast=order.fail_fast,
+            image=self._image(order),
+            privileged=order.privileged,
             **gate_fields(run, order, policy),
         )
+
+    def _image(self, order: Order) -> str | None:
+        """The image URI the order runs on (validated at intake; checked again against today's list)."""
+        if order.image is None:
+            return None
+        found = self.settings.image_allow_list().resolve(order.image)
+        if found is None:
+            raise PackagingError(f"image '{order.image[:200]}' is no longer allowed by this deployment",
+                                 order=order.name)
+        return found[0]
 
     def _fail(self, run: RunRecord, message: str) -> None:
         """The run becomes ``packaging_failed`` with no orders; the orchestrator finalizes it."""
@@ -234,7 +252,10 @@ def gate_fields(run: RunRecord, order: Order, policy: Policy) -> dict[str, Any]:
 
 
 def _input_run(job: Job, source: str) -> str | None:
-    """The run an input's artifact comes from: the plan run for an order not in this (apply) run."""
+    """The run an input's artifact comes from: the plan run for an order not in this (apply) run,
+    the upstream run for ``<job>/<order>``."""
+    if "/" in source and job.upstream is not None:
+        return job.upstream.run_id
     if job.plan_run is not None and source not in {o.name for o in job.orders}:
         return job.plan_run.run_id
     return None

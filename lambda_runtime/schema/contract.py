@@ -47,6 +47,7 @@ class Manifest(_Model):
     cmds: list[str]
     timeout: int
     target: Literal["lambda", "codebuild"]
+    drift: bool = False  # exit code 2 means drift (``terraform plan -detailed-exitcode``), not failure
     dir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     # what started the run (IAC_CI_REPO, IAC_CI_PR_NUMBER, ...): set after ``env``, so a job
@@ -88,6 +89,9 @@ class WorkerPayload(_Model):
     mask_url: str | None = None
     inputs: list[InputUrl] = Field(default_factory=list)
     timeout: int
+    # CodeBuild: the image the build runs on (None: the project's) and privileged mode
+    image: str | None = None
+    privileged: bool = False
     kill_grace_seconds: int = 10
     not_after: float | None = Field(
         default=None,

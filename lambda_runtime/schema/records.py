@@ -65,6 +65,16 @@ class OrderRecord:
     lock: str | None = None
     apply_requirements: tuple[str, ...] = ()
     required_reviews: int = 1
+    # pipelines: when it runs (``success``: its dependencies succeeded; ``always``, ``failure``,
+    # ``drifted``: see ``job.dag``), whether exit code 2 means drift, the matrix it is an instance
+    # of (its siblings share ``group``) and whether one failed instance stops the others, and
+    # the CodeBuild image it runs on (None: the engine's) and privileged mode
+    run_if: str = "success"
+    drift: bool = False
+    group: str | None = None
+    fail_fast: bool = False
+    image: str | None = None
+    privileged: bool = False
     attempt: int = 0
     dispatched_at: float | None = None
     watchdog: str | None = None
@@ -165,6 +175,12 @@ class RunRecord:
     lock_ttl_seconds: int = 7 * 86400
     # a superseded run (a new push): queued orders are cancelled, running applies finish
     cancel_running: bool = True
+    # pipelines: the run that triggered this one (``on: after``) and its job; the parameters'
+    # values it ran with
+    upstream_run_id: str | None = None
+    upstream_job: str | None = None
+    downstream_run_ids: list[str] | None = None  # the runs its end started
+    params: dict[str, str] | None = None
     updated_at: float | None = None
 
     @classmethod
@@ -237,6 +253,8 @@ class OrderView(TypedDict, total=False):
     log_key: str | None
     reason: str | None
     approval: ApprovalView  # only for an order whose environment has rules
+    drift: bool  # only for a ``drift: true`` order
+    run_if: str  # only when not ``success``
 
 
 class RunSummary(TypedDict, total=False):
@@ -260,6 +278,9 @@ class RunSummary(TypedDict, total=False):
     trigger: str
     pr_url: str | None
     plan_run_id: str | None  # an apply run: the plan whose artifacts it applies
+    upstream_run_id: str | None  # ``on: after``: the run whose end started this one
+    upstream_job: str | None
+    params: dict[str, str]  # the parameters' values (only when the job defines some)
     order_layers: list[list[str]]
     orders: dict[str, OrderView]
     finished_at: float
@@ -281,5 +302,5 @@ _RUN_FLAGS = frozenset({"finalized", "cancel_requested"})
 STATIC_ORDER_FIELDS = (
     "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens",
     "secret_refs", "aws_role", "environment", "approvals_needed", "wait_seconds", "command", "lock",
-    "apply_requirements", "required_reviews",
+    "apply_requirements", "required_reviews", "run_if", "drift", "group", "fail_fast", "image", "privileged",
 )

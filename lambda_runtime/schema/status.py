@@ -17,6 +17,10 @@ class OrderStatus(StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    # a ``drift: true`` plan order exited 2 (``terraform plan -detailed-exitcode``): it ran
+    # cleanly and found the infrastructure differs from the code; it counts as a success for
+    # its dependents (``run_if: drifted`` ones run only then)
+    DRIFTED = "drifted"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
@@ -41,6 +45,8 @@ class RunStatus(StrEnum):
     PACKAGING_FAILED = "packaging_failed"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    # every required order succeeded and at least one ``drift: true`` order found drift
+    DRIFTED = "drifted"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
@@ -51,11 +57,14 @@ class RunStatus(StrEnum):
 
 
 ORDER_FINAL = frozenset(
-    {OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED, OrderStatus.CANCELLED,
-     OrderStatus.REJECTED, OrderStatus.LOCKED, OrderStatus.BLOCKED}
+    {OrderStatus.SUCCEEDED, OrderStatus.DRIFTED, OrderStatus.FAILED, OrderStatus.TIMED_OUT, OrderStatus.SKIPPED,
+     OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.LOCKED, OrderStatus.BLOCKED}
 )
 # final statuses an order reached without running: they block dependents even when the order
 # is ``must_succeed: false`` (a skip, a reviewer's no, a held lock, an unmet requirement)
 NEVER_RAN = frozenset({OrderStatus.SKIPPED, OrderStatus.REJECTED, OrderStatus.LOCKED, OrderStatus.BLOCKED})
-RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED})
-WORKER_RESULT_STATUSES = (OrderStatus.SUCCEEDED, OrderStatus.FAILED, OrderStatus.TIMED_OUT)
+RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.DRIFTED, RunStatus.FAILED, RunStatus.TIMED_OUT,
+                       RunStatus.CANCELLED})
+WORKER_RESULT_STATUSES = (OrderStatus.SUCCEEDED, OrderStatus.DRIFTED, OrderStatus.FAILED, OrderStatus.TIMED_OUT)
+# an order that ran to completion: what a dependent counts as success
+SUCCESSES = frozenset({OrderStatus.SUCCEEDED, OrderStatus.DRIFTED})

@@ -16,6 +16,7 @@ Q, R, A = OrderStatus.QUEUED, OrderStatus.RUNNING, OrderStatus.AWAITING_APPROVAL
 ORDER_EDGES: dict[tuple[OrderStatus, OrderStatus], str] = {
     (Q, R): "dispatch: marked running before any side effect, so an order starts at most once",
     (R, OrderStatus.SUCCEEDED): "its result object (worker) says so",
+    (R, OrderStatus.DRIFTED): "its result object (worker) says its drift plan exited 2: changes present",
     (R, OrderStatus.FAILED): "its result object (worker, or the engine after a refused dispatch) says so",
     (R, OrderStatus.TIMED_OUT): "its result object (worker or watchdog) says so, or the job timeout stopped it",
     (Q, OrderStatus.SKIPPED): "a required dependency, directly or transitively, did not succeed",

@@ -178,6 +178,9 @@ class Acceptance:
                 created_at=now,
                 order_total=len(job.orders),
                 idempotency_key=submission.get("idempotency_key"),
+                params=job.param_env() or None,
+                upstream_run_id=job.upstream.run_id if job.upstream else None,
+                upstream_job=job.upstream.job if job.upstream else None,
                 **submission.get("run_fields", {}),
             )
         )

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from lambda_runtime.masking import Masker, redact_credentials
 from lambda_runtime.schema.contract import BUNDLE_CODE_DIR, Manifest, OrderResult, WorkerPayload
-from lambda_runtime.schema.status import OrderStatus
+from lambda_runtime.schema.status import SUCCESSES, OrderStatus
 from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.archive import pack_artifacts, relative_path
 from lambda_runtime.worker.errors import OrderFailure, PayloadError, TransferError
@@ -45,6 +45,8 @@ from lambda_runtime.worker.transfer import http_put
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 4000
+# ``terraform plan -detailed-exitcode``: changes present; a ``drift: true`` order reports drift, not failure
+DRIFT_EXIT_CODE = 2
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,7 @@ def _attempt(
     try:
         prepared = prepare(payload, tmp, log)
         outcome = _run_commands(payload, prepared, tmp, log, clock, command_user)
-        if outcome.status is OrderStatus.SUCCEEDED and prepared.manifest.artifacts:
+        if outcome.status in SUCCESSES and prepared.manifest.artifacts:
             try:
                 _publish_artifacts(payload, prepared, tmp, log)
             except OrderFailure as exc:  # the commands did exit 0: keep that exit code
@@ -203,6 +205,8 @@ def _attempt(
         outcome = _Outcome(OrderStatus.FAILED, None, _describe_unexpected(exc))
     if outcome.status is OrderStatus.SUCCEEDED:
         log.note("order succeeded")
+    elif outcome.status is OrderStatus.DRIFTED:
+        log.note("order drifted: its plan exited 2 (changes present)")
     else:
         log.note(f"order {outcome.status.value}: {redact_credentials(outcome.error or '')}")
     return outcome
@@ -258,6 +262,8 @@ def _run_commands(
         return _Outcome(OrderStatus.TIMED_OUT, None, f"timed out after {limit:.0f}s ({source})")
     if end.returncode == 0:
         return _Outcome(OrderStatus.SUCCEEDED, 0)
+    if end.returncode == DRIFT_EXIT_CODE and manifest.drift:
+        return _Outcome(OrderStatus.DRIFTED, DRIFT_EXIT_CODE)
     code = end.returncode if end.returncode > 0 else 128 - end.returncode  # killed by a signal: the shell's convention
     return _Outcome(OrderStatus.FAILED, code, f"a command exited with code {code}")
 

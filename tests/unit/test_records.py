@@ -115,7 +115,7 @@ def test_summary_shape_durations_and_layers() -> None:
     summary = run_summary(snap)
     assert list(summary) == ["run_id", "status", "name", "trace_id", "flow_id", "repo", "pr_number", "commit",
                              "vcs", "installation_id", "created_at", "error", "command", "trigger", "pr_url",
-                             "plan_run_id", "order_layers", "orders"]
+                             "plan_run_id", "upstream_run_id", "upstream_job", "order_layers", "orders"]
     assert summary["order_layers"] == [["a"], ["b"]]
     assert list(summary["orders"]) == ["a", "b"]
     assert summary["orders"]["a"]["duration_s"] == 2.25 and summary["orders"]["b"]["duration_s"] is None
