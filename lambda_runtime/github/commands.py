@@ -3,8 +3,8 @@
 Syntax (the first line of the comment; words are separated by spaces)::
 
     /iac-ci run [SHA]                          start (or re-run) the PR at its current head
-    /iac-ci plan  [NAME ...] [-d DIR ...]      plan again (all changed plan orders, or those named)
-    /iac-ci apply [NAME ...] [-d DIR ...]      apply the latest plan of the current head
+    /iac-ci plan  [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]   plan again (all changed plan orders, or those named)
+    /iac-ci apply [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]   apply the latest plan of the current head
     /iac-ci unlock                             release the PR's locks
     /iac-ci cancel                             cancel the PR's running runs
     /iac-ci approve [ORDER ...] [@SHA] [-- NOTE]
@@ -17,6 +17,8 @@ Syntax (the first line of the comment; words are separated by spaces)::
 - Without ``ORDER`` names a decision applies to every order of that run that awaits approval.
 - ``plan``/``apply`` target orders by name (``-p NAME`` is the same as ``NAME``, as Atlantis users
   type it) and by the directory an order declares (``-d DIR``, a relative path, normalised).
+  ``-p PARAM=VALUE`` (a word with ``=``) sets a parameter of the job (``params:``); the value is
+  checked against its definition and reaches the orders only as an environment variable.
 - Everything after a ``--`` word (the rest of the line and any following lines) is the note or
   the reason, kept with the decision (at most ``MAX_REASON_CHARS``); no other verb takes one.
 - The lines after the first are free text for every other verb: never read as arguments.
@@ -33,10 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from lambda_runtime.job.model import INSTANCE_NAME_RE
+
 PREFIX = "/iac-ci"
 Verb = Literal["run", "plan", "apply", "unlock", "cancel", "approve", "reject", "help"]
 VERBS: tuple[Verb, ...] = get_args(Verb)
-ORDER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ORDER_RE = re.compile(INSTANCE_NAME_RE)  # a matrix instance too: ``tests[python=3.11]``
 SHA_RE = re.compile(r"^@?([0-9a-fA-F]{7,40})$")
 MAX_DIR_CHARS = 256
 DIR_RE = re.compile(rf"^[A-Za-z0-9_./-]{{1,{MAX_DIR_CHARS}}}$")
@@ -48,9 +52,9 @@ MAX_COMMAND_CHARS = 4000
 SYNOPSES: dict[Verb, tuple[str, str]] = {
     "run": ("/iac-ci run [SHA]",
             "start (or re-run) this pull request at its head commit; with `SHA`, only while that is the head"),
-    "plan": ("/iac-ci plan [NAME ...] [-d DIR ...]",
+    "plan": ("/iac-ci plan [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]",
              "plan again (all plan orders whose files changed, or the ones named)"),
-    "apply": ("/iac-ci apply [NAME ...] [-d DIR ...]",
+    "apply": ("/iac-ci apply [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]",
               "apply the latest plan of the current head commit; refused if the head moved since the plan or "
               "the plan failed"),
     "unlock": ("/iac-ci unlock", "release every lock this pull request holds"),
@@ -66,8 +70,8 @@ SYNOPSES: dict[Verb, tuple[str, str]] = {
 }
 HELP = "\n".join(f"- `{synopsis}`: {meaning}" for synopsis, meaning in SYNOPSES.values()) + (
     "\n\n`NAME`/`ORDER` is an order's name (`plan`/`apply` also take `-p NAME`); `-d DIR` picks the orders of a "
-    "directory "
-    f"relative to the repository's root. A comment is a command when its first word is `{PREFIX}`; only its "
+    "directory relative to the repository's root; `-p PARAM=VALUE` sets a parameter of the job. "
+    f"A comment is a command when its first word is `{PREFIX}`; only its "
     "first line is read, except the note or reason after `--`, which may go on over the following lines.")
 USAGE = " · ".join(f"`{synopsis}`" for synopsis, _ in SYNOPSES.values())
 
@@ -89,6 +93,7 @@ class Command:
     sha: str | None = None  # lower-case hex prefix
     reason: str = ""
     dirs: tuple[str, ...] = ()  # normalised relative directories (``plan``/``apply`` ``-d``)
+    params: tuple[tuple[str, str], ...] = ()  # ``-p PARAM=VALUE`` (``plan``/``apply``), in the order given
 
 
 def is_command(body: object) -> bool:
@@ -175,12 +180,15 @@ def _targets(verb: Verb, args: list[str], note: str | None) -> Command:
         problems.append(f"`/iac-ci {verb}` takes no `--` text")
     orders: list[str] = []
     dirs: list[str] = []
+    params: dict[str, str] = {}
     words = iter(args)
     for word in words:
         if word in ("-p", "-d"):
             value = next(words, None)
             if value is None:
                 problems.append(f"`{word}` needs {'an order name' if word == '-p' else 'a directory'}")
+            elif word == "-p" and "=" in value and not ORDER_RE.match(value):  # not a matrix instance
+                _add_param(value, params, problems)
             elif word == "-p":
                 _add_order(value, orders, problems)
             else:
@@ -196,11 +204,29 @@ def _targets(verb: Verb, args: list[str], note: str | None) -> Command:
         problems.append(f"at most {MAX_DIRS} directories in one command")
     if problems:
         raise CommandError("; ".join(problems) + f" {_usage(verb)}")
-    return Command(verb, orders=tuple(orders), dirs=tuple(dirs))
+    return Command(verb, orders=tuple(orders), dirs=tuple(dirs), params=tuple(params.items()))
+
+
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_PARAM_VALUE = 256
+
+
+def _add_param(word: str, params: dict[str, str], problems: list[str]) -> None:
+    """``NAME=VALUE``: a parameter's value is whatever follows the first ``=`` (checked against the
+    job's definition when the run is built)."""
+    name, _, value = word.partition("=")
+    if not PARAM_RE.match(name):
+        problems.append(f"{_quoted(name, 64)} is not a parameter name")
+    elif name in params:
+        problems.append(f"parameter {_quoted(name, 64)} is given twice")
+    elif len(value) > MAX_PARAM_VALUE:
+        problems.append(f"the value of {_quoted(name, 64)} is longer than {MAX_PARAM_VALUE} characters")
+    else:
+        params[name] = value
 
 
 def _add_order(word: str, orders: list[str], problems: list[str]) -> None:
-    if ORDER_RE.match(word):
+    if len(word) <= 200 and ORDER_RE.match(word):
         orders.append(word)
     else:
         problems.append(f"{_quoted(word, 64)} is not an order name")

@@ -49,6 +49,7 @@ from lambda_runtime.github import repo_config, selection
 from lambda_runtime.github.comment import status_context
 from lambda_runtime.github.deliveries import MAX_PROCESSING_ATTEMPTS, Deliveries
 from lambda_runtime.github.pr_runs import PrRuns
+from lambda_runtime.job import matrix
 from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.logs import logger
@@ -141,6 +142,7 @@ class Trigger:
     untrusted: bool = False
     withhold: bool = False
     pr_number: int | None = None  # None: a merge group's run, which has no pull request
+    params: tuple[tuple[str, str], ...] = ()  # ``-p NAME=VALUE`` of a comment command
 
 
 @dataclass
@@ -171,14 +173,17 @@ class GitHubEvents:
     def policy(self) -> Policy:
         return self.settings.deployment_policy()
 
-    def handle(self, delivery: str) -> str:
-        """Process one queued delivery once; returns its outcome (for logs and tests)."""
+    def handle(self, delivery: str, *, internal: bool = False) -> str:
+        """Process one queued delivery once; returns its outcome (for logs and tests). ``internal``:
+        one iac-ci wrote itself (a schedule's firing, a run's end), never one from GitHub."""
+        if internal:
+            self.deliveries.record(delivery, "internal")  # queued, unless processed already
         if not self.deliveries.claim(delivery):
             return "duplicate"
         event: dict[str, Any] = {}
         try:
-            event = self._event(delivery)
-            started = self._process(delivery, event)
+            event = self._event(delivery, internal=internal)
+            started = self._internal(delivery, event) if internal else self._process(delivery, event)
         except Exception as exc:
             from lambda_runtime.github.provider import is_permanent
 
@@ -197,11 +202,21 @@ class GitHubEvents:
         self.deliveries.finish(delivery, started.outcome, **started.fields)
         return started.outcome
 
-    def _event(self, delivery: str) -> dict[str, Any]:
-        raw = self.clients.s3.get_object(Bucket=self.settings.internal_bucket,
-                                         Key=layout.webhook_key("github", delivery))["Body"].read()
+    def _event(self, delivery: str, *, internal: bool = False) -> dict[str, Any]:
+        raw = self.clients.s3.get_object(Bucket=self.settings.internal_bucket, Key=layout.webhook_key(
+            layout.INTERNAL_PROVIDER if internal else "github", delivery))["Body"].read()
         event: dict[str, Any] = json.loads(raw)
         return event
+
+    def _internal(self, delivery: str, event: dict[str, Any]) -> Started:
+        from lambda_runtime.github.pipeline_events import PipelineEvents
+
+        kind = event.get("iac_ci")
+        if kind == "schedule":
+            return PipelineEvents(self).schedule(delivery, event)
+        if kind == "after":
+            return PipelineEvents(self).after(delivery, event)
+        return Started("ignored")
 
     def _process(self, delivery: str, event: dict[str, Any]) -> Started:
         from lambda_runtime.github.comment_commands import CommentCommands
@@ -214,6 +229,10 @@ class GitHubEvents:
             return self._merge_group(delivery, event["repository"], event["merge_group"], installation)
         if "check_run" in event:
             return CommentCommands(self).rerun(delivery, repo, event, installation)
+        if "pusher" in event and "ref" in event:
+            from lambda_runtime.github.pipeline_events import PipelineEvents
+
+            return PipelineEvents(self).push(delivery, event, installation)
         pr = PullRequest.from_payload(repo, event["pull_request"])
         action = str(event.get("action") or "")
         if action == "closed":
@@ -301,7 +320,17 @@ class GitHubEvents:
             return Started("no-config", lines=[f"`{self.settings.github_config_file}` does not exist at "
                                                f"`{trig.commit[:12]}`; nothing to run."])
         config, problems = repo_config.parse(text)
-        name = config.get("name") if isinstance(config.get("name"), str) else repo_config.flow_label(repo)
+        jobs, more = repo_config.jobs_of(config, repo)
+        problems += more
+        pr_job = repo_config.pull_request_job(jobs)
+        if pr_job is not None and not problems and not repo_config.pull_request_job(jobs, pr.base_ref):
+            return Started("nothing", {"command": trig.command}, [
+                f"`{pr_job.name}` answers to pull requests into other branches than `{pr.base_ref}`"])
+        if pr_job is None and not problems:
+            return Started("no-config", lines=[f"no job of `{self.settings.github_config_file}` answers to pull "
+                                               "requests (on: pull_request)"])
+        config = pr_job.config if pr_job is not None else {}
+        name = pr_job.name if pr_job is not None else repo_config.flow_label(repo)
         rules = replace(self.settings.validation_policy(trig.policy_event, pr.base_ref,
                                                         withhold_credentials=trig.withhold), internal=True)
         note, whole = "", None
@@ -391,8 +420,15 @@ class GitHubEvents:
             doc["pr_number"] = trig.pr_number
         if env is not None:
             doc["env"] = env
-        if "timeout" in config:
-            doc["timeout"] = config["timeout"]
+        for key in ("timeout", "params"):
+            if key in config:
+                doc[key] = config[key]
+        if trig.params:
+            doc["param_values"] = dict(trig.params)
+        doc, found = matrix.expand(doc)
+        found = matrix.authored_groups(orders) + found
+        if found:
+            raise JobValidationError([Problem(o, f, m) for o, f, m in found])
         return doc, note
 
     def _run_document(self, doc: dict[str, Any], whole: Job, names: list[str], chosen: selection.Selection,
@@ -423,11 +459,13 @@ class GitHubEvents:
         if text is None:
             return None
         config, problems = repo_config.parse(text)
-        if problems:
+        jobs, more = repo_config.jobs_of(config, pr.repo)
+        job = repo_config.pull_request_job(jobs)
+        if problems or more or job is None:
             logger.warning("the base branch's config is invalid; protected orders are dropped",
                            extra={"repo": pr.repo, "ref": ref})
             return None
-        return config
+        return job.config
 
     # ---- outcomes without a run -----------------------------------------------------------
     def _invalid(self, delivery: str, pr: PullRequest, trig: Trigger, installation: int | None, name: str,

@@ -1,6 +1,9 @@
 """``.iac-ci.yml``: reading it, every problem at once, and the protected environments' rule.
 
-The file holds the job file's ``orders`` (plus ``name``, ``env``, ``timeout``). Problems are
+The file holds one job (``orders``, plus ``name``, ``env``, ``timeout``, ``params`` and ``on``, its
+triggers: ``lambda_runtime.pipelines.triggers``; without ``on``, it answers to pull requests), or
+several under ``jobs: {<name>: {on: ..., orders: ...}}``, each with its own ``on``. At most one job
+answers to pull requests; jobs chained with ``on: after`` inside one file must not loop. Problems are
 all reported in one list: a YAML error with its line and column; unknown top-level keys next to
 the orders' own problems (an unknown key never hides them); and the whole config is validated,
 every command's orders, whatever a trigger then selects.
@@ -15,18 +18,24 @@ orders (the base's does).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
 
-from lambda_runtime.job import yaml_text
+from lambda_runtime.job import dag, yaml_text
+from lambda_runtime.job.model import JOB_NAME_RE
 from lambda_runtime.job.validate import Problem
+from lambda_runtime.pipelines.triggers import DEFAULT_ON, On
 from lambda_runtime.policy.model import Policy
 
 if TYPE_CHECKING:
     from lambda_runtime.github.events import PullRequest
 
-CONFIG_KEYS = ("orders", "name", "env", "timeout")
+JOB_KEYS = ("orders", "name", "env", "timeout", "params", "on")
+CONFIG_KEYS = (*JOB_KEYS, "jobs")
+MAX_JOBS = 50
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_ORDERS = 100
 
@@ -44,6 +53,90 @@ def parse(text: str) -> tuple[dict[str, Any], list[Problem]]:
     problems = [Problem(None, str(k)[:100], f"unknown field (fields: {', '.join(CONFIG_KEYS)})")
                 for k in sorted(set(config) - set(CONFIG_KEYS), key=str)]
     return {k: v for k, v in config.items() if k in CONFIG_KEYS}, problems
+
+
+@dataclass(frozen=True)
+class RepoJob:
+    """One job of the config: its name, its triggers, and its keys as written (``orders``, ``env``,
+    ``timeout``, ``params``), which the job document is built from."""
+
+    name: str
+    on: On
+    config: dict[str, Any]
+
+
+def jobs_of(config: dict[str, Any], repo: str) -> tuple[list[RepoJob], list[Problem]]:
+    """The config's jobs and the problems of their names and triggers (the orders are checked
+    when a job's document is validated)."""
+    problems: list[Problem] = []
+    if "jobs" not in config:
+        name = config.get("name") if isinstance(config.get("name"), str) else flow_label(repo)
+        on, found = _on(config, "on")
+        return ([RepoJob(str(name), on or DEFAULT_ON, _job_keys(config))] if not found else []), found
+    raw = config["jobs"]
+    if "orders" in config or "on" in config:
+        problems.append(Problem(None, "jobs", "give either one job (orders, on) or several under jobs, not both"))
+    if not isinstance(raw, dict) or not raw:
+        return [], problems + [Problem(None, "jobs", "must be a mapping of job names to jobs")]
+    if len(raw) > MAX_JOBS:
+        problems.append(Problem(None, "jobs", f"at most {MAX_JOBS} jobs"))
+    jobs = []
+    for name, body in raw.items():
+        where = f"jobs.{str(name)[:64]}"
+        if not isinstance(name, str) or not re.match(JOB_NAME_RE, name) or len(name) > 63:
+            problems.append(Problem(None, where, "a job name is lower-case letters, digits and '-'"))
+            continue
+        if not isinstance(body, dict):
+            problems.append(Problem(None, where, "must be a mapping with 'on' and 'orders'"))
+            continue
+        fields = ", ".join(k for k in JOB_KEYS if k != "name")
+        problems += [Problem(None, f"{where}.{k}", f"unknown field (fields: {fields})")
+                     for k in sorted(set(body) - set(JOB_KEYS) | ({"name"} & set(body)), key=str)]
+        if "on" not in body:
+            problems.append(Problem(None, f"{where}.on", "is required for each of several jobs (push, pull_request, "
+                                                        "schedule, after)"))
+            continue
+        on, found = _on(body, f"{where}.on")
+        problems += found
+        if on is not None:
+            jobs.append(RepoJob(name, on, {**_job_keys(body), "name": name}))
+    pr_jobs = [j.name for j in jobs if j.on.pull_request]
+    if len(pr_jobs) > 1:
+        problems.append(Problem(None, "jobs", f"{', '.join(pr_jobs)} all answer to pull_request: at most one job "
+                                              "plans and applies pull requests"))
+    deps = {j.name: tuple(a.job for a in j.on.after or () if a.repo is None) for j in jobs}
+    for j in jobs:
+        for a in j.on.after or ():
+            if a.repo is None and a.job not in deps:
+                problems.append(Problem(None, f"jobs.{j.name}.on.after", f"unknown job '{a.job}'"))
+            if a.repo is None and a.job == j.name:
+                problems.append(Problem(None, f"jobs.{j.name}.on.after", "a job cannot follow itself"))
+    for cycle in dag.find_cycles(deps):
+        problems.append(Problem(None, f"jobs.{cycle[0]}.on.after", "the jobs trigger each other in a loop: "
+                                                                 + " -> ".join(cycle)))
+    return jobs, problems
+
+
+def _job_keys(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k in JOB_KEYS and k != "on"}
+
+
+def _on(body: dict[str, Any], where: str) -> tuple[On | None, list[Problem]]:
+    if "on" not in body:
+        return None, []
+    try:
+        return On.model_validate(body["on"]), []
+    except ValidationError as exc:
+        return None, [Problem(None, ".".join([where, *(str(p) for p in e["loc"])]).rstrip("."),
+                              e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+
+
+def pull_request_job(jobs: list[RepoJob], base_ref: str | None = None) -> RepoJob | None:
+    """The job that answers to pull requests (into ``base_ref``, when its trigger names branches)."""
+    for job in jobs:
+        if job.on.pull_request and (base_ref is None or job.on.pull_request.matches_base(base_ref)):
+            return job
+    return None
 
 
 # ---- protected environments --------------------------------------------------------------------

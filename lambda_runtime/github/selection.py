@@ -139,3 +139,21 @@ def _with_plan_ancestors(plans: set[str], by_name: dict[str, Order]) -> set[str]
 
 def _event_ok(order: Order, event: str) -> bool:
     return order.when is None or order.when.events is None or event in order.when.events
+
+
+def select_pipeline(job: Job, *, event: str, changed: Sequence[str] | None) -> list[str]:
+    """The orders a pipeline trigger (``push``, ``schedule``, ``after``) runs: every order, except
+    one whose ``when`` names other events or paths none of the changes touch; plus everything a
+    selected order depends on. The trigger's own ``paths`` chose the job already, so an order's
+    ``dir`` alone does not narrow here (it does in a pull request)."""
+    def wanted(order: Order) -> bool:
+        when = order.when
+        if when is None:
+            return True
+        if when.events is not None and event not in when.events:
+            return False
+        return when.paths is None or changed is None or any(glob_match(p, f) for p in when.paths for f in changed)
+
+    by_name = {o.name: o for o in job.orders}
+    chosen = {o.name for o in job.orders if wanted(o)}
+    return [o.name for o in job.orders if o.name in _with_plan_ancestors(chosen, by_name)]

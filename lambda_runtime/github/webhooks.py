@@ -5,7 +5,9 @@ Accepted events: ``pull_request`` (``opened``, ``synchronize``, ``reopened``,
 ``ready_for_review``, ``converted_to_draft``, ``closed``), ``issue_comment`` ``created`` on a
 pull request (``issue.pull_request`` present) whose body is an ``/iac-ci`` command
 (``github.commands``), ``merge_group`` ``checks_requested`` and ``check_run`` ``rerequested``
-of one of iac-ci's own check runs. Every other event or action is answered 200 ``ignored``.
+of one of iac-ci's own check runs, and ``push`` of a branch or a tag (``on: push`` jobs; a push to the
+default branch also reconciles schedules and chains). Every other event or action is answered
+200 ``ignored``.
 A repository the deployment policy does not list (``Policy.repositories``) is answered 403
 naming it, and nothing is recorded or queued. A command comment older than
 ``COMMAND_MAX_AGE_SECONDS`` is ignored as stale (a replay of an old, signed comment).
@@ -90,6 +92,10 @@ class GitHubWebhooks:
             problem = _merge_group_problem(payload)
         elif event == "check_run" and action == "rerequested" and _is_our_check(payload):
             problem = _check_run_problem(payload)
+        elif event == "push":
+            if payload.get("deleted"):
+                return Reply(200, {"ignored": "push deleting a ref"})
+            problem = _push_problem(payload)
         else:
             return Reply(200, {"ignored": f"{event} {action if isinstance(action, str) else ''}"})
         if problem:
@@ -150,6 +156,24 @@ def _merge_group_problem(payload: dict[str, Any]) -> str | None:
     if not isinstance(head, str) or not SHA_RE.match(head) or (base is not None and not (
             isinstance(base, str) and SHA_RE.match(base))):
         return "merge_group.head_sha or base_sha is not a commit id"
+    if not _git_url(payload["repository"].get("clone_url")):
+        return "repository.clone_url is not a git URL"
+    return _installation_problem(payload)
+
+
+def _push_problem(payload: dict[str, Any]) -> str | None:
+    try:
+        repo, ref, after = payload["repository"]["full_name"], payload["ref"], payload["after"]
+        before = payload.get("before")
+    except (KeyError, TypeError):
+        return "not a push payload"
+    if not isinstance(repo, str) or not REPO_RE.match(repo):
+        return "repository.full_name is not owner/name"
+    if not isinstance(ref, str) or not ref.startswith(("refs/heads/", "refs/tags/")) or len(ref) > 300:
+        return "ref is not a branch or a tag"
+    if not isinstance(after, str) or not SHA_RE.match(after) or (before is not None and not (
+            isinstance(before, str) and SHA_RE.match(before))):
+        return "after or before is not a commit id"
     if not _git_url(payload["repository"].get("clone_url")):
         return "repository.clone_url is not a git URL"
     return _installation_problem(payload)

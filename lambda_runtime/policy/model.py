@@ -50,6 +50,7 @@ class TriggerEvent(StrEnum):
     SCHEDULE = "schedule"
     MERGE = "merge"  # a pull request was merged: its ``apply_on: merge`` orders run on the merge commit
     MERGE_GROUP = "merge_group"  # GitHub's merge queue asks for the required status of a group
+    AFTER = "after"  # another job's run ended (``on: after``)
 
 
 class Requirement(StrEnum):
@@ -161,6 +162,25 @@ class Environment(_Strict):
         return bool(self.ssm or self.secrets or self.roles)
 
 
+class Chain(_Strict):
+    """A cross-repository ``on: after`` the owner allows: runs of ``from`` may start jobs of
+    ``to`` (and hand them their artifacts). Globs over ``owner/name``."""
+
+    from_: str = Field(alias="from", min_length=1, max_length=200)
+    to: str = Field(min_length=1, max_length=200)
+
+
+class Pipelines(_Strict):
+    # within one repository a job may always follow another; across repositories only as listed
+    chains: list[Chain] = Field(default_factory=list, max_length=200)
+
+    def allows_chain(self, upstream: str, downstream: str) -> bool:
+        if upstream.lower() == downstream.lower():
+            return True
+        return any(fnmatch.fnmatchcase(upstream.lower(), c.from_.lower())
+                   and fnmatch.fnmatchcase(downstream.lower(), c.to.lower()) for c in self.chains)
+
+
 class PullRequests(_Strict):
     """How pull requests run on this deployment (the owner's choice, not a repository's)."""
 
@@ -181,6 +201,7 @@ class Policy(_Strict):
     default_environment: str | None = DEFAULT_ENVIRONMENT
     environments: dict[Annotated[str, Field(pattern=ENV_NAME_RE)], Environment] = Field(default_factory=dict)
     pull_requests: PullRequests = Field(default_factory=PullRequests)
+    pipelines: Pipelines = Field(default_factory=Pipelines)
 
     @field_validator("trusted_associations")
     @classmethod
@@ -228,7 +249,7 @@ class Policy(_Strict):
 
     def to_json(self) -> str:
         # defaults left out: the JSON travels in a Lambda environment (4 KB for all variables)
-        return self.model_dump_json(exclude_defaults=True)
+        return self.model_dump_json(exclude_defaults=True, by_alias=True)
 
 
 def permissive_policy(*, ssm: Iterable[str] = ("/iac-ci/",), secrets: Iterable[str] = ("iac-ci/",),

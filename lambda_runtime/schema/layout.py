@@ -40,6 +40,11 @@ def job_key(run_id: str) -> str:
     return f"{JOBS_PREFIX}{run_id}/job.json"
 
 
+# deliveries iac-ci writes itself (a schedule's firing, a run's end): ``webhooks/iac-ci/<id>.json``,
+# read as internal by the GitHub events handler (a GitHub delivery can never land there)
+INTERNAL_PROVIDER = "iac-ci"
+
+
 def webhook_key(provider: str, delivery: str) -> str:
     return f"{WEBHOOKS_PREFIX}{provider}/{delivery}.json"
 

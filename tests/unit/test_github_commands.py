@@ -142,7 +142,7 @@ def test_existing_verbs_target_no_directory() -> None:
     ("/iac-ci apply -p -d", "`-d` is not an order name"),
     ("/iac-ci plan @abcdef1", "`@abcdef1` is not an order name"),
     ("/iac-ci plan .hidden", "`.hidden` is not an order name"),
-    ("/iac-ci plan " + "n" * 65, "is not an order name"),
+    ("/iac-ci plan " + "n" * 201, "is not an order name"),
     ("/iac-ci plan -d /etc", "`/etc` is not a directory"),
     ("/iac-ci plan -d ../other", "`../other` is not a directory"),
     ("/iac-ci plan -d infra/../../etc", "`infra/../../etc` is not a directory"),
@@ -181,7 +181,7 @@ def test_every_problem_of_one_targeting_command_is_named_with_its_usage() -> Non
     message = str(exc.value)
     for part in ("takes no `--` text", "`bad!` is not an order name", "`../x` is not a directory",
                  "`-w` is not an option", "`-p` needs an order name",
-                 "(usage: `/iac-ci apply [NAME ...] [-d DIR ...]`)"):
+                 "(usage: `/iac-ci apply [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]`)"):
         assert part in message
     assert message.count("; ") == 4
 
@@ -211,9 +211,27 @@ SHELL_WORDS = ["a;b", "a&&b", "a||b", "a|b", "$(id)", "${HOME}", "$HOME", "`id`"
 @pytest.mark.parametrize("template", ["/iac-ci plan {}", "/iac-ci apply -p {}", "/iac-ci plan -d {}",
                                       "/iac-ci apply -d infra/{}", "/iac-ci approve {}", "/iac-ci reject {} -- why"])
 def test_shell_metacharacters_are_refused_never_passed_on(template: str, word: str) -> None:
+    if template == "/iac-ci apply -p {}" and word == "a=b":
+        assert parse(template.format(word)).params == (("a", "b"),)  # a parameter: it reaches orders as env only
+        return
     with pytest.raises(CommandError) as exc:
         parse(template.format(word))
     assert "is not an order name" in str(exc.value) or "is not a directory" in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["$(touch${IFS}/tmp/pwned)", "a;b", "`id`", "x'||true", "a|b", "${HOME}"])
+def test_a_parameter_value_is_kept_verbatim_whatever_it_holds(value: str) -> None:
+    assert parse(f"/iac-ci apply web -p dry_run={value}").params == (("dry_run", value),)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("/iac-ci apply -p 1x=2", "is not a parameter name"),
+    ("/iac-ci apply -p a=1 -p a=2", "is given twice"),
+    ("/iac-ci apply -p a=" + "v" * 257, "longer than 256"),
+])
+def test_malformed_parameters_say_why(body: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        parse(body)
 
 
 @pytest.mark.parametrize("body", ["/iac-ci plan ; /iac-ci apply", "/iac-ci unlock && /iac-ci apply",
@@ -250,8 +268,8 @@ def test_help_documents_every_command_in_one_bullet_each() -> None:
     assert len(bullets) == len(VERBS)
     for verb, bullet in zip(VERBS, bullets, strict=True):
         assert bullet.startswith(f"- `/iac-ci {verb}")
-    assert "- `/iac-ci plan [NAME ...] [-d DIR ...]`: plan again (all plan orders whose files changed, or the ones " \
-           "named)" in HELP
+    assert "- `/iac-ci plan [NAME ...] [-d DIR ...] [-p PARAM=VALUE ...]`: plan again (all plan orders whose " \
+           "files changed, or the ones named)" in HELP
     assert "refused if the head moved since the plan or the plan failed" in HELP
     assert "release every lock this pull request holds" in HELP
     assert "queued orders are cancelled, an apply already running finishes" in HELP

@@ -1,0 +1,1 @@
+"""Pipelines beyond pull requests: the triggers of ``.iac-ci.yml`` (``on:``), schedules, chained runs."""
