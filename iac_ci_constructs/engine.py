@@ -23,9 +23,12 @@ from constructs import Construct
 from iac_ci_constructs import defaults
 from iac_ci_constructs import iam as policies
 from iac_ci_constructs.functions import image_function
+from iac_ci_constructs.notifications import Notifications
 from iac_ci_constructs.props import PACKAGING_EPHEMERAL_STORAGE_MIB, SQS_MAX_CONCURRENCY, IacCiPipelineProps
 from iac_ci_constructs.queues import Queues
+from iac_ci_constructs.schedules import Schedules
 from iac_ci_constructs.storage import Storage
+from iac_ci_constructs.worker_images import allow_list
 from iac_ci_constructs.workers import Workers
 from lambda_runtime import watchdog as watchdog_definition
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS
@@ -72,9 +75,11 @@ def build_watchdog(scope: Construct, props: IacCiPipelineProps, *, internal_buck
 
 
 def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, workers: Workers,
-             watchdog: Watchdog, api_url: str) -> Settings:
+             watchdog: Watchdog, schedules: Schedules, notifications: Notifications, api_url: str) -> Settings:
     """What every engine function reads from its environment (``Settings.to_env``); ``api_url`` is
-    the API's public base URL, for the log links of PR comments (``Api.public_url``)."""
+    the API's public base URL, for the log links of PR comments (``Api.public_url``). One
+    environment for all three, the schedule, notification and image settings included, so no
+    function can start with a view of the deployment the others do not share."""
     tables = storage.tables
     return Settings(
         orders_table=tables[ORDERS.logical_name].table_name,
@@ -106,6 +111,12 @@ def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, worke
         max_running_per_run=props.max_running_per_run or 0,
         max_running_per_deployment=props.max_running_per_deployment or 0,
         policy=props.deployment_policy().to_json() if props.policy is not None else "",
+        schedule_group=schedules.group_name,
+        scheduler_role_arn=schedules.role.role_arn,
+        schedule_queue_arn=schedules.queue.queue_arn,
+        event_bus=notifications.event_bus.event_bus_name,
+        deployment_name=notifications.deployment_name,
+        images=allow_list(props.images).to_json() if props.images is not None else "",
     )
 
 
@@ -126,12 +137,14 @@ def build_engine(
     queues: Queues,
     workers: Workers,
     watchdog: Watchdog,
+    schedules: Schedules,
+    notifications: Notifications,
     api_url: str,
 ) -> Engine:
     """The three engine functions as direct children of ``scope``, each consuming its queue."""
     stack = Stack.of(scope)
     engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog,
-                               api_url=api_url)
+                               schedules=schedules, notifications=notifications, api_url=api_url)
     env = engine_settings.to_env()
     tables, internal = storage.table_grants, storage.internal_bucket
     granted = grants(props)
@@ -139,7 +152,8 @@ def build_engine(
         scope, "Packaging", "packaging",
         policies.packaging(
             tables=tables, internal=internal, watchdog=watchdog.state_machine,
-            source_buckets=props.allowed_source_buckets, grants=granted, stack=stack),
+            source_buckets=props.allowed_source_buckets, grants=granted, schedule_group=schedules.group_name,
+            scheduler_role=schedules.role, event_bus=notifications.event_bus, stack=stack),
         props=props, image=image, environment=env, memory_mib=props.packaging_memory_mib,
         ephemeral_storage_mib=PACKAGING_EPHEMERAL_STORAGE_MIB,
     )
@@ -148,7 +162,7 @@ def build_engine(
         policies.orchestrator(
             tables=tables, internal=internal, done=storage.done_bucket, watchdog=watchdog.state_machine,
             worker_function=workers.function, worker_project=workers.project, sops_key=storage.kms_key,
-            grants=granted, stack=stack),
+            grants=granted, event_bus=notifications.event_bus, stack=stack),
         props=props, image=image, environment=env, memory_mib=ORCHESTRATOR_MEMORY_MIB,
         reserved_concurrency=props.orchestrator_reserved_concurrency,
     )

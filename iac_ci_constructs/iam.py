@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 
 from lambda_runtime.schema import deployment, layout
@@ -126,11 +128,15 @@ def packaging(
     watchdog: sfn.IStateMachine,
     source_buckets: Sequence[s3.IBucket],
     grants: Grants,
+    schedule_group: str,
+    scheduler_role: iam.IRole,
+    event_bus: events.IEventBus,
     stack: Stack,
 ) -> list[iam.PolicyStatement]:
     """``lambda_runtime.packaging``: run transitions (with their events), order inserts (transactions
     guarded by a ConditionCheck on the run), the job object, bundles, the packaged signal, that
-    every referenced secret exists (metadata only) and git tokens. No KMS, no role: credentials
+    every referenced secret exists (metadata only) and git tokens; the repositories' schedules
+    (``schedules``) and the run state changes it publishes. No KMS, no order role: credentials
     are created at dispatch."""
     statements = [
         allow("RunAndOrderItems",
@@ -152,6 +158,8 @@ def packaging(
         allow("StartJobWatchdog", ["states:StartExecution"], [watchdog.state_machine_arn]),
         # DescribeParameters has no resource-level permissions; it returns metadata, never values
         allow("CheckParametersExist", ["ssm:DescribeParameters"], ["*"]),
+        *schedules(stack=stack, group=schedule_group, scheduler_role=scheduler_role),
+        publish(event_bus),
     ]
     if grants.secrets:
         statements.append(allow("CheckSecretsExistAndReadGitTokens",
@@ -175,14 +183,18 @@ def orchestrator(
     worker_project: codebuild.IProject,
     sops_key: kms.IKey,
     grants: Grants,
+    event_bus: events.IEventBus,
     stack: Stack,
 ) -> list[iam.PolicyStatement]:
     """``lambda_runtime.orchestrator``: consistent Query of a run, fenced transactions (Update on
     orders, Put on events, ConditionCheck on the lease), lease updates, callback listing and
     result reads, engine results, presigned worker URLs, the done object, watchdogs, dispatch,
-    and each order's credentials, minted at dispatch (read, assume, encrypt, delete when final)."""
+    each order's credentials, minted at dispatch (read, assume, encrypt, delete when final), and
+    the order and run state changes it publishes."""
     statements = [
-        allow("RunAndOrderItems", ["dynamodb:Query", "dynamodb:UpdateItem"], [tables.orders.table_arn]),
+        # GetItem: the notifier reads a run item whole, once per run, for the names its events carry
+        allow("RunAndOrderItems", ["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:GetItem"],
+              [tables.orders.table_arn]),
         allow("AppendEvents", ["dynamodb:PutItem"], [tables.events.table_arn]),
         # GetItem: RunLocks.release/acquire re-read the lease (a wake-up arrived meanwhile, a lost answer)
         allow("Leases", ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:ConditionCheckItem"],
@@ -204,6 +216,7 @@ def orchestrator(
               objects(internal, layout.secrets_key(ANY, ANY), layout.mask_key(ANY, ANY),
                       layout.mask_input_key(ANY, ANY))),
         allow("EncryptOrderSecrets", ["kms:Encrypt"], [sops_key.key_arn], sops_context_condition()),
+        publish(event_bus),
     ]
     if grants.ssm:
         statements.append(allow("ReadGrantedParameters", ["ssm:GetParameter"],
@@ -214,6 +227,45 @@ def orchestrator(
     if grants.roles:
         statements.append(allow("AssumeGrantedRoles", ["sts:AssumeRole"], list(grants.roles)))
     return statements
+
+
+def schedules(*, stack: Stack, group: str, scheduler_role: iam.IRole) -> list[iam.PolicyStatement]:
+    """``pipelines.schedules.Schedules``: reconcile a repository's schedules in the deployment's group
+    (list by name prefix, get, create, update, delete), each sending with the scheduler role,
+    which Create and Update pass to Scheduler."""
+    return [
+        allow("ReconcileSchedules", ["scheduler:GetSchedule", "scheduler:CreateSchedule", "scheduler:UpdateSchedule",
+                                     "scheduler:DeleteSchedule"],
+              [stack.format_arn(service="scheduler", resource="schedule", resource_name=f"{group}/{ANY}",
+                                arn_format=ArnFormat.SLASH_RESOURCE_NAME)]),
+        # ListSchedules has no resource-level permissions; the runtime filters by group and prefix
+        allow("ListSchedules", ["scheduler:ListSchedules"], ["*"]),
+        allow("PassSchedulerRole", ["iam:PassRole"], [scheduler_role.role_arn],
+              {"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}}),
+    ]
+
+
+def scheduler(*, queue: sqs.IQueue) -> list[iam.PolicyStatement]:
+    """The role every schedule of the group sends with: one message per firing, to the packaging queue."""
+    return [allow("SendFirings", ["sqs:SendMessage"], [queue.queue_arn])]
+
+
+def publish(event_bus: events.IEventBus) -> iam.PolicyStatement:
+    """``lambda_runtime.notify``: run and order state changes, put on the deployment's bus."""
+    return allow("PublishStateChanges", ["events:PutEvents"], [event_bus.event_bus_arn])
+
+
+def image_pulls(repository_arns: Sequence[str]) -> list[iam.PolicyStatement]:
+    """The CodeBuild role pulls an order's allowed ECR image itself (``SERVICE_ROLE`` credentials):
+    the layer and manifest reads on those repositories, and the registry token, which has no
+    resource-level permissions. Explicit, not left to the token CDK grants for the runtime image."""
+    if not repository_arns:
+        return []
+    return [
+        allow("PullAllowedImages", ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                    "ecr:BatchCheckLayerAvailability"], repository_arns),
+        allow("AllowedImagesRegistryToken", ["ecr:GetAuthorizationToken"], ["*"]),
+    ]
 
 
 def worker(*, sops_key: kms.IKey) -> list[iam.PolicyStatement]:

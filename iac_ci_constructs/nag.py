@@ -42,10 +42,15 @@ STAR_REASONS: tuple[tuple[frozenset[str], str], ...] = (
     (XRAY_ACTIONS, "X-Ray tracing: PutTraceSegments, PutTelemetryRecords and GetSampling* have no resource-level "
                    "permissions, AWS requires Resource '*'"),
     (frozenset({"ecr:GetAuthorizationToken"}),
-     "Pulling the runtime image: ecr:GetAuthorizationToken has no resource-level permissions (AWS requires '*'); "
-     "the image actions themselves are limited to the asset repository"),
+     "Pulling the runtime image (and the allowed worker images): ecr:GetAuthorizationToken has no resource-level "
+     "permissions (AWS requires '*'); the image actions themselves are limited to the asset repository (and the "
+     "allowed images' repositories)"),
     (LOG_DELIVERY_ACTIONS, "Step Functions logging to CloudWatch Logs: the log-delivery and resource-policy actions "
                            "have no resource-level permissions, AWS requires Resource '*'"),
+    (frozenset({"scheduler:ListSchedules"}),
+     "Packaging lists the schedules of a repository to reconcile them: scheduler:ListSchedules has no "
+     "resource-level permissions (AWS requires '*'); it returns schedule names and states, and every change is "
+     "limited to the deployment's schedule group"),
     (frozenset({"ssm:DescribeParameters"}),
      "Packaging checks that the SSM parameters a job names exist: ssm:DescribeParameters has no resource-level "
      "permissions (AWS requires '*') and returns metadata only, never a value"),
@@ -73,6 +78,9 @@ SID_REASONS: Mapping[str, str] = {
     "WriteTimedOutAndWakeUps": LAYOUT_KEYS,
     "MintedCredentials": LAYOUT_KEYS + " (the sops file minted at dispatch, deleted once the order is final)",
     "ReadOrderLogs": LAYOUT_KEYS + " (the logs page a signed link opens)",
+    "ReconcileSchedules": "Schedules are named at run time after the repository, job and cron of each .iac-ci.yml; "
+                          "the resource is every schedule of the deployment's own schedule group, and the only role "
+                          "they can send with may send to the packaging queue alone",
     "ReleasePrLocks": "Lock items are keyed by the lock's name and holder indexes by the holder, both chosen by "
                       "pull requests at run time; the condition limits the keys to those two prefixes, never a "
                       "run's lease",

@@ -8,13 +8,14 @@ deployed stack and the embedded runner cannot drift apart.
 The children are built by one module each and grouped in plain ``Construct`` namespaces:
 ``Storage`` (``storage.py``), ``Queues`` (``queues.py``), ``Workers`` (``workers.py``, ids kept
 from before the namespace, see ``logical_ids.py``), ``Watchdog`` and the engine functions
-(``engine.py``), ``Api`` (``api.py``), then ``Monitoring`` and ``Outputs``. This module wires
-them and is the construct's public face: its properties, ``add_route``, ``grant_*`` and ``metric_*``.
+(``engine.py``), ``Schedules`` (``schedules.py``), ``Notifications`` (``notifications.py``), ``Api``
+(``api.py``), then ``Monitoring`` and ``Outputs``. This module wires them and is the construct's
+public face: its properties, ``add_route``, ``grant_*``, ``on_*`` and ``metric_*``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Never
 
@@ -25,11 +26,13 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
@@ -40,12 +43,16 @@ from iac_ci_constructs import image, nag
 from iac_ci_constructs.api import API_STAGE, build_api
 from iac_ci_constructs.engine import build_engine, build_watchdog
 from iac_ci_constructs.monitoring import Monitoring
+from iac_ci_constructs.notifications import Notifications
 from iac_ci_constructs.props import IacCiPipelineProps, IacCiPipelinePropsError
 from iac_ci_constructs.queues import build_queues
+from iac_ci_constructs.schedules import build_schedules
 from iac_ci_constructs.storage import build_storage
 from iac_ci_constructs.workers import build_workers
+from lambda_runtime.pipelines.schedules import ScheduledJob
 from lambda_runtime.policy.model import Policy
 from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema.images import WorkerImage
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS
 
 SERVER_ACCESS_LOGS_FLAG = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy"
@@ -101,6 +108,9 @@ class IacCiPipeline(Construct):
         api_throttling_burst_limit: int = 20,
         api_cloud_watch_role: bool = True,
         image_directory: str | None = None,
+        schedules: Sequence[ScheduledJob] = (),
+        event_bus: events.IEventBus | None = None,
+        images: Mapping[str, WorkerImage] | None = None,
         **unknown: Never,
     ) -> None:
         # ``unknown`` turns a misspelt property into one more problem of the IacCiPipelinePropsError
@@ -128,7 +138,7 @@ class IacCiPipeline(Construct):
             alarm_topic=alarm_topic, watchdog_grace_seconds=watchdog_grace_seconds,
             api_throttling_rate_limit_per_second=api_throttling_rate_limit_per_second,
             api_throttling_burst_limit=api_throttling_burst_limit, api_cloud_watch_role=api_cloud_watch_role,
-            image_directory=image_directory,
+            image_directory=image_directory, schedules=schedules, event_bus=event_bus, images=images,
         ).validated(unknown=unknown)
         p = self.props
         self._check_one_per_stack()
@@ -148,10 +158,12 @@ class IacCiPipeline(Construct):
         self._workers = build_workers(self, p, image=self._image, sops_key=self._storage.kms_key,
                                       failure_queue=self._queues.worker_failure_queue)
         self._watchdog = build_watchdog(self, p, internal_bucket=self._storage.internal_bucket)
+        self._schedules = build_schedules(self, p, queue=self._queues.queues["packaging"])
+        self._notifications = Notifications(self, "Notifications", event_bus=p.event_bus)
         self._api = build_api(self, p)  # before the functions: their environment names its URL
         self._engine = build_engine(self, p, image=self._image, storage=self._storage, queues=self._queues,
-                                    workers=self._workers, watchdog=self._watchdog,
-                                    api_url=self._api.public_url())
+                                    workers=self._workers, watchdog=self._watchdog, schedules=self._schedules,
+                                    notifications=self._notifications, api_url=self._api.public_url())
         self.settings = self._engine.settings
         self._api.serve(self._engine.intake)
         self._monitoring = Monitoring(
@@ -203,6 +215,22 @@ class IacCiPipeline(Construct):
     def grant_state_read_write(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` (typically a role orders assume, for Terraform's S3 backend) use the state bucket."""
         return self._storage.state_bucket.grant_read_write(grantee)
+
+    def on_run_finished(self, target: events.IRuleTarget, *, statuses: Sequence[str] | None = None) -> events.Rule:
+        """A rule sending this deployment's finished runs to ``target``: every final status, or only
+        ``statuses`` (of ``RunStatus``' final ones, e.g. ``["failed", "timed_out"]``)."""
+        return self._notifications.run_finished(target, statuses)
+
+    def on_order_state_change(self, target: events.IRuleTarget, *,
+                              statuses: Sequence[str] | None = None) -> events.Rule:
+        """A rule sending every status change of this deployment's orders to ``target``, or only the
+        changes to ``statuses`` (``OrderStatus`` values, e.g. ``["awaiting_approval"]``)."""
+        return self._notifications.order_state_change(target, statuses)
+
+    def on_drift_detected(self, target: events.IRuleTarget) -> events.Rule:
+        """A rule sending this deployment's drift findings (a ``drift: true`` plan that found changes)
+        to ``target``."""
+        return self._notifications.drift_detected(target)
 
     def metric_dead_letter_messages(self, **props: Any) -> cloudwatch.IMetric:
         """ApproximateNumberOfMessagesVisible, summed over the dead-letter and worker failure queues."""
@@ -338,6 +366,30 @@ class IacCiPipeline(Construct):
     @property
     def alarms(self) -> tuple[cloudwatch.IAlarm, ...]:
         return self._monitoring.alarms
+
+    @property
+    def event_bus(self) -> events.IEventBus:
+        """Where run and order state changes are published (``schema.events``)."""
+        return self._notifications.event_bus
+
+    @property
+    def deployment_name(self) -> str:
+        """The ``detail.deployment`` of this deployment's events."""
+        return self._notifications.deployment_name
+
+    @property
+    def schedule_group_name(self) -> str:
+        return self._schedules.group_name
+
+    @property
+    def owner_schedule_group(self) -> scheduler.CfnScheduleGroup | None:
+        """The group of ``schedules`` (the owner's): the runtime neither lists nor changes it."""
+        return self._schedules.owner_group
+
+    @property
+    def scheduler_role(self) -> iam.IRole:
+        """The role the schedules send their firings with (to ``packaging_queue`` only)."""
+        return self._schedules.role
 
     # ---- building blocks ---------------------------------------------------------------------------
     def _check_one_per_stack(self) -> None:

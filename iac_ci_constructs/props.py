@@ -21,6 +21,7 @@ from typing import Any
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -28,17 +29,25 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 
+from iac_ci_constructs.worker_images import allow_list, image_problems
+from lambda_runtime.job.model import JOB_NAME_RE, REPO_RE
+from lambda_runtime.pipelines import cron
+from lambda_runtime.pipelines.schedules import ScheduledJob
 from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file, permissive_policy
+from lambda_runtime.schema.images import WorkerImage
 
 LAMBDA_MEMORY_MIB = (128, 10_240)
 LAMBDA_EPHEMERAL_STORAGE_MIB = (512, 10_240)
 MAX_WATCHDOG_GRACE_SECONDS = 3_600
 MiB = 1024 * 1024
-# Lambda's environment holds 4 KB in all; the engine's own variables take about 1.5 KB
-MAX_POLICY_JSON = 2400
+# Lambda's environment holds 4 KB in all; the engine's own variables take up to about 2.6 KB (the
+# generated names and ARNs of its resources), and the owner's documents (the policy and the
+# images, as JSON) share the rest
+MAX_DOCUMENTS_JSON = 1400
 PACKAGING_EPHEMERAL_STORAGE_MIB = 2048
 # a source's archive (or fetched repository) and what it expands to are both in packaging's /tmp
 MAX_SOURCE_BYTES = PACKAGING_EPHEMERAL_STORAGE_MIB * MiB // 2
+MAX_JOB_NAME = 63  # lambda_runtime.job.model: a job's name
 SQS_MAX_CONCURRENCY = (2, 1_000)  # what an SQS event source's MaximumConcurrency accepts
 ARM64, X86_64 = lambda_.Architecture.ARM_64.name, lambda_.Architecture.X86_64.name
 # IAM role ARN, optionally with IAM wildcards (* and ?) in the account or the role path/name.
@@ -215,6 +224,21 @@ class IacCiPipelineProps:
     """Directory with the ``Dockerfile`` of the runtime image. Default: the image of this package
     (the repository root in a source checkout; generated from the installed package otherwise)."""
 
+    schedules: Sequence[ScheduledJob] = ()
+    """The owner's own scheduled jobs (``ScheduledJob(repo, job, cron)``, cron in UTC), created as
+    EventBridge schedules of the deployment's schedule group beside those the repositories'
+    ``.iac-ci.yml`` declare. Default: none; only the repositories' own schedules fire."""
+
+    event_bus: events.IEventBus | None = None
+    """The EventBridge bus run and order state changes (and drift) are published on, and the one
+    ``on_run_finished``, ``on_order_state_change`` and ``on_drift_detected`` rules listen to.
+    Default: the account's default event bus."""
+
+    images: Mapping[str, WorkerImage] | None = None
+    """The worker images orders may name (``image:``), by name: only the deployment owner decides
+    which images exist and which may run privileged. The CodeBuild role may pull the ECR ones.
+    Default: none; every order runs on the engine's own image."""
+
     @property
     def is_arm64(self) -> bool:
         return bool(self.architecture.name == ARM64)
@@ -244,12 +268,46 @@ class IacCiPipelineProps:
             if tuple(getattr(self, name)) != tuple(defaults[name]):  # type: ignore[arg-type]
                 out.append(f"{name} and policy are exclusive: with a policy, its environments say what is granted")
         try:
-            text = self.deployment_policy().to_json()
+            self.deployment_policy().to_json()
         except PolicyError as exc:
             return out + [f"policy: {p}" for p in exc.problems]
-        if len(text) > MAX_POLICY_JSON:
-            out.append(f"policy: {len(text)} characters as JSON, more than the {MAX_POLICY_JSON} a Lambda "
-                       "environment leaves for it")
+        return out
+
+    def _environment_problems(self) -> list[str]:
+        """The policy and the images travel in every engine function's environment (4 KB in all);
+        an invalid one is reported by its own check."""
+        sizes: dict[str, int] = {}
+        if isinstance(self.policy, Policy | str | Path):
+            try:
+                sizes["policy"] = len(self.deployment_policy().to_json())
+            except PolicyError:
+                pass
+        if self.images is not None and not image_problems(self.images):
+            sizes["images"] = len(allow_list(self.images).to_json())
+        total = sum(sizes.values())
+        if total <= MAX_DOCUMENTS_JSON:
+            return []
+        each = ", ".join(f"{name} {size}" for name, size in sizes.items())
+        return [f"{' and '.join(sizes)}: {total} characters as JSON ({each}), more than the {MAX_DOCUMENTS_JSON} "
+                "a Lambda environment leaves for them"]
+
+    def _schedule_problems(self) -> list[str]:
+        if isinstance(self.schedules, str) or not all(isinstance(j, ScheduledJob) for j in self.schedules):
+            return ["schedules must be a sequence of ScheduledJob(repo, job, cron)"]
+        out, seen = [], set()
+        for job in self.schedules:
+            what = f"schedules: {job.repo} job {job.job} at '{job.cron}'"
+            if not re.match(REPO_RE, job.repo):
+                out.append(f"{what}: the repository must be <owner>/<name>")
+            if not re.match(JOB_NAME_RE, job.job) or len(job.job) > MAX_JOB_NAME:
+                out.append(f"{what}: the job name must match {JOB_NAME_RE}, at most {MAX_JOB_NAME} characters")
+            try:
+                cron.to_eventbridge(job.cron)  # what the schedule will run, or why EventBridge cannot
+            except ValueError as exc:
+                out.append(f"{what}: {exc}")
+            if job.name in seen:
+                out.append(f"{what}: declared twice")
+            seen.add(job.name)
         return out
 
     @classmethod
@@ -313,6 +371,12 @@ class IacCiPipelineProps:
         out += _int_problems("max_running_per_run", self.max_running_per_run, 1, None, optional=True)
         out += _int_problems("max_running_per_deployment", self.max_running_per_deployment, 1, None, optional=True)
         out += self._policy_problems()
+        out += self._schedule_problems()
+        out += image_problems(self.images)
+        out += self._environment_problems()
+        if self.event_bus is not None and not hasattr(self.event_bus, "event_bus_name"):
+            out.append("event_bus must be an event bus (events.IEventBus), e.g. "
+                       "events.EventBus.from_event_bus_name(scope, id, name)")
         out += _int_problems("internal_object_retention_days", self.internal_object_retention_days, 1, None)
         out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
         out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,

@@ -10,6 +10,17 @@ runs as root and runs the order's commands as the image's unprivileged ``iac-ci-
 so its files (the order directory, the artifacts it packs) would be theirs to change, as on
 Lambda, where there is no root to keep.
 
+Orders may run on another allowed image (``props.images``): dispatch starts the build with
+``imageOverride`` (with ``privilegedModeOverride`` for an image allowed to run privileged, and
+``imagePullCredentialsTypeOverride: SERVICE_ROLE``). The overrides need no IAM permission of their
+own: ``codebuild:StartBuild`` on the project (the orchestrator's) covers every override, and
+privileged mode is not an IAM matter. What they do need is on the project's service role, which
+CodeBuild pulls the image with under ``SERVICE_ROLE`` credentials: for an ECR image, the pull
+actions on its repository and ``ecr:GetAuthorizationToken`` (``iam.image_pulls``; a repository in
+another account must also allow this role in its repository policy); a public registry image
+needs nothing. A private non-ECR registry would need ``registryCredentialOverride`` and the
+secret's ``secretsmanager:GetSecretValue``, which ``images`` does not offer.
+
 Until this namespace existed they were direct children of the pipeline (``Worker/...``,
 ``WorkerBuild/...``): ``keep_logical_ids`` gives them the logical ids of those paths, so an
 existing stack updates them in place instead of replacing them.
@@ -19,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -34,6 +45,7 @@ from iac_ci_constructs import iam as policies
 from iac_ci_constructs.functions import image_function
 from iac_ci_constructs.logical_ids import keep_logical_ids
 from iac_ci_constructs.props import IacCiPipelineProps
+from iac_ci_constructs.worker_images import repository_arns
 from lambda_runtime.schema import deployment
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
 
@@ -87,7 +99,8 @@ def _codebuild_worker(
 ) -> codebuild.Project:
     group = Construct(scope, "WorkerBuild")
     role = defaults.service_role(group, "Role", "codebuild.amazonaws.com", "iac-ci worker CodeBuild project")
-    for statement in policies.worker(sops_key=sops_key):
+    for statement in [*policies.worker(sops_key=sops_key),
+                      *policies.image_pulls(repository_arns(Stack.of(scope), props.images))]:
         role.add_to_principal_policy(statement)
     log_group = defaults.log_group(group, "LogGroup", retention=props.log_retention,
                                    removal_policy=props.removal_policy)

@@ -106,7 +106,7 @@ def test_resource_star_only_where_aws_requires_it(custom: Built) -> None:
     required = XRAY_ACTIONS | {"ecr:GetAuthorizationToken", "logs:CreateLogDelivery", "logs:GetLogDelivery",
                                "logs:UpdateLogDelivery", "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
                                "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
-                               "ssm:DescribeParameters"}
+                               "ssm:DescribeParameters", "scheduler:ListSchedules"}
     required |= CODEBUILD_VPC_ACTIONS
     for name, role in roles(custom).items():
         for s in custom.statements(role):

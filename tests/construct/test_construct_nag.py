@@ -2,7 +2,8 @@
 
 Two configurations in one app: the sample app's stack (``sample_app/app.py``, what ``make synth``
 deploys: the defaults, with AwsSolutionsChecks on the app), and one with every optional feature
-that adds resources or permissions (VPC workers, allow-lists, existing key/secret, alarm topic).
+that adds resources or permissions (VPC workers, allow-lists, existing key/secret, alarm topic, owner
+schedules, worker images, an event bus with rules on it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import runpy
 import pytest
 from aws_cdk import App, Aspects, Stack
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -24,6 +27,8 @@ from cfnlint.api import ManualArgs, lint
 from support.paths import REPO_ROOT
 
 from iac_ci_constructs import IacCiPipeline
+from lambda_runtime.pipelines.schedules import ScheduledJob
+from lambda_runtime.schema.images import WorkerImage
 
 pytestmark = pytest.mark.slow  # two full synths with every AwsSolutions rule, then cfn-lint
 
@@ -36,16 +41,24 @@ def stacks() -> dict[str, Stack]:
     default = runpy.run_path(str(SAMPLE_APP))["build"](app)  # adds AwsSolutionsChecks to the app
     assert isinstance(default.node.find_child("IacCi"), IacCiPipeline)
     full = Stack(app, "Full")
-    IacCiPipeline(
+    alarms = sns.Topic(full, "Alarms", enforce_ssl=True, master_key=kms.Alias.from_alias_name(
+        full, "SnsKey", "alias/aws/sns"))
+    pipeline = IacCiPipeline(
         full, "IacCi",
         vpc=ec2.Vpc(full, "Vpc", max_azs=2, nat_gateways=1, flow_logs={"All": ec2.FlowLogOptions()}),
         allowed_role_arns=["arn:aws:iam::123456789012:role/deploy-*"],
         allowed_source_buckets=[s3.Bucket.from_bucket_name(full, "Sources", "iac-ci-sources")],
         existing_kms_key=kms.Key.from_key_arn(full, "Key", "arn:aws:kms:us-east-1:123456789012:key/1234abcd"),
         existing_webhook_secret=secretsmanager.Secret.from_secret_name_v2(full, "Secret", "ci/hmac"),
-        alarm_topic=sns.Topic(full, "Alarms", enforce_ssl=True, master_key=kms.Alias.from_alias_name(
-            full, "SnsKey", "alias/aws/sns")),
+        alarm_topic=alarms,
+        schedules=[ScheduledJob("org/app", "nightly", "0 6 * * 1-5")],
+        images={"tools": WorkerImage(uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/tools:*", privileged=True),
+                "terraform": WorkerImage(uri="hashicorp/terraform:1.9")},
+        event_bus=events.EventBus(full, "Bus"),
     )
+    pipeline.on_run_finished(targets.SnsTopic(alarms), statuses=["failed"])
+    pipeline.on_order_state_change(targets.SnsTopic(alarms))
+    pipeline.on_drift_detected(targets.SnsTopic(alarms))
     for stack in (default, full):
         Template.from_stack(stack)  # synthesize (runs the aspects)
     return {"default": default, "full": full}
