@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import secrets as pysecrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.schema import deployment
+from lambda_runtime.schema import events as event_schema
 from lambda_runtime.schema.tables import TABLES, TableDef
 from lambda_runtime.settings import Settings
 
@@ -26,6 +27,7 @@ ACCOUNT = "123456789012"
 class Queues:
     packaging_url: str
     callbacks_url: str
+    events_url: str = ""  # what the events rule delivers to (``EmbeddedStack`` writes it to events.jsonl)
 
 
 def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
@@ -44,6 +46,13 @@ def resource_names(prefix: str = "iac-ci") -> dict[str, str]:
         "webhook_secret": f"{prefix}-engine/api-signing-key",
         "log_link_secret": f"{prefix}-engine/log-link-key",  # signs links to run logs (intake.log_links)
         "kms_alias": f"alias/{prefix}-sops",
+        "schedule_group": f"{prefix}-schedules",
+        "scheduler_role": f"{prefix}-scheduler",
+        # notifications: a bus of its own (several stacks share one moto server), a rule taking
+        # every iac-ci event to a queue
+        "event_bus": f"{prefix}-events",
+        "events_queue": f"{prefix}-events",
+        "events_rule": f"{prefix}-events-to-log",
     }
 
 
@@ -69,8 +78,11 @@ def provision(
     with ThreadPoolExecutor(1) as pool:
         watchdog_arn = pool.submit(_ensure_state_machine, clients.sfn, names["watchdog"])
         settings, queues = _provision_rest(clients, prefix, names, region, webhook_secret)
-    final = {**settings.model_dump(), "watchdog_arn": watchdog_arn.result(), **(overrides or {})}
-    return Settings.model_validate(final), queues
+    final = Settings.model_validate({**settings.model_dump(), "watchdog_arn": watchdog_arn.result(),
+                                     **(overrides or {})})
+    if final.event_bus:  # an override may name another bus (``default`` ...), or none to publish nothing
+        queues = replace(queues, events_url=_ensure_event_log(clients, final.event_bus, names))
+    return final, queues
 
 
 def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], region: str,
@@ -91,6 +103,7 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
     kms_arn = _ensure_key(clients.kms, names["kms_alias"])
     secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
     log_link_secret_id = _ensure_secret(clients.secrets, names["log_link_secret"], None)
+    _ensure_schedule_group(clients.scheduler, names["schedule_group"])
     settings = Settings(
         orders_table=names["orders_table"],
         events_table=names["events_table"],
@@ -107,6 +120,12 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
         codebuild_project=f"{prefix}-worker",
         region=region,
         embedded=True,
+        schedule_group=names["schedule_group"],
+        # moto's Scheduler stores the role without assuming it: serve fires the schedules itself
+        scheduler_role_arn=f"arn:aws:iam::{packaging_arn.split(':')[4]}:role/{names['scheduler_role']}",
+        schedule_queue_arn=packaging_arn,
+        event_bus=names["event_bus"],
+        deployment_name=prefix,
     )
     return settings, Queues(packaging_url, callbacks_url)
 
@@ -138,6 +157,38 @@ def _ensure_bucket(s3: Any, name: str) -> None:
     except Exception as exc:
         if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
+
+
+def _ensure_schedule_group(scheduler: Any, name: str) -> None:
+    try:
+        scheduler.create_schedule_group(Name=name)
+    except Exception as exc:
+        if error_code(exc) != "ConflictException":
+            raise
+
+
+def _ensure_event_log(clients: AwsClients, bus: str, names: dict[str, str]) -> str:
+    """The rule taking every iac-ci event on ``bus`` (created unless it exists) to the events queue;
+    returns the queue's URL."""
+    events = clients.events
+    if bus != "default":
+        try:
+            events.create_event_bus(Name=bus)
+        except Exception as exc:
+            if error_code(exc) != "ResourceAlreadyExistsException":
+                raise
+    url, arn = _ensure_queue(clients.sqs, names["events_queue"])
+    rule_arn = events.put_rule(Name=names["events_rule"], EventBusName=bus, State="ENABLED",
+                               EventPattern=json.dumps({"source": [event_schema.SOURCE]}))["RuleArn"]
+    # what AWS needs for the rule to deliver (moto does not check it)
+    clients.sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                       "Action": "sqs:SendMessage", "Resource": arn,
+                       "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}}],
+    })})
+    events.put_targets(Rule=names["events_rule"], EventBusName=bus, Targets=[{"Id": "events-log", "Arn": arn}])
+    return url
 
 
 def _ensure_queue(sqs: Any, name: str) -> tuple[str, str]:

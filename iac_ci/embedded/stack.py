@@ -3,6 +3,11 @@
 intake (Api) --job.json--> S3 --event--> SQS --pump--> packaging --wake--> S3 --event--> SQS
 --pump--> orchestrator --dispatch--> local worker processes --presigned PUT--> S3 --event--> ...
 and the watchdog state machine executed by moto.
+
+Every run and order state change the engine publishes (``notify.events``) goes to the stack's
+event bus, whose rule sends it to the events queue; the stack drains that queue into
+``events_log`` (``<log_dir>/events.jsonl``), one EventBridge event per line, as a Slack or
+SNS rule would receive it.
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ from iac_ci.embedded.apigw import proxy_event
 from iac_ci.embedded.local_dispatch import LocalDispatcher
 from iac_ci.embedded.provision import provision
 from iac_ci.embedded.pump import QueuePump
+from iac_ci.embedded.scheduler import LocalScheduler
 from iac_ci.embedded.server import EmbeddedAws
 from lambda_runtime.aws.clients import AwsClients, error_code
 from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import build as build_intake
 from lambda_runtime.intake.log_links import LogLinks
+from lambda_runtime.logs import logger
 from lambda_runtime.orchestrator.handler import build as build_orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
 from lambda_runtime.packaging.handler import build as build_packaging
 from lambda_runtime.packaging.handler import process as packaging_process
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.events import RUN_STATE_CHANGE
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.runs import RunStore
 from lambda_runtime.vcs.base import VcsProvider, provider_for
@@ -59,6 +67,8 @@ class EmbeddedStack:
             self.clients, prefix=prefix, region=aws.region, webhook_secret=self.webhook_secret, overrides=overrides
         )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
+        self.events_log = self.log_dir / "events.jsonl"
+        self._events_lock = threading.Lock()
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         # packaging and the orchestrator report through one provider (with GitHub: one comment per run)
         self.vcs = vcs or provider_for(self.settings, self.clients)
@@ -86,19 +96,35 @@ class EmbeddedStack:
                 name="orchestrator",
             ),
         ]
+        # EventBridge Scheduler's part: fires the schedules the engine made (``iac-ci serve`` ticks it
+        # with the wall clock; a test calls ``scheduler.tick(now)`` with its own)
+        self.scheduler = LocalScheduler(
+            self.clients.scheduler, self.clients.sqs, group=self.settings.schedule_group,
+            queue_url=self.queues.packaging_url, queue_arn=self.settings.schedule_queue_arn,
+        ) if self.settings.schedules_enabled else None
+        # kept apart from ``_pumps`` (the engine's own), which tests rewire
+        self._events_pump = (QueuePump(self.clients.sqs, self.queues.events_url, self._log_events, concurrency=1,
+                                       name="events") if self.queues.events_url else None)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> EmbeddedStack:
-        for p in self._pumps:
+        for p in self._all_pumps:
             p.start()
         return self
 
     def close(self) -> None:
-        for p in self._pumps:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for p in self._all_pumps:
             p.signal_stop()  # all at once: each may be in a one-second long poll
-        for p in self._pumps:
+        for p in self._all_pumps:
             p.stop()
+        self._drain_events()
         self.dispatcher.reap()
+
+    @property
+    def _all_pumps(self) -> list[QueuePump]:
+        return [*self._pumps, *([self._events_pump] if self._events_pump else [])]
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()
@@ -183,7 +209,60 @@ class EmbeddedStack:
 
     @property
     def pump_errors(self) -> list[BaseException]:
-        return [e for p in self._pumps for e in p.errors]
+        return [e for p in self._all_pumps for e in p.errors]
+
+    # ---- the events log -----------------------------------------------------------------
+    def events(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The events logged so far (optionally of one run), in the order they were received."""
+        with self._events_lock:
+            try:
+                lines = self.events_log.read_text().splitlines()
+            except FileNotFoundError:
+                return []
+        found = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in found if run_id is None or e.get("detail", {}).get("run_id") == run_id]
+
+    def wait_events(self, run_id: str, *, timeout: float = 15) -> list[dict[str, Any]]:
+        """The run's events once its final run event is logged (it is published after the done object)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(run_id)
+            if any(e.get("detail-type") == RUN_STATE_CHANGE and e["detail"].get("final") for e in found):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no final event for run {run_id} within {timeout}s")
+            time.sleep(0.2)
+
+    def _log_events(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The events queue's handler: each message is one EventBridge event, appended as a line."""
+        lines = []
+        for record in batch["Records"]:
+            try:
+                lines.append(json.dumps(json.loads(record["body"]), sort_keys=True) + "\n")
+            except ValueError:
+                logger.warning("not an event; dropped", extra={"message_id": record.get("messageId")})
+        with self._events_lock:
+            self.events_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.events_log.open("a") as out:
+                out.writelines(lines)
+        return {}
+
+    def _drain_events(self) -> None:
+        """What the events queue still holds once the pumps stopped, so the log is complete after ``close``."""
+        if not self.queues.events_url:
+            return
+        sqs, url = self.clients.sqs, self.queues.events_url
+        try:
+            for _ in range(100):
+                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+                if not messages.get("Messages"):
+                    return
+                self._log_events({"Records": [{"messageId": m["MessageId"], "body": m["Body"]}
+                                              for m in messages["Messages"]]})
+                sqs.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages["Messages"])])
+        except Exception:  # the endpoint is going away: the log keeps what it has
+            logger.debug("events not drained", exc_info=True)
 
 
 __all__ = ["EmbeddedStack", "Settings"]

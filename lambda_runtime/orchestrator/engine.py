@@ -26,6 +26,7 @@ from lambda_runtime.aws.clients import AwsClients, error_code, is_client_error, 
 from lambda_runtime.logs import logger
 from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.masking import redact_credentials
+from lambda_runtime.notify.events import Notifier
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.admission import Admission, holder_of
 from lambda_runtime.orchestrator.dispatch import FAILED_BUILD_STATES, Dispatcher
@@ -35,7 +36,7 @@ from lambda_runtime.orchestrator.presign import worker_payload
 from lambda_runtime.orchestrator.snapshots import SnapshotCache
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import OrderResult
-from lambda_runtime.schema.records import LeaseFence, OrderRecord, RunRecord, RunSnapshot
+from lambda_runtime.schema.records import LeaseFence, OrderRecord, RunRecord, RunSnapshot, RunSummary
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.locks import Lease, LeaseLost, RunLocks
@@ -61,6 +62,8 @@ class Orchestrator:
     dispatcher: Dispatcher
     vcs: VcsProvider = field(default_factory=NoopVcs)
     clock: Callable[[], float] = time.time
+    # publishes every state change written (``notify.events``); the default publishes nothing
+    notifier: Notifier = field(default_factory=lambda: Notifier(None, ""))
     # fault-injection seam: called with a point name ("locked", "state_written", "dispatched", "finalized")
     checkpoint: Callable[[str], None] = lambda _point: None
 
@@ -189,8 +192,10 @@ class Orchestrator:
         if moved:
             self.checkpoint("state_written")
         written = [s for s in steps if s.transition.name in moved]
+        previous = {s.transition.name: snap.orders[s.transition.name].status for s in written}
         for s in written:
             snap.orders[s.transition.name].update({"status": s.transition.to.value, **s.transition.fields})
+        self.notifier.order_changes(run, [(snap.orders[n], was) for n, was in previous.items()])
         dispatch = [snap.orders[s.transition.name] for s in written if s.effect is Effect.DISPATCH]
         for s in written:
             order = snap.orders[s.transition.name]
@@ -441,6 +446,7 @@ class Orchestrator:
         # the done object first: if we crash after it, the retry finds it and only sets the flag
         self._put_once(self.settings.done_bucket, layout.done_key(run.run_id),
                        json.dumps(summary, default=str).encode())
+        self._announce_end(snap, summary)
         counts: dict[str, int] = {}
         for o in snap.orders.values():
             counts[o.status.value] = counts.get(o.status.value, 0) + 1
@@ -450,7 +456,24 @@ class Orchestrator:
         if won:
             run.status, run.finalized = status, True
             self._give_back_locks(run, snap)
+            self.notifier.publish_run_finished(summary)
+            self.notifier.publish_drift(summary)
             notify(self.vcs, "run_finished", summary)
+
+    def _announce_end(self, snap: RunSnapshot, summary: RunSummary) -> None:
+        """A GitHub run's end, as a delivery for the jobs that follow it (``on: after``): written
+        before the finalized flag, once, so a crash in between cannot lose it (the packaging
+        function decides whether any job follows)."""
+        run = snap.run
+        if run is None or run.vcs != "github" or not run.repo or not self.settings.github_enabled:
+            return
+        event = {"iac_ci": "after", "run_id": run.run_id, "repo": run.repo, "job": run.name,
+                 "status": summary["status"], "commit": run.commit, "branch": run.branch,
+                 "trigger": run.trigger, "orders": sorted(snap.orders), "params": run.params or {},
+                 "chain": run.chain or []}
+        self._put_once(self.settings.internal_bucket, layout.webhook_key(layout.INTERNAL_PROVIDER,
+                                                                        f"after-{run.run_id}"),
+                       json.dumps(event).encode())
 
     def _give_back_locks(self, run: RunRecord, snap: RunSnapshot) -> None:
         """A run outside a pull request holds its locks only while it runs; a merge's apply run

@@ -25,6 +25,7 @@ from lambda_runtime.job.validate import JobValidationError, parse_job
 from lambda_runtime.logs import logger
 from lambda_runtime.mask_digests import new_salt
 from lambda_runtime.masking import redact_credentials
+from lambda_runtime.notify.events import Notifier
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
 from lambda_runtime.packaging.credentials import CredentialResolver
@@ -49,8 +50,11 @@ class Packager:
     clients: AwsClients
     vcs: VcsProvider = field(default_factory=NoopVcs)
     clock: Callable[[], float] = time.time
+    notifier: Notifier | None = None  # None: from the settings (``notify``)
 
     def __post_init__(self) -> None:
+        if self.notifier is None:
+            self.notifier = Notifier.from_settings(self.settings, self.clients, clock=self.clock)
         self.store = RunStore(
             self.clients.dynamodb,
             self.settings.orders_table,
@@ -101,7 +105,10 @@ class Packager:
             flow_id=run.flow_id,
         )
         if began:
-            notify(self.vcs, "run_started", run_summary(store.load(run_id)))
+            summary = run_summary(store.load(run_id))
+            assert self.notifier is not None
+            self.notifier.publish_run_started(summary)
+            notify(self.vcs, "run_started", summary)
         self._wake(run_id)
         return "packaged" if began else "raced"
 

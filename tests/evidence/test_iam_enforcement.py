@@ -450,7 +450,8 @@ def test_policies_resolve_only_to_embedded_resources(enforced: Enforced) -> None
              f":sqs:{REGION}:123456789012:{enforced.prefix}-packaging",
              f":sqs:{REGION}:123456789012:{enforced.prefix}-callbacks", ":not-embedded:",
              ":parameter/iac-ci/*", ":secret:iac-ci/*", ":repository/cdk-", f":report-group/{s.codebuild_project}-*",
-             f":log-group:/aws/codebuild/{s.codebuild_project}")
+             f":log-group:/aws/codebuild/{s.codebuild_project}", f":schedule/{s.schedule_group}/*",
+             s.scheduler_role_arn, f":event-bus/{s.event_bus}")
     for component, documents in enforced.policies.items():
         for doc in documents.values():
             for st in doc["Statement"]:

@@ -95,12 +95,14 @@ class Synthesized:
 
 def synthesize() -> Synthesized:
     from aws_cdk import App, Stack
+    from aws_cdk import aws_events as events
     from aws_cdk.assertions import Template
 
     from iac_ci_constructs import IacCiPipeline
 
     stack = Stack(App(), "Iam", env={"account": ACCOUNT, "region": REGION})
-    pipeline = IacCiPipeline(stack, "IacCi")
+    # a bus of the stack's own, so its ARN maps to the embedded one (``<prefix>-events``)
+    pipeline = IacCiPipeline(stack, "IacCi", event_bus=events.EventBus(stack, "Bus"))
     return Synthesized(stack, pipeline, Template.from_stack(stack).to_json())
 
 
@@ -163,6 +165,12 @@ def embedded_references(
     for queue, name in ((p.packaging_queue, names["packaging_queue"]), (p.callbacks_queue, names["callbacks_queue"])):
         put(queue, Arn=arn("sqs", name), QueueName=name)
     put(p.watchdog, Ref=settings.watchdog_arn, Name=names["watchdog"])
+    refs[str(synth.stack.resolve(p.schedule_group_name)["Ref"])] = {
+        "Ref": settings.schedule_group, "Arn": arn("scheduler", f"schedule-group/{settings.schedule_group}")}
+    put(p.scheduler_role, Arn=settings.scheduler_role_arn, Ref=settings.scheduler_role_arn.rsplit("/", 1)[1])
+    if settings.event_bus:
+        put(p.event_bus, Ref=settings.event_bus, Arn=arn("events", f"event-bus/{settings.event_bus}"),
+            Name=settings.event_bus)
     put(p.worker_function, Ref=settings.worker_function, Arn=arn("lambda", f"function:{settings.worker_function}"))
     put(p.worker_project, Ref=settings.codebuild_project, Arn=arn("codebuild", f"project/{settings.codebuild_project}"))
 
@@ -350,6 +358,16 @@ def iam_checks(
         projects += [i.split(":", 1)[0] for i in ([body["id"]] if "id" in body else []) + body.get("ids", [])]
         if projects:
             return [(action, own("codebuild", f"project/{p}")) for p in projects]
+    elif service == "events" and action == "PutEvents":  # one check per bus the entries name
+        buses = {e.get("EventBusName") or "default" for e in _json_body(response).get("Entries", [])}
+        return [(action, b if b.startswith("arn:") else own("events", f"event-bus/{b}")) for b in sorted(buses)]
+    elif service == "scheduler":
+        m = re.search(r"/schedules/([^/?]+)", unquote(urlparse(response.uri).path))
+        group = (parse_qs(urlparse(response.uri).query).get("groupName") or [None])[0] or \
+            _json_body(response).get("GroupName") or "default"
+        if m and action != "ListSchedules":
+            return [(action, own("scheduler", f"schedule/{group}/{m.group(1)}"))]
+        return [(action, "*")]
     return [(action, resource)]
 
 
