@@ -13,6 +13,9 @@ independently, so a locked conversation (403 on the comment) still gets its stat
 failing status endpoint still gets its comment; a comment someone deleted is posted again.
 The first failure is raised once both were attempted (callers go through ``vcs.base.notify``,
 which logs it); ``is_permanent`` tells a caller whether trying again could help.
+
+A finished run with ``drift: true`` orders also keeps one issue per drifted order
+(``github.drift_issues``), after the status and comment and whatever happens to them.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from github import Auth, Github, GithubException, GithubRetry
 from github.GithubObject import NotSet
 
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.github import drift_issues
 from lambda_runtime.github.comment import (
     GITHUB_COMMENT_LIMIT,
     OWN_CHECK_PREFIX,
@@ -46,8 +50,12 @@ from lambda_runtime.vcs.base import VcsProvider
 
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 # run status -> commit status state, and -> check run conclusion
-STATUS_STATES = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "cancelled": "error"}
-CONCLUSIONS = {"succeeded": "success", "failed": "failure", "timed_out": "failure", "cancelled": "cancelled"}
+# a drift check that found drift fails its commit: reality no longer matches the code (the drift
+# issue says what to do about it)
+STATUS_STATES = {"succeeded": "success", "drifted": "failure", "failed": "failure", "timed_out": "failure",
+                 "cancelled": "error"}
+CONCLUSIONS = {"succeeded": "success", "drifted": "failure", "failed": "failure", "timed_out": "failure",
+               "cancelled": "cancelled"}
 # commit status state -> check run conclusion, for ``set_status`` in App mode
 STATE_CONCLUSIONS = {"success": "success", "failure": "failure", "error": "failure"}
 DESCRIPTION_LIMIT = 140  # GitHub rejects a longer commit status description
@@ -131,14 +139,23 @@ class GitHubVcs(VcsProvider):
             self._upsert_comment(pr, summary)
 
     def run_finished(self, summary: RunSummary) -> None:
+        """The run's comment and status, then its drift issues (``github.drift_issues``): each
+        attempted whatever the others did."""
         pr = self._pull_request(summary)
+        steps: list[tuple[str, Callable[[], None]]] = []
         if pr:
-            self._each(
-                ("comment", lambda: self._upsert_comment(pr, summary)),
-                ("status", lambda: self._run_status(pr[0], summary, final=True)),
-            )
+            steps += [("comment", lambda: self._upsert_comment(pr, summary)),
+                      ("status", lambda: self._run_status(pr[0], summary, final=True))]
         elif self._commit_only(summary):
-            self._run_status(str(summary["repo"]), summary, final=True)
+            steps.append(("status", lambda: self._run_status(str(summary["repo"]), summary, final=True)))
+        if drift_issues.wanted(summary):
+            steps.append(("drift issues", lambda: self._drift_issues(summary)))
+        self._each(*steps)
+
+    def _drift_issues(self, summary: RunSummary) -> None:
+        run_id = str(summary["run_id"])
+        drift_issues.sync(self._api(summary.get("installation_id")), summary,
+                          logs_url=lambda order: self._logs_url(run_id, order), now=self._clock())
 
     @staticmethod
     def _commit_only(summary: RunSummary) -> bool:
@@ -215,6 +232,12 @@ class GitHubVcs(VcsProvider):
             return False
         issue.create_comment(body)
         return True
+
+    def default_head(self, repo: str, installation_id: int | None = None) -> tuple[str, str, str]:
+        """(default branch, its head commit, clone URL): where a schedule's or a chain's run runs."""
+        found = self._repo(repo, installation_id)
+        branch = str(found.default_branch)
+        return branch, str(found.get_branch(branch).commit.sha), str(found.clone_url)
 
     def pull_request(self, repo: str, number: int, installation_id: int | None = None) -> dict[str, Any]:
         """``GET /repos/{o}/{r}/pulls/{n}``: the pull request as the webhook payload carries it."""
@@ -399,14 +422,14 @@ class GitHubVcs(VcsProvider):
         self._api(installation_id).requester.requestJsonAndCheck(
             "PATCH", f"/repos/{repo}/check-runs/{int(check_id)}", input=fields)
 
-    def _logs_url(self, run_id: str) -> str | None:
-        """The run's signed log link, or None when the deployment has none (or cannot sign one
-        now: a status without a link beats no status)."""
+    def _logs_url(self, run_id: str, order: str | None = None) -> str | None:
+        """The run's signed log link (one order's, given ``order``), or None when the deployment
+        has none (or cannot sign one now: a status without a link beats no status)."""
         links = self._links()
         if links is None:
             return None
         try:
-            return links.for_run(run_id)
+            return links.for_run(run_id, order) if order else links.for_run(run_id)
         except Exception as exc:
             log_failure("log link", exc)
             return None

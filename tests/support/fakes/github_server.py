@@ -34,7 +34,18 @@ State a test sets:
   regex is searched in the path without its query) until the entry is removed; a 403 says
   "Unable to create comment because issue is locked.".
 
-What the fake records, besides: ``comments`` (id -> comment; ``DELETE /issues/comments/{id}``
+- ``issues`` (repository, number) -> an issue (``POST /issues``; a test may add one with
+  ``add_issue``): ``GET /issues`` lists them with the pull requests of ``pulls`` (which carry
+  ``pull_request``, as GitHub's list does), filtered by ``state`` (open by default, closed, all) and
+  ``labels`` (comma-separated, all of them), newest first, paged; ``PATCH /issues/{n}`` edits one
+  (``state``/``state_reason``, ``title``, ``body``, ``labels``). Issues and pull requests share one
+  number space per repository, so a new issue takes the number after the highest pull request,
+  issue or commented number. A label an issue names is created implicitly, as GitHub does;
+  ``labels`` repository -> {name: label} holds them (``POST /labels`` too, 422 ``already_exists``
+  for a known name).
+
+What the fake records, besides: ``comments`` (id -> comment, on a pull request or an issue alike;
+``GET /issues/{n}/comments`` pages them and takes ``since``; ``DELETE /issues/comments/{id}``
 removes one, as a human deleting the bot's comment), ``statuses`` (every status posted, with its
 ``target_url``), ``reactions`` (``{"repo", "comment_id", "content"}``; to any comment id, as commands arrive in
 webhook payloads the fake never stored), ``installation_tokens``
@@ -51,6 +62,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -74,6 +86,7 @@ class Recorded:
 class FakeGitHub:
     files: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (repo, ref, path) -> text
     git_repos: dict[str, Path] = field(default_factory=dict)  # repo -> local git repository served at any ref
+    default_branches: dict[str, str] = field(default_factory=dict)  # repo -> its default branch (else main)
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     pull_sequence: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     permissions: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, login) -> permission
@@ -83,6 +96,8 @@ class FakeGitHub:
     compare: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     external_statuses: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    issues: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (repo, number) -> issue
+    labels: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # repo -> name -> label
     statuses: list[dict[str, Any]] = field(default_factory=list)
     check_runs: list[dict[str, Any]] = field(default_factory=list)
     reactions: list[dict[str, Any]] = field(default_factory=list)
@@ -156,13 +171,19 @@ class FakeGitHub:
     def _routes(self) -> list[tuple[str, str, Any]]:
         r = r"/repos/([^/]+/[^/]+)"
         return [
+            (rf"{r}", "GET", self._get_repo),
+            (rf"{r}/branches/([^/]+)", "GET", self._get_branch),
             (rf"{r}/contents/(.+)", "GET", self._get_contents),
             (rf"{r}/pulls/(\d+)", "GET", self._get_pull),
             (rf"{r}/pulls/(\d+)/files", "GET", self._get_pull_files),
             (rf"{r}/pulls/(\d+)/reviews", "GET", self._get_reviews),
             (rf"{r}/collaborators/([^/]+)/permission", "GET", self._get_permission),
             (r"/orgs/([^/]+)/teams/([^/]+)/memberships/([^/]+)", "GET", self._get_membership),
-            (rf"{r}/issues/(\d+)", "GET", lambda m, q, b: (200, self._issue(m[1], int(m[2])), {})),
+            (rf"{r}/issues", "GET", self._list_issues),
+            (rf"{r}/issues", "POST", self._post_issue),
+            (rf"{r}/issues/(\d+)", "GET", self._get_issue),
+            (rf"{r}/issues/(\d+)", "PATCH", self._patch_issue),
+            (rf"{r}/labels", "POST", self._post_label),
             (rf"{r}/issues/(\d+)/comments", "GET", self._list_comments),
             (rf"{r}/issues/(\d+)/comments", "POST", self._post_comment),
             (rf"{r}/issues/comments/(\d+)", "GET", self._get_comment),
@@ -225,18 +246,145 @@ class FakeGitHub:
             return 404, {"message": "Not Found"}, {}
         return 200, {"url": f"{self.url}{m[0]}", "role": "member", "state": state}, {}
 
+    # ---- issues and labels ----------------------------------------------------------------
+    def add_issue(self, repo: str, title: str, body: str = "", *, labels: tuple[str, ...] = (),
+                  state: str = "open", state_reason: str | None = None, number: int | None = None) -> dict[str, Any]:
+        """An issue as if someone had opened (and maybe closed) it; returns the stored record."""
+        with self._lock:
+            issue = self._new_issue(repo, title, body, list(labels), number=number)
+            issue.update(state=state, state_reason=state_reason, closed_at=_now() if state == "closed" else None)
+            return issue
+
+    def _new_issue(self, repo: str, title: str, body: str | None, labels: list[Any], *,
+                   number: int | None = None) -> dict[str, Any]:
+        number = number or self._next_number(repo)
+        self._next_id += 1
+        now = _now()
+        issue = {"id": self._next_id, "number": number, "title": title, "body": body, "state": "open",
+                 "state_reason": None, "labels": self._label_objects(repo, labels), "locked": False,
+                 "user": {"login": "iac-ci[bot]", "id": 1, "type": "Bot"}, "assignees": [],
+                 "url": f"{self.url}/repos/{repo}/issues/{number}",
+                 "comments_url": f"{self.url}/repos/{repo}/issues/{number}/comments",
+                 "repository_url": f"{self.url}/repos/{repo}",
+                 "html_url": f"https://github.example/{repo}/issues/{number}",
+                 "created_at": now, "updated_at": now, "closed_at": None, "_repo": repo, "_patches": []}
+        self.issues[(repo, number)] = issue
+        return issue
+
+    def _next_number(self, repo: str) -> int:
+        """Pull requests and issues share one number space: the one after every number in use."""
+        used = [n for r, n in (*self.pulls, *self.issues) if r == repo]
+        used += [c["_issue"][1] for c in self.comments.values() if c["_issue"][0] == repo]
+        return max(used, default=0) + 1
+
+    def _label_objects(self, repo: str, names: list[Any]) -> list[dict[str, Any]]:
+        """The labels named (strings or ``{"name"}`` objects), each created on first use as GitHub does."""
+        known = self.labels.setdefault(repo, {})
+        out = []
+        for item in names:
+            name = str(item["name"] if isinstance(item, dict) else item)
+            if name not in known:
+                self._next_id += 1
+                known[name] = {"id": self._next_id, "name": name, "color": "ededed", "description": None,
+                               "default": False, "url": f"{self.url}/repos/{repo}/labels/{name}"}
+            out.append(known[name])
+        return out
+
+    def _issue_view(self, issue: dict[str, Any]) -> dict[str, Any]:
+        key = (issue["_repo"], issue["number"])
+        count = sum(1 for c in self.comments.values() if c["_issue"] == key)
+        return {**self._public(issue), "comments": count}
+
+    def _pull_as_issue(self, repo: str, number: int, pull: dict[str, Any]) -> dict[str, Any]:
+        """A pull request as ``GET /issues`` lists it: with ``pull_request``."""
+        labels = [{"name": x} if isinstance(x, str) else x for x in pull.get("labels") or []]
+        return {"id": number, "number": number, "title": pull.get("title") or "PR", "body": pull.get("body"),
+                "state": pull.get("state") or "open", "state_reason": None, "labels": labels,
+                "user": pull.get("user") or {"login": "someone", "id": 2},
+                "url": f"{self.url}/repos/{repo}/issues/{number}",
+                "html_url": f"https://github.example/{repo}/pull/{number}",
+                "pull_request": {"url": f"{self.url}/repos/{repo}/pulls/{number}"}, "created_at": _now()}
+
+    def _list_issues(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        repo, state = m[1], query.get("state", "open")
+        wanted = {x for x in query.get("labels", "").split(",") if x}
+        listed = [self._issue_view(i) for (r, _), i in self.issues.items() if r == repo]
+        listed += [self._pull_as_issue(r, n, p) for (r, n), p in self.pulls.items() if r == repo]
+        listed = [i for i in listed if (state == "all" or i["state"] == state)
+                  and wanted <= {label["name"] for label in i["labels"]}]
+        listed.sort(key=lambda i: -int(i["number"]))  # GitHub's default: created, newest first
+        return self._page(m[0], query, listed)
+
+    def _post_issue(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        doc = json.loads(body)
+        if not str(doc.get("title") or "").strip():
+            return 422, {"message": "Validation Failed", "errors": [{"resource": "Issue", "code": "missing_field",
+                                                                     "field": "title"}]}, {}
+        issue = self._new_issue(m[1], doc["title"], doc.get("body"), list(doc.get("labels") or []))
+        return 201, self._issue_view(issue), {}
+
+    def _get_issue(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        issue = self.issues.get((m[1], int(m[2])))
+        return 200, (self._issue_view(issue) if issue else self._issue(m[1], int(m[2]))), {}
+
+    def _patch_issue(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
+        issue = self.issues.get((m[1], int(m[2])))
+        if issue is None:
+            return None
+        doc = json.loads(body)
+        issue["_patches"].append(doc)
+        for key in ("title", "body"):
+            if key in doc:
+                issue[key] = doc[key]
+        if "labels" in doc:
+            issue["labels"] = self._label_objects(m[1], list(doc["labels"] or []))
+        state = doc.get("state")
+        if state == "closed" and issue["state"] != "closed":
+            issue.update(state="closed", closed_at=_now(), state_reason=doc.get("state_reason") or "completed")
+        elif state == "open" and issue["state"] != "open":
+            issue.update(state="open", closed_at=None, state_reason=doc.get("state_reason") or "reopened")
+        elif "state_reason" in doc and issue["state"] == "closed":
+            issue["state_reason"] = doc["state_reason"]
+        issue["updated_at"] = _now()
+        return 200, self._issue_view(issue), {}
+
+    def _post_label(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        doc = json.loads(body)
+        name = str(doc.get("name") or "")
+        known = self.labels.setdefault(m[1], {})
+        if not name or name in known:
+            return 422, {"message": "Validation Failed",
+                         "errors": [{"resource": "Label", "code": "already_exists" if name else "missing_field",
+                                     "field": "name"}]}, {}
+        (label,) = self._label_objects(m[1], [name])
+        label.update(color=str(doc.get("color") or "ededed"), description=doc.get("description"))
+        return 201, label, {}
+
+    def issue(self, repo: str, number: int) -> dict[str, Any]:
+        """The stored issue, as ``GET /issues/{n}`` answers it (labels, state, comment count)."""
+        return self._issue_view(self.issues[(repo, number)])
+
+    def issues_in(self, repo: str, *, label: str | None = None, state: str = "all") -> list[dict[str, Any]]:
+        """The stored issues of ``repo`` (no pull requests), oldest first, as GitHub answers them."""
+        found = [self._issue_view(i) for (r, _), i in sorted(self.issues.items()) if r == repo]
+        return [i for i in found if (state == "all" or i["state"] == state)
+                and (label is None or label in {x["name"] for x in i["labels"]})]
+
     # ---- comments and reactions -----------------------------------------------------------
     def _list_comments(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
         listed = [c for c in self.comments.values() if c["_issue"] == (m[1], int(m[2]))]
-        return 200, [self._public(c) for c in listed], {}
+        if query.get("since"):  # comments updated at or after it, as GitHub filters them
+            listed = [c for c in listed if c["updated_at"] >= query["since"]]
+        return self._page(m[0], query, [self._public(c) for c in sorted(listed, key=lambda c: c["id"])])
 
     def _post_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
         self._next_id += 1
+        kind = "issues" if (m[1], int(m[2])) in self.issues else "pull"
+        now = _now()
         comment = {"id": self._next_id, "body": json.loads(body)["body"], "_issue": (m[1], int(m[2])),
                    "url": f"{self.url}/repos/{m[1]}/issues/comments/{self._next_id}",
-                   "html_url": f"https://github.example/{m[1]}/pull/{m[2]}#c{self._next_id}",
-                   "user": {"login": "iac-ci[bot]", "id": 1}, "created_at": "2026-01-01T00:00:00Z",
-                   "updated_at": "2026-01-01T00:00:00Z", "edits": 0}
+                   "html_url": f"https://github.example/{m[1]}/{kind}/{m[2]}#c{self._next_id}",
+                   "user": {"login": "iac-ci[bot]", "id": 1}, "created_at": now, "updated_at": now, "edits": 0}
         self.comments[self._next_id] = comment
         return 201, self._public(comment), {}
 
@@ -250,6 +398,7 @@ class FakeGitHub:
             return None
         comment["body"] = json.loads(body)["body"]
         comment["edits"] += 1
+        comment["updated_at"] = _now()
         return 200, self._public(comment), {}
 
     def _delete_comment(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer | None:
@@ -386,6 +535,30 @@ class FakeGitHub:
         payload: Any = {"total_count": len(items), list_item: chunk} if list_item else chunk
         return 200, payload, headers
 
+    def _get_repo(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        """A repository served from ``git_repos`` (its default branch: ``default_branches``, else main)."""
+        repo = m[1]
+        local = self.git_repos.get(repo)
+        if local is None:
+            return 404, {"message": "Not Found"}, {}
+        owner, name = repo.split("/")
+        return 200, {"id": abs(hash(repo)) % 10**8, "name": name, "full_name": repo, "owner": {"login": owner},
+                     "default_branch": self.default_branches.get(repo, "main"), "clone_url": f"file://{local}",
+                     "html_url": f"https://github.com/{repo}", "url": f"{self.url}/repos/{repo}", "private": True}, {}
+
+    def _get_branch(self, m: re.Match[str], query: dict[str, str], body: str) -> Answer:
+        local = self.git_repos.get(m[1])
+        branch = unquote(m[2])
+        if local is None or branch.startswith("-"):
+            return 404, {"message": "Not Found"}, {}
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd=local,
+                              capture_output=True, text=True)
+        if head.returncode != 0:
+            return 404, {"message": "Branch not found"}, {}
+        sha = head.stdout.strip()
+        return 200, {"name": branch, "commit": {"sha": sha, "url": f"{self.url}/repos/{m[1]}/commits/{sha}"},
+                     "protected": False}, {}
+
     def _file(self, repo: str, ref: str, path: str) -> str | None:
         text = self.files.get((repo, ref, path))
         local = self.git_repos.get(repo)
@@ -422,3 +595,8 @@ class FakeGitHub:
     @staticmethod
     def _public(record: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in record.items() if not k.startswith("_") and k not in ("edits", "repo")}
+
+
+def _now() -> str:
+    """GitHub's timestamp form, to the second (what ``since`` compares as text)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
