@@ -7,6 +7,7 @@ nothing could be built from its inputs (a source past its cap, a secret that doe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,8 +30,9 @@ from lambda_runtime.job.model import Job
 from lambda_runtime.job.validate import JobValidationError, ValidationPolicy, parse_job
 from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
+from lambda_runtime.schema.images import ImageAllowList, WorkerImage
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DRIFTED = 0, 1, 2, 3
 EMBEDDED_ROLE_PATTERN = "arn:aws:iam::123456789012:role/*"
 
 
@@ -73,9 +75,31 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
-def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console) -> tuple[dict[str, Any], Job]:
+def _images_or_exit(pairs: tuple[str, ...], err: Console) -> ImageAllowList:
+    try:
+        return ImageAllowList(images={k: WorkerImage(uri=v) for k, v in _pairs(pairs, "--image").items()})
+    except ValueError as exc:
+        err.print(f"[red]error:[/] --image: {exc}", highlight=False)
+        sys.exit(EXIT_INVALID)
+
+
+class _AnyImage(ImageAllowList):
+    """``submit``: the stack checks images against its own list."""
+
+    def resolve(self, ref: str) -> tuple[str, WorkerImage] | None:
+        return ref, WorkerImage(uri="registry.invalid/any", privileged=True)
+
+
+_ANY_IMAGE = _AnyImage()
+
+
+def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console, params: tuple[str, ...] = ()
+                  ) -> tuple[dict[str, Any], Job]:
+    """The job file as submitted (with ``-p`` values as ``param_values``), and the job it is."""
     try:
         doc = prepare(load_job_file(path), path.parent)
+        if params:
+            doc = {**doc, "param_values": {**(doc.get("param_values") or {}), **_pairs(params, "-p")}}
         return doc, parse_job(doc, policy)
     except JobFileError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
@@ -161,6 +185,10 @@ def schema() -> None:
 @click.option("--approve", multiple=True, metavar="ORDER",
               help="Approve ORDER when its environment asks ('all': every order). Without it a terminal prompts; "
                    "elsewhere an order awaiting approval is rejected.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a parameter of the job (params:); checked against its definition.")
+@click.option("--image", "images", multiple=True, metavar="NAME=URI",
+              help="Allow a worker image orders may name (image:); locally the commands run on this machine.")
 def run(
     job_file: Path,
     as_json: bool,
@@ -172,6 +200,8 @@ def run(
     quiet: bool,
     policy_file: Path | None,
     approve: tuple[str, ...],
+    params: tuple[str, ...],
+    images: tuple[str, ...],
 ) -> None:
     """Run JOB_FILE end to end on an embedded AWS (moto on loopback, workers as local processes)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
@@ -179,12 +209,13 @@ def run(
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)
     deployment = _load_policy_or_exit(policy_file, err)
-    policy = embedded_policy(
+    allowed_images = _images_or_exit(images, err)
+    policy = dataclasses.replace(embedded_policy(
         roles=roles,
         allowed_exact=frozenset(ssm_values) | frozenset(secret_values),
         deployment=deployment,
-    )
-    doc, job = _load_or_exit(job_file, policy, err)
+    ), images=allowed_images)
+    doc, job = _load_or_exit(job_file, policy, err, params)
     unknown = sorted(set(approve) - {o.name for o in job.orders} - {"all"})
     if unknown:
         err.print(f"[red]error:[/] --approve names no order of the job: {', '.join(unknown)}", highlight=False)
@@ -204,6 +235,7 @@ def run(
             "allowed_source_buckets": ("*",),
             "allowed_exact_refs": tuple(ssm_values) + tuple(secret_values),
             "policy": deployment.to_json() if deployment is not None else "",
+            "images": allowed_images.to_json(),
         },
     )
     try:
@@ -249,6 +281,8 @@ def _report(done: dict[str, Any], as_json: bool, err: Console) -> int:
         click.echo(json.dumps(json_result(done)))
     if done["status"] == "succeeded":
         return EXIT_OK
+    if done["status"] == "drifted":  # every order ran; a drift check found changes
+        return EXIT_DRIFTED
     # nothing could be built from the job's inputs (a source past its cap, a missing secret): bad input
     return EXIT_INVALID if done.get("error") and not done.get("orders") else EXIT_FAILED
 
@@ -419,6 +453,8 @@ def _signed_client(stack: str | None, region: str | None, url: str | None, secre
 @click.option("--idempotency-key", help="Retrying with the same key returns the first run instead of a new one.")
 @click.option("--no-wait", is_flag=True, help="Print the run id and return once the job is accepted.")
 @click.option("--quiet", is_flag=True, help="No live progress table.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a parameter of the job (params:); checked against its definition.")
 def submit(
     job_file: Path,
     stack: str,
@@ -427,6 +463,7 @@ def submit(
     idempotency_key: str | None,
     no_wait: bool,
     quiet: bool,
+    params: tuple[str, ...],
 ) -> None:
     """Submit JOB_FILE to a deployed stack and follow it to the end (same exit codes as `run`)."""
     err = Console(stderr=True)
@@ -434,9 +471,11 @@ def submit(
     doc, job = _load_or_exit(
         job_file,
         ValidationPolicy(
-            role_arn_patterns=("*",), secret_prefixes=("",), ssm_prefixes=("",), source_bucket_patterns=("*",)
+            role_arn_patterns=("*",), secret_prefixes=("",), ssm_prefixes=("",), source_bucket_patterns=("*",),
+            images=_ANY_IMAGE,
         ),
         err,
+        params,
     )
     client = _stack_client(stack, region)
     code, body = client.submit(json.dumps(doc).encode(), idempotency_key=idempotency_key)
@@ -682,10 +721,12 @@ GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
 @click.option("--public-url", default=None,
               help="Base URL of this server as browsers reach it, for the log links in PR comments "
                    "(default: the address it listens on).")
+@click.option("--schedule-interval", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
+              help="Seconds between two looks at the repositories' schedules (on: schedule).")
 @policy_option
 def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
           endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], public_url: str | None,
-          policy_file: Path | None) -> None:
+          schedule_interval: float, policy_file: Path | None) -> None:
     """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     err = Console(stderr=True)
@@ -726,6 +767,8 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
         overrides["api_url"] = (public_url or http.url).rstrip("/")
         stack = EmbeddedStack(aws, settings_overrides=overrides)
         with stack, http.attach(stack.api):
+            if stack.scheduler is not None:  # the repositories' schedules (on: schedule) fire here
+                stack.scheduler.start(interval=schedule_interval)
             err.print(f"iac-ci listening on {http.url} (POST /jobs, GET /runs/ID, GET /runs/ID/logs?..., "
                       "POST /runs/ID/cancel|approve|reject, GET /locks, POST /locks/release, "
                       f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",

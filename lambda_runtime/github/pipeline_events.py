@@ -48,6 +48,11 @@ class Where:
     clone_url: str
     branch: str | None  # None for a tag
     installation: int | None
+    ref: str | None = None  # refs/heads/<branch> or refs/tags/<tag>
+
+    @property
+    def full_ref(self) -> str | None:
+        return self.ref or (f"refs/heads/{self.branch}" if self.branch else None)
 
 
 class PipelineEvents:
@@ -68,7 +73,7 @@ class PipelineEvents:
         if event.get("deleted") or ZERO_SHA.match(after):
             return Started("ignored", {"reason": "a deleted ref"})
         branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
-        where = Where(repo, after, str(repository.get("clone_url") or ""), branch, installation)
+        where = Where(repo, after, str(repository.get("clone_url") or ""), branch, installation, ref)
         jobs, problems = self._jobs(where)
         if jobs is None:
             return Started("no-config")
@@ -90,10 +95,12 @@ class PipelineEvents:
                 continue
             outcome = self.start(f"{delivery}-{job.name}", where, job, event="push", policy_event=TriggerEvent.PUSH,
                                  changed=changed, username=pusher)
-            (started if outcome.startswith("run:") else lines).append(f"{job.name}: {outcome}")
+            (started if outcome.startswith("run:") else lines).append(outcome if outcome.startswith("run:")
+                                                                      else f"{job.name}: {outcome}")
         fields: dict[str, Any] = {"runs": len(started)}
         if reconciled is not None:
             fields["reconciled"] = reconciled
+        fields["run_ids"] = [s.split("run:", 1)[1] for s in started]
         return Started("accepted" if started else "nothing", fields, started + lines)
 
     def schedule(self, delivery: str, event: dict[str, Any]) -> Started:
@@ -103,7 +110,9 @@ class PipelineEvents:
         installation = event.get("installation_id")
         where = self._default_head(repo, installation)
         jobs, problems = self._jobs(where)
-        job = next((j for j in jobs or [] if j.name == name and any(s.cron == cron for s in j.on.schedule or [])), None)
+        owner = event.get("owner") is True  # the deployment owner's schedule: the job need not declare it
+        job = next((j for j in jobs or [] if j.name == name and (owner or any(
+            s.cron == cron for s in j.on.schedule or []))), None)
         if job is None:  # the config changed since the schedule was made: the next reconcile removes it
             logger.info("stale schedule; nothing runs", extra={"repo": repo, "job": name, "cron": cron})
             return Started("stale-schedule")
@@ -111,7 +120,8 @@ class PipelineEvents:
             return self._invalid(where, problems)
         outcome = self.start(delivery, where, job, event="schedule", policy_event=TriggerEvent.SCHEDULE, changed=None,
                              username="iac-ci-schedule")
-        return Started("accepted" if outcome.startswith("run:") else "nothing", {}, [outcome])
+        ran = outcome.startswith("run:")
+        return Started("accepted" if ran else "nothing", {"run_ids": [outcome[4:]] if ran else []}, [outcome])
 
     def after(self, delivery: str, event: dict[str, Any]) -> Started:
         from lambda_runtime.github.events import Started
@@ -151,11 +161,12 @@ class PipelineEvents:
                         "orders": [str(o) for o in event.get("orders") or []][:5000], "chain": chain}
             outcome = self.start(f"{delivery}-{sub.key}", where, job, event="after", policy_event=TriggerEvent.AFTER,
                                  changed=None, username="iac-ci-after", upstream=upstream, params=params)
-            (started if outcome.startswith("run:") else lines).append(f"{sub.key}: {outcome}")
+            (started if outcome.startswith("run:") else lines).append(outcome if outcome.startswith("run:")
+                                                                      else f"{sub.key}: {outcome}")
         ids = [s.split("run:", 1)[1] for s in started]
         if ids:
             self.events.acceptance.store.update_run(str(event["run_id"]), {"downstream_run_ids": ids})
-        return Started("accepted" if started else "nothing", {"runs": len(started)}, started + lines)
+        return Started("accepted" if started else "nothing", {"runs": len(started), "run_ids": ids}, started + lines)
 
     # ---- reconciling the default branch's schedules and subscriptions ----------------------------
     def reconcile(self, where: Where, jobs: list[repo_config.RepoJob], problems: list[Problem]) -> dict[str, int]:
@@ -225,6 +236,7 @@ class PipelineEvents:
                       for o in doc["orders"] if isinstance(o, dict) and o.get("name") in names]
             run_doc = {**doc, "orders": orders, "context": {
                 "repo": where.repo, "head_sha": where.commit, "base_ref": where.branch, "event": event,
+                "ref": where.full_ref,
                 "changed_paths": list(changed)[:3000] if changed is not None else None}}
             if upstream:
                 run_doc["upstream"] = upstream

@@ -276,12 +276,13 @@ class Context(_Strict):
     base_sha: str | None = Field(default=None, max_length=64)
     event: str = Field(default="submit", max_length=64)
     command: str | None = Field(default=None, max_length=16)
+    ref: str | None = Field(default=None, max_length=300)  # a pipeline run's ref (refs/heads/main, refs/tags/v1)
     changed_paths: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=3000)
 
     def env(self) -> dict[str, str]:
         pairs = {"IAC_CI_REPO": self.repo, "IAC_CI_PR_NUMBER": str(self.pr_number) if self.pr_number else None,
                  "IAC_CI_HEAD_SHA": self.head_sha, "IAC_CI_BASE_REF": self.base_ref, "IAC_CI_BASE_SHA": self.base_sha,
-                 "IAC_CI_EVENT": self.event, "IAC_CI_COMMAND": self.command}
+                 "IAC_CI_EVENT": self.event, "IAC_CI_COMMAND": self.command, "IAC_CI_REF": self.ref}
         return {k: v for k, v in pairs.items() if v}
 
 

@@ -42,6 +42,9 @@ class ScheduledJob:
     job: str
     cron: str
     installation_id: int | None = None  # a GitHub App's installation (None: a token's deployment)
+    # declared by the deployment owner on the construct (its own group, which the runtime never
+    # reconciles): it runs the job even though the job's config declares no such cron
+    owner: bool = False
 
     @property
     def name(self) -> str:
@@ -54,7 +57,8 @@ class ScheduledJob:
     def message(self, scheduled_time: str = SCHEDULED_TIME) -> str:
         return json.dumps({"iac_ci": MESSAGE_KIND, "repo": self.repo, "job": self.job, "cron": self.cron,
                            "schedule": self.name, "scheduled_time": scheduled_time,
-                           "installation_id": self.installation_id}, sort_keys=True)
+                           "installation_id": self.installation_id, **({"owner": True} if self.owner else {})},
+                          sort_keys=True)
 
     def target(self, queue_arn: str, role_arn: str) -> dict[str, Any]:
         # no retries beyond a day's worth: a firing late by more than that is not worth running
@@ -72,6 +76,7 @@ class Firing:
     schedule: str
     scheduled_time: str
     installation_id: int | None = None
+    owner: bool = False
 
     @property
     def delivery(self) -> str:
@@ -91,7 +96,8 @@ class Firing:
             installation = data.get("installation_id")
             return cls(repo=str(data["repo"]), job=str(data["job"]), cron=str(data["cron"]),
                        schedule=str(data["schedule"]), scheduled_time=str(data["scheduled_time"]),
-                       installation_id=installation if isinstance(installation, int) else None)
+                       installation_id=installation if isinstance(installation, int) else None,
+                       owner=data.get("owner") is True)
         except KeyError:
             return None
 
@@ -99,7 +105,7 @@ class Firing:
         """The delivery's body, as the GitHub events handler reads it."""
         return {"iac_ci": MESSAGE_KIND, "repository": {"full_name": self.repo}, "job": self.job, "cron": self.cron,
                 "schedule": self.schedule, "scheduled_time": self.scheduled_time,
-                "installation_id": self.installation_id}
+                "installation_id": self.installation_id, "owner": self.owner}
 
 
 @dataclass

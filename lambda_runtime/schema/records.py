@@ -180,6 +180,7 @@ class RunRecord:
     upstream_run_id: str | None = None
     upstream_job: str | None = None
     downstream_run_ids: list[str] | None = None  # the runs its end started
+    chain: list[str] | None = None  # the ``<repo>#<job>`` runs that led to this one (a loop is refused)
     params: dict[str, str] | None = None
     updated_at: float | None = None
 

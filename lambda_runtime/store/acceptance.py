@@ -181,6 +181,7 @@ class Acceptance:
                 params=job.param_env() or None,
                 upstream_run_id=job.upstream.run_id if job.upstream else None,
                 upstream_job=job.upstream.job if job.upstream else None,
+                chain=list(job.upstream.chain) if job.upstream else None,
                 **submission.get("run_fields", {}),
             )
         )

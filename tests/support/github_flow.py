@@ -263,3 +263,21 @@ class ConnectionRecorder:
         self._stopped.set()
         self._thread.join(timeout=5)
         self._sock.close()
+
+
+def push_payload(*, repo: str, ref: str, before: str, after: str, clone_url: str, default_branch: str = "main",
+                 pusher: str = "carol") -> dict[str, Any]:
+    """A ``push`` of ``ref`` (``refs/heads/...`` or ``refs/tags/...``) from ``before`` to ``after``, built from
+    GitHub's published example of a branch push (or of a tag push) moved to ``repo``."""
+    tag = ref.startswith("refs/tags/")
+    doc = _event("push_tag.json" if tag else "push.json", repo)
+    new = set(before) == {"0"}
+    doc.update(ref=ref, before=before, after=after, created=new, deleted=False, forced=False,
+               compare=f"https://github.com/{repo}/compare/{before[:12]}...{after[:12]}")
+    doc["repository"].update(clone_url=clone_url, default_branch=default_branch, master_branch=default_branch)
+    doc["pusher"] = {"name": pusher, "email": f"{pusher}@example.com"}
+    doc["sender"]["login"] = pusher
+    if doc.get("head_commit"):
+        doc["head_commit"]["id"] = after
+    doc["commits"] = [{**c, "id": after} for c in doc.get("commits") or []][:1]
+    return doc
