@@ -32,6 +32,33 @@ def load_job_file(path: Path) -> dict[str, Any]:
     return doc
 
 
+def repo_config_job(doc: dict[str, Any], path: Path, job: str | None) -> dict[str, Any]:
+    """A job of an ``.iac-ci.yml`` (its ``jobs:``, or its one job) as a job file: its orders run on
+    the folder the file is in, as a push would run them on the repository. ``job`` names one of
+    several; every problem of the file is an error, as the engine would refuse the file."""
+    from lambda_runtime.github import repo_config
+
+    config, problems = repo_config.parse(yaml_text_dump(doc))
+    jobs, more = repo_config.jobs_of(config, path.resolve().parent.name)
+    problems += more
+    if problems:
+        raise JobFileError(f"{path}: " + "; ".join(str(p) for p in problems[:20]))
+    if job is None and len(jobs) > 1:
+        raise JobFileError(f"{path} has {len(jobs)} jobs ({', '.join(j.name for j in jobs)}): choose one with --job")
+    chosen = next((j for j in jobs if job is None or j.name == job), None)
+    if chosen is None:
+        raise JobFileError(f"{path} has no job '{job}' (jobs: {', '.join(j.name for j in jobs)})")
+    return {"source": {"path": "."}, **chosen.config, "name": chosen.name}
+
+
+def is_repo_config(doc: dict[str, Any], path: Path) -> bool:
+    return "jobs" in doc or "on" in doc or path.name in (".iac-ci.yml", ".iac-ci.yaml")
+
+
+def yaml_text_dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc)  # JSON is YAML: parsed back by the one reader, duplicate-free by construction
+
+
 def prepare(doc: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """Default the username and resolve ``{path: ...}`` sources against the job file's folder."""
     out = dict(doc)

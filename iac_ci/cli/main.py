@@ -22,7 +22,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from iac_ci.cli.jobfile import JobFileError, load_job_file, prepare
+from iac_ci.cli.jobfile import JobFileError, is_repo_config, load_job_file, prepare, repo_config_job
 from iac_ci.cli.local_approvals import LocalApprover, interactive
 from iac_ci.cli.progress import Progress, orders_table
 from lambda_runtime.approvals.logic import Approvals
@@ -93,11 +93,17 @@ class _AnyImage(ImageAllowList):
 _ANY_IMAGE = _AnyImage()
 
 
-def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console, params: tuple[str, ...] = ()
-                  ) -> tuple[dict[str, Any], Job]:
-    """The job file as submitted (with ``-p`` values as ``param_values``), and the job it is."""
+def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console, params: tuple[str, ...] = (),
+                  job_name: str | None = None) -> tuple[dict[str, Any], Job]:
+    """The job file as submitted (with ``-p`` values as ``param_values``), and the job it is. An
+    ``.iac-ci.yml`` gives its job (``job_name``: one of its ``jobs:``), run on the file's folder."""
     try:
-        doc = prepare(load_job_file(path), path.parent)
+        raw = load_job_file(path)
+        if is_repo_config(raw, path):
+            raw = repo_config_job(raw, path, job_name)
+        elif job_name is not None:
+            raise JobFileError(f"--job is for an .iac-ci.yml; {path} is a job file")
+        doc = prepare(raw, path.parent)
         if params:
             doc = {**doc, "param_values": {**(doc.get("param_values") or {}), **_pairs(params, "-p")}}
         return doc, parse_job(doc, policy)
@@ -141,6 +147,8 @@ def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) ->
     import dataclasses
 
     from lambda_runtime.github import repo_config
+    from lambda_runtime.job.validate import Problem
+    from lambda_runtime.pipelines.triggers import trigger_names
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,22 +156,26 @@ def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) ->
         err.print(f"[red]error:[/] {path}: cannot be read ({exc.strerror})", highlight=False)
         sys.exit(EXIT_INVALID)
     config, problems = repo_config.parse(text)
-    name = config.get("name") if isinstance(config.get("name"), str) else \
-        repo_config.flow_label(path.resolve().parent.name)
-    job = None
-    if config:
+    jobs, more = repo_config.jobs_of(config, path.resolve().parent.name)
+    problems += more
+    checked = []
+    for repo_job in jobs:
         try:
-            job = parse_job({**config, "name": name}, dataclasses.replace(policy, check_rules=False))
+            doc = {**repo_job.config, "name": repo_job.name}
+            checked.append(parse_job(doc, dataclasses.replace(policy, check_rules=False)))
         except JobValidationError as exc:
-            problems += exc.problems
-    if problems or job is None:
+            problems += [dataclasses.replace(p, field=f"{repo_job.name}: {p.field}" if len(jobs) > 1 else p.field)
+                         for p in exc.problems]
+    if problems or not checked:
         err.print(f"[red]invalid .iac-ci.yml[/] {path}:", highlight=False)
-        for p in problems:
+        for p in problems or [Problem(None, "", "no job")]:
             err.print(f"  - {p}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(EXIT_INVALID)
-    plans = sum(1 for o in job.orders if o.command == "plan")
-    err.print(f"[green]valid[/]: .iac-ci.yml '{job.name}' with {plans} plan and {len(job.orders) - plans} apply "
-              "orders", highlight=False)
+    for job, repo_job in zip(checked, jobs, strict=True):
+        plans = sum(1 for o in job.orders if o.command == "plan")
+        triggers = ", ".join(trigger_names(repo_job.on))
+        err.print(f"[green]valid[/]: .iac-ci.yml job '{job.name}' ({triggers}) with {plans} plan and "
+                  f"{len(job.orders) - plans} apply orders", highlight=False)
 
 
 @main.command()
@@ -189,6 +201,7 @@ def schema() -> None:
               help="Set a parameter of the job (params:); checked against its definition.")
 @click.option("--image", "images", multiple=True, metavar="NAME=URI",
               help="Allow a worker image orders may name (image:); locally the commands run on this machine.")
+@click.option("--job", "job_name", metavar="NAME", help="For an .iac-ci.yml with several jobs: the one to run.")
 def run(
     job_file: Path,
     as_json: bool,
@@ -202,8 +215,10 @@ def run(
     approve: tuple[str, ...],
     params: tuple[str, ...],
     images: tuple[str, ...],
+    job_name: str | None,
 ) -> None:
-    """Run JOB_FILE end to end on an embedded AWS (moto on loopback, workers as local processes)."""
+    """Run JOB_FILE (or a job of an .iac-ci.yml, on its folder) end to end on an embedded AWS (moto on
+    loopback, workers as local processes)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
@@ -215,7 +230,7 @@ def run(
         allowed_exact=frozenset(ssm_values) | frozenset(secret_values),
         deployment=deployment,
     ), images=allowed_images)
-    doc, job = _load_or_exit(job_file, policy, err, params)
+    doc, job = _load_or_exit(job_file, policy, err, params, job_name)
     unknown = sorted(set(approve) - {o.name for o in job.orders} - {"all"})
     if unknown:
         err.print(f"[red]error:[/] --approve names no order of the job: {', '.join(unknown)}", highlight=False)

@@ -80,6 +80,8 @@ class ValidationPolicy:
     check_rules: bool = True
     # the worker images the deployment allows (None: none but the engine's own)
     images: ImageAllowList | None = None
+    # the document is one iac-ci stored after validating it (its matrix expanded): packaging's read
+    expanded: bool = False
 
     def environments(self) -> Policy:
         if self.deployment is not None:
@@ -97,7 +99,7 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     if not isinstance(raw, dict):
         raise JobValidationError([Problem(None, "", "a job must be a mapping with 'name' and 'orders'")])
     problems: list[Problem] = []
-    if not policy.internal:  # an expanded document (the engine's own) carries its instances' groups
+    if not (policy.internal or policy.expanded):  # an expanded document carries its instances' groups
         problems.extend(Problem(*p) for p in matrix.authored_groups(raw.get("orders")))
     raw, expanded = matrix.expand(raw)
     problems.extend(Problem(o, f, m) for o, f, m in expanded)

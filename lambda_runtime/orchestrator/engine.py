@@ -456,8 +456,8 @@ class Orchestrator:
         if won:
             run.status, run.finalized = status, True
             self._give_back_locks(run, snap)
+            self.notifier.publish_drift(summary)  # first: the run's final event is its last
             self.notifier.publish_run_finished(summary)
-            self.notifier.publish_drift(summary)
             notify(self.vcs, "run_finished", summary)
 
     def _announce_end(self, snap: RunSnapshot, summary: RunSummary) -> None:

@@ -122,7 +122,8 @@ class Packager:
             rules = self.settings.validation_policy(TriggerEvent(run.trigger), run.branch,
                                                     withhold_credentials=withhold)
             # a run the pull-request flow accepted carries the fields only that flow may set
-            return parse_job(json.loads(body.read()), dataclasses.replace(rules, internal=run.vcs is not None))
+            return parse_job(json.loads(body.read()), dataclasses.replace(rules, internal=run.vcs is not None,
+                                                                          expanded=True))
         except JobValidationError as exc:  # validated at intake; a policy change since then lands here
             raise PackagingError(str(exc)) from None
 

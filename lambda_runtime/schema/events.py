@@ -128,7 +128,7 @@ class RunStateChange(EventDetail):
 
 class DriftDetected(EventDetail):
     """Detail of ``iac-ci Drift Detected``: a ``drift: true`` order's plan exited 2 (changes
-    present) in a run that just ended; one event per drifted order, after the run's final event."""
+    present) in a run that just ended; one event per drifted order, just before the run's final event."""
 
     order: str
     """The drift order's name within the job."""
