@@ -36,6 +36,7 @@ the queue, up to ``MAX_PROCESSING_ATTEMPTS``; a permanent one (another 4xx) mark
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -176,8 +177,8 @@ class GitHubEvents:
     def handle(self, delivery: str, *, internal: bool = False) -> str:
         """Process one queued delivery once; returns its outcome (for logs and tests). ``internal``:
         one iac-ci wrote itself (a schedule's firing, a run's end), never one from GitHub."""
-        if internal:
-            self.deliveries.record(delivery, "internal")  # queued, unless processed already
+        if internal:  # queued, unless processed already (its id names its body: a firing, a run's end)
+            self.deliveries.record(delivery, hashlib.sha256(f"internal/{delivery}".encode()).hexdigest())
         if not self.deliveries.claim(delivery):
             return "duplicate"
         event: dict[str, Any] = {}
