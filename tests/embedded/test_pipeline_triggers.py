@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import secrets
 import time
-import uuid
 from typing import Any
 
 import pytest
 import yaml
 from support.fakes.github_server import FakeGitHub
 from support.github_flow import commit_files, deliver, git, new_repo, push_payload, wait_for
+from support.pipeline_world import delivery_record, done_status, downstream, finished, push, send_push
 from support.pr_world import delivery_status, github_stack, log_of
 
 from lambda_runtime.pipelines.schedules import Schedules
-from lambda_runtime.store.codec import from_item, value
+from lambda_runtime.store.codec import value
 
 pytestmark = pytest.mark.slow
 
@@ -85,59 +85,6 @@ def world(aws, tmp_path_factory) -> Any:
     fake.stop()
 
 
-class Pushed:
-    def __init__(self, world: dict[str, Any], delivery: str, sha: str):
-        self.world, self.delivery, self.sha = world, delivery, sha
-        self.outcome = wait_for(lambda: _done(delivery_status(world, delivery)), what=f"push {delivery}")
-
-    @property
-    def record(self) -> dict[str, Any]:
-        stack = self.world["stack"]
-        item = stack.clients.dynamodb.get_item(TableName=stack.settings.idempotency_table, ConsistentRead=True,
-                                               Key={"id": value(f"github-delivery#{self.delivery}")})["Item"]
-        return from_item(item)
-
-    @property
-    def run_ids(self) -> list[str]:
-        return list(self.record.get("run_ids") or [])
-
-
-def _done(status: str | None) -> str | None:
-    return status if status not in (None, "queued", "processing") else None
-
-
-def push(world: dict[str, Any], repo: str, files: dict[str, str], *, branch: str = "main",
-         delete: tuple[str, ...] = ()) -> Pushed:
-    """A commit on ``branch`` of ``repo`` and its signed ``push`` webhook."""
-    path = world["repos"][repo]
-    git(path, "checkout", "-q", branch)
-    for name in delete:
-        git(path, "rm", "-q", name)
-    before = world["heads"][repo]
-    sha = commit_files(path, files, f"change {uuid.uuid4().hex[:6]}")
-    world["heads"][repo] = sha
-    return send_push(world, repo, f"refs/heads/{branch}", before, sha)
-
-
-def send_push(world: dict[str, Any], repo: str, ref: str, before: str, after: str) -> Pushed:
-    delivery = str(uuid.uuid4())
-    body = push_payload(repo=repo, ref=ref, before=before, after=after, clone_url=f"file://{world['repos'][repo]}")
-    answer = deliver(world["url"], body, secret=world["webhook_key"], event="push", delivery=delivery)
-    assert answer.status_code == 202, answer.text
-    return Pushed(world, delivery, after)
-
-
-def finished(world: dict[str, Any], run_id: str, timeout: float = 120) -> dict[str, Any]:
-    return world["stack"].wait(run_id, timeout=timeout)
-
-
-def downstream(world: dict[str, Any], run_id: str, count: int = 1) -> list[str]:
-    """The runs the end of ``run_id`` started (recorded on it once they are accepted)."""
-    stack = world["stack"]
-    return wait_for(lambda: (lambda ids: ids if ids and len(ids) >= count else None)(
-        stack.store.get_run(run_id).downstream_run_ids), timeout=60, what=f"the runs after {run_id}")
-
-
 # ---- push ------------------------------------------------------------------------------------------------------
 def test_a_push_to_main_touching_lambdas_runs_the_job_and_its_follower_takes_its_artifact(world) -> None:
     pushed = push(world, INFRA, {"lambdas/handler.py": "def handler(e, c): return 2\n"})
@@ -197,11 +144,9 @@ def fire(world: dict[str, Any], when: float) -> str:
     stack = world["stack"]
     [firing] = stack.scheduler.tick(when)
     assert firing.job == "drift" and firing.repo == INFRA
-    status = wait_for(lambda: _done(delivery_status(world, firing.delivery)), what="the schedule's run")
+    status = wait_for(lambda: done_status(delivery_status(world, firing.delivery)), what="the schedule's run")
     assert status == "accepted"
-    item = stack.clients.dynamodb.get_item(TableName=stack.settings.idempotency_table, ConsistentRead=True,
-                                           Key={"id": value(f"github-delivery#{firing.delivery}")})["Item"]
-    [run_id] = from_item(item)["run_ids"]
+    [run_id] = delivery_record(world, firing.delivery)["run_ids"]
     return str(run_id)
 
 
@@ -261,11 +206,9 @@ def test_a_firing_delivered_twice_starts_one_run(world) -> None:
 
     firing = Firing.parse(message)
     assert firing is not None
-    wait_for(lambda: _done(delivery_status(world, firing.delivery)), what="the firing")
+    wait_for(lambda: done_status(delivery_status(world, firing.delivery)), what="the firing")
     time.sleep(2)  # the second copy has been through the queue by now
-    item = stack.clients.dynamodb.get_item(TableName=s.idempotency_table, ConsistentRead=True,
-                                           Key={"id": value(f"github-delivery#{firing.delivery}")})["Item"]
-    assert len(from_item(item)["run_ids"]) == 1
+    assert len(delivery_record(world, firing.delivery)["run_ids"]) == 1
 
 
 # ---- chains across repositories --------------------------------------------------------------------------------
