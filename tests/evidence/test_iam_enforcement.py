@@ -50,6 +50,7 @@ from support.iam import (
 from iac_ci.embedded.local_dispatch import LocalDispatcher
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.pipelines.schedules import ScheduledJob
 from lambda_runtime.schema import layout
 
 pytestmark = pytest.mark.slow
@@ -75,6 +76,7 @@ class Enforced:
     dispatcher: WorkerDispatcher
     prefix: str
     watchdog_user: str
+    other_group: str = "default"  # a schedule group not the deployment's
     probed: set[int] = field(default_factory=set)  # indices of decisions taken for probes
 
     def principal(self, component: str) -> str:
@@ -194,12 +196,14 @@ def test_a_job_succeeds_with_every_component_on_its_synthesized_policy(enforced:
                    "s3:PutObject", "states:StartExecution"},
         "packaging": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:GetObject", "s3:PutObject", "dynamodb:GetItem",
                       "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem",
-                      "ssm:DescribeParameters", "secretsmanager:DescribeSecret"},  # exists, never read
+                      "ssm:DescribeParameters", "secretsmanager:DescribeSecret",  # exists, never read
+                      "events:PutEvents"},
         # credentials are minted at dispatch: read, encrypted, deleted once the order ends
         "orchestrator": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "s3:ListBucket", "s3:GetObject", "s3:PutObject",
                          "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:ConditionCheckItem",
                          "states:StartExecution", "lambda:InvokeFunction", "codebuild:StartBuild", "kms:Encrypt",
-                         "ssm:GetParameter", "secretsmanager:GetSecretValue", "s3:DeleteObject"},
+                         "ssm:GetParameter", "secretsmanager:GetSecretValue", "s3:DeleteObject",
+                         "events:PutEvents"},
         "worker": {"kms:Decrypt"},
         "worker_build": {"kms:Decrypt"},
     }
@@ -309,6 +313,25 @@ def _put(bucket: Callable[[Enforced], str], key: str) -> Call:
     return lambda e, c: c.s3.put_object(Bucket=bucket(e), Key=key, Body=b"{}")
 
 
+def _schedule(group: Callable[[Enforced], str]) -> Call:
+    """CreateSchedule (then DeleteSchedule) in a group, as the packaging function reconciles a repository's."""
+    def call(e: Enforced, c: AwsClients) -> None:
+        s = e.stack.settings
+        job = ScheduledJob("acme/probe", f"probe-{secrets.token_hex(3)}", "0 6 * * *")
+        c.scheduler.create_schedule(Name=job.name, GroupName=group(e), ScheduleExpression=job.expression,
+                                    FlexibleTimeWindow={"Mode": "OFF"},
+                                    Target=job.target(s.schedule_queue_arn, s.scheduler_role_arn))
+        c.scheduler.delete_schedule(Name=job.name, GroupName=group(e))
+    return call
+
+
+def _put_event(e: Enforced, c: AwsClients) -> None:
+    answer = c.events.put_events(Entries=[{"Source": "iac-ci", "DetailType": "iac-ci Run State Change",
+                                           "Detail": "{}", "EventBusName": e.stack.settings.event_bus}])
+    if answer.get("FailedEntryCount"):
+        raise PermissionError(str(answer["Entries"]))
+
+
 def _presigned(method: str, key: str) -> Call:
     """A URL signed with the component's credentials, used over HTTP as a worker uses its URLs."""
 
@@ -374,6 +397,10 @@ PROBES: dict[str, list[Probe]] = {
         Probe("UpdateItem on the locks table", _item("locks_table", "UpdateItem"), False),
         Probe("states:StartExecution of the watchdog (a PR's job timeout)", lambda e, c: c.sfn.start_execution(
             stateMachineArn=e.stack.settings.watchdog_arn, name=f"probe-{secrets.token_hex(4)}", input="{}"), True),
+        Probe("a schedule in the deployment's group (ReconcileSchedules)",
+              _schedule(lambda e: e.stack.settings.schedule_group), True),
+        Probe("a schedule in another group", _schedule(lambda e: e.other_group), False),
+        Probe("events:PutEvents on the deployment's bus (run started)", _put_event, True),
     ],
     "orchestrator": [
         Probe("Query on the orders table (RunAndOrderItems)", _item("orders_table", "Query"), True),
@@ -387,6 +414,8 @@ PROBES: dict[str, list[Probe]] = {
     ],
     "worker": [
         Probe("kms:Decrypt bound to a run and order (DecryptBundleSecrets)", _decrypt, True),
+        Probe("a schedule in the deployment's group", _schedule(lambda e: e.stack.settings.schedule_group), False),
+        Probe("events:PutEvents on the deployment's bus (a forged notification)", _put_event, False),
         Probe("kms:Encrypt with the sops key", _encrypt, False),
         Probe("GetObject of a bundle with its own credentials", _get(BUNDLE), False),
         Probe("presigned GET of a bundle signed by itself", _presigned("GET", BUNDLE), False),

@@ -696,6 +696,7 @@ def rewire(stack: Any, clients: Mapping[str, AwsClients], dispatcher: Any, admin
     component with its own clients (and its SQS event source polling with its role). Must run
     before ``stack.start()``."""
     from lambda_runtime.intake.handler import build as build_intake
+    from lambda_runtime.notify.events import Notifier
     from lambda_runtime.orchestrator.engine import Orchestrator
     from lambda_runtime.orchestrator.handler import process as orchestrator_process
     from lambda_runtime.packaging.handler import build as build_packaging
@@ -710,7 +711,8 @@ def rewire(stack: Any, clients: Mapping[str, AwsClients], dispatcher: Any, admin
     stack.api = build_intake(settings, clients["intake"])
     stack.packager = build_packaging(settings, clients["packaging"], vcs=stack.vcs).packager
     stack.orchestrator = Orchestrator(settings, clients["orchestrator"], dispatcher, vcs=stack.vcs,
-                                      checkpoint=stack._checkpoint)
+                                      checkpoint=stack._checkpoint,
+                                      notifier=Notifier.from_settings(settings, clients["orchestrator"]))
     stack._pumps = [
         QueuePump(clients["packaging"].sqs, stack.queues.packaging_url,
                   lambda e: packaging_process(e, stack.packager, stack.github_events), concurrency=2, name="packaging"),
