@@ -26,6 +26,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 from api_calls import CallCounter  # noqa: E402
 from bench_masking import run as masking  # noqa: E402
+from bench_pipelines import run as pipelines  # noqa: E402
 from bench_pr import run as pull_requests  # noqa: E402
 
 # US East (N. Virginia) list prices, 2026; control plane only (workers' own compute excluded)
@@ -186,6 +187,7 @@ def main() -> int:
     masking(row)
     sandbox_sweep()
     pull_requests(row)
+    pipelines(row)
     return 0
 
 

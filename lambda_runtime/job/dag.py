@@ -233,6 +233,8 @@ def unneeded_orders(nodes: Mapping[str, NodeState]) -> dict[str, str]:
     ended, or a skip caused by such an order. Derived from statuses alone, so the verdict of a
     run is the same whichever orchestrator computes it."""
     out: dict[str, str] = {}
+    if all(s.run_if == "success" for s in nodes.values()):
+        return out  # only a run_if order can be not needed, and what follows one
     deps = {n: s.depends_on for n, s in nodes.items()}
     for name in topological(deps):
         node = nodes[name]
