@@ -18,7 +18,7 @@ from typing import Any
 
 from lambda_runtime.logs import logger
 from lambda_runtime.pipelines import cron
-from lambda_runtime.pipelines.schedules import NAME_PREFIX, SCHEDULED_TIME, Firing
+from lambda_runtime.pipelines.schedules import SCHEDULED_TIME, Firing, Schedules
 
 MAX_FIRINGS_PER_TICK = 3
 
@@ -26,8 +26,9 @@ MAX_FIRINGS_PER_TICK = 3
 class LocalScheduler:
     def __init__(self, scheduler: Any, sqs: Any, *, group: str, queue_url: str, queue_arn: str,
                  clock: Callable[[], float] = time.time):
-        self._scheduler, self._sqs = scheduler, sqs
-        self._group, self._queue_url, self._queue_arn = group, queue_url, queue_arn
+        self._sqs = sqs
+        self._group = Schedules(scheduler, group, queue_arn, role_arn="")  # read only: it lists, never writes
+        self._queue_url, self._queue_arn = queue_url, queue_arn
         self._last = clock()
         self._clock = clock
         self._stop = threading.Event()
@@ -54,20 +55,11 @@ class LocalScheduler:
     def _schedules(self) -> list[tuple[str, str, str]]:
         """(name, 5-field cron, target message) of each enabled schedule targeting our queue."""
         out = []
-        kwargs: dict[str, Any] = {"GroupName": self._group, "NamePrefix": NAME_PREFIX}
-        while True:
-            page = self._scheduler.list_schedules(**kwargs)
-            for item in page.get("Schedules", []):
-                if item.get("State") != "ENABLED":
-                    continue
-                full = self._scheduler.get_schedule(Name=item["Name"], GroupName=self._group)
-                target = full.get("Target") or {}
-                firing = Firing.parse(str(target.get("Input") or ""))
-                if target.get("Arn") == self._queue_arn and firing is not None:
-                    out.append((item["Name"], firing.cron, str(target["Input"])))
-            if not page.get("NextToken"):
-                return out
-            kwargs["NextToken"] = page["NextToken"]
+        for name, target in self._group.targets():
+            firing = Firing.parse(str(target["Input"]))
+            if target.get("Arn") == self._queue_arn and firing is not None:
+                out.append((name, firing.cron, str(target["Input"])))
+        return out
 
     def start(self, interval: float = 15.0) -> LocalScheduler:
         def loop() -> None:

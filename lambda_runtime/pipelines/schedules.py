@@ -161,8 +161,8 @@ class Schedules:
                                                                          for k, v in done.items()}})
         return done
 
-    def all(self) -> list[ScheduledJob]:
-        """Every schedule of the group, read back from its target's message (what serve fires)."""
+    def targets(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, target) of every enabled schedule of the group whose target is iac-ci's message."""
         out = []
         kwargs: dict[str, Any] = {"GroupName": self.group, "NamePrefix": NAME_PREFIX}
         while True:
@@ -170,10 +170,18 @@ class Schedules:
             for item in page.get("Schedules", []):
                 if item.get("State") != "ENABLED":
                     continue
-                full = self.scheduler.get_schedule(Name=item["Name"], GroupName=self.group)
-                firing = Firing.parse((full.get("Target") or {}).get("Input", ""))
-                if firing is not None:
-                    out.append(ScheduledJob(firing.repo, firing.job, firing.cron, firing.installation_id))
+                target = self.scheduler.get_schedule(Name=item["Name"], GroupName=self.group).get("Target") or {}
+                if Firing.parse(str(target.get("Input") or "")) is not None:
+                    out.append((str(item["Name"]), target))
             if not page.get("NextToken"):
                 return out
             kwargs["NextToken"] = page["NextToken"]
+
+    def all(self) -> list[ScheduledJob]:
+        """Every schedule of the group, read back from its target's message (what serve fires)."""
+        out = []
+        for _, target in self.targets():
+            firing = Firing.parse(str(target["Input"]))
+            assert firing is not None
+            out.append(ScheduledJob(firing.repo, firing.job, firing.cron, firing.installation_id, firing.owner))
+        return out
