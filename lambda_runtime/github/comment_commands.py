@@ -123,7 +123,7 @@ class CommentCommands:
             return Started("refused", {"command": cmd.verb})
         withhold = bool(reasons) and mode is ForkPolicy.WITHOUT_SECRETS
         started = self.events.plan(delivery, pr, installation, event="comment", names=cmd.orders, dirs=cmd.dirs,
-                                   untrusted=bool(reasons), withhold=withhold)
+                                   untrusted=bool(reasons), withhold=withhold, params=cmd.params)
         how = ""
         if reasons:
             how = " without any secret or role" if mode is ForkPolicy.WITHOUT_SECRETS else \
@@ -163,6 +163,8 @@ class CommentCommands:
             command="apply", event="comment", policy_event=TriggerEvent.COMMENT, commit=pr.head_sha,
             changed=self.events.vcs.changed_files(pr.repo, pr.number, installation),
             names=cmd.orders, dirs=cmd.dirs, apply_on="command", pr_number=pr.number, skip=frozenset(applied),
+            # the plan's parameters, unless the command sets them again (checked against the definitions)
+            params=tuple({**(snap.run.params or {} if snap.run else {}), **dict(cmd.params)}.items()),
             plan_run={"run_id": plan_ref.run_id, "commit": plan_ref.commit,
                       "orders": {n: o.status.value for n, o in snap.orders.items()}}))
         self._report(login, "apply", pr, started, reply, f" with the plan of run `{plan_ref.run_id}`")

@@ -256,14 +256,14 @@ class GitHubEvents:
     # ---- the pull request's life ------------------------------------------------------------
     def plan(self, delivery: str, pr: PullRequest, installation: int | None, *, event: str,
              names: tuple[str, ...] = (), dirs: tuple[str, ...] = (), untrusted: bool = False,
-             withhold: bool = False) -> Started:
+             withhold: bool = False, params: tuple[tuple[str, str], ...] = ()) -> Started:
         """Plan the head commit; the pull request's runs still in flight are superseded first."""
         changed = self.vcs.changed_files(pr.repo, pr.number, installation)  # named orders get the list too
         self.cancel_runs(pr, delivery)
         return self.start(delivery, pr, installation, Trigger(
             command="plan", event=event, policy_event=PLAN_EVENTS.get(event, TriggerEvent.PULL_REQUEST),
             commit=pr.head_sha, changed=changed, names=names, dirs=dirs, untrusted=untrusted, withhold=withhold,
-            pr_number=pr.number))
+            pr_number=pr.number, params=params))
 
     def _closed(self, delivery: str, pr: PullRequest, installation: int | None) -> Started:
         cancelled = self.cancel_runs(pr, delivery)

@@ -16,7 +16,7 @@ import yaml
 from support.fakes.github_server import FakeGitHub
 from support.github_flow import commit_files, deliver, git, new_repo, push_payload, wait_for
 from support.pipeline_world import delivery_record, done_status, downstream, finished, push, send_push
-from support.pr_world import delivery_status, github_stack, log_of
+from support.pr_world import PullRequest, delivery_status, github_stack, log_of
 
 from lambda_runtime.pipelines.schedules import Schedules
 from lambda_runtime.store.codec import value
@@ -34,7 +34,7 @@ def lam(name: str, *cmds: str, **more: Any) -> dict[str, Any]:
 
 INFRA_CONFIG = {"jobs": {
     "deploy": {
-        "on": {"push": {"branches": ["main"], "paths": ["lambdas/**"]}},
+        "on": {"push": {"branches": ["main"], "paths": ["lambdas/**"]}, "pull_request": {}},
         "params": {"dry_run": {"type": "boolean", "default": "true"}},
         "orders": [
             lam("build", 'mkdir -p dist && echo "package of $IAC_CI_HEAD_SHA" > dist/pkg.txt', artifacts=["dist"]),
@@ -73,10 +73,11 @@ def world(aws, tmp_path_factory) -> Any:
                                             "VERSION": "1.0\n"})
     fake = FakeGitHub().start()
     fake.git_repos.update({INFRA: infra, API: api})
+    fake.permissions.update({(INFRA, "carol"): "write"})
     stack, http = github_stack(aws, fake, POLICY, webhook_key=WEBHOOK_KEY, token=TOKEN,
                                prefix="pt" + secrets.token_hex(4))
     w = {"stack": stack, "url": http.url, "fake": fake, "repos": {INFRA: infra, API: api},
-         "heads": {INFRA: infra_main, API: api_main}, "webhook_key": WEBHOOK_KEY}
+         "heads": {INFRA: infra_main, API: api_main}, "webhook_key": WEBHOOK_KEY, "repo": infra, "main": infra_main}
     # the default branch's config takes effect (schedules, after-subscriptions) with a push to it
     assert push(w, INFRA, {"docs/index.md": "# infra, reconciled\n"}).outcome == "nothing"
     yield w
@@ -253,3 +254,21 @@ def test_an_invalid_config_pushed_to_main_fails_its_commit_and_keeps_the_schedul
     cron = stack.clients.scheduler.get_schedule(Name=entry["Name"], GroupName=s.schedule_group)
     assert cron["ScheduleExpression"] == "cron(0 6 * * ? *)"  # the last valid config's
     push(world, INFRA, {".iac-ci.yml": yaml.safe_dump(INFRA_CONFIG, sort_keys=False)})
+
+
+# ---- parameters from a comment ---------------------------------------------------------------------------------
+def test_a_comment_sets_a_parameter_checked_against_its_definition(world) -> None:
+    pr = PullRequest(world, 21, {"lambdas/handler.py": "def handler(e, c): return 21\n"})
+    pr.send("opened")
+    first = pr.finished(pr.new_run(0))
+    assert "dry_run=true" in log_of(world, first.run.run_id, "ship")  # the default
+    doc = pr.comment("/iac-ci plan -p dry_run=false")
+    assert "plan" in pr.reply_to(doc)
+    second = pr.finished(pr.new_run(1))
+    assert "dry_run=false" in log_of(world, second.run.run_id, "ship") and second.run.params == {"dry_run": "false"}
+    bad = pr.comment("/iac-ci plan -p dry_run=maybe")
+    pr.reply_to(bad)
+    listed = wait_for(lambda: next((c["body"] for c in world["fake"].comments_on(INFRA, 21)
+                                    if "params.dry_run" in c["body"]), None), what="the problems comment")
+    assert "'maybe' is not a boolean (true or false)" in listed
+    assert len(pr.runs("plan")) == 2  # the refused value started nothing
