@@ -12,5 +12,8 @@ for the construct's own resources ship with it (``iac_ci_constructs.nag``).
 from iac_ci_constructs.image import ImageContextError
 from iac_ci_constructs.pipeline import IacCiPipeline
 from iac_ci_constructs.props import IacCiPipelineProps, IacCiPipelinePropsError
+from lambda_runtime.pipelines.schedules import ScheduledJob
+from lambda_runtime.schema.images import WorkerImage
 
-__all__ = ["IacCiPipeline", "IacCiPipelineProps", "IacCiPipelinePropsError", "ImageContextError"]
+__all__ = ["IacCiPipeline", "IacCiPipelineProps", "IacCiPipelinePropsError", "ImageContextError", "ScheduledJob",
+           "WorkerImage"]

@@ -162,7 +162,8 @@ def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) ->
     for repo_job in jobs:
         try:
             doc = {**repo_job.config, "name": repo_job.name}
-            checked.append(parse_job(doc, dataclasses.replace(policy, check_rules=False)))
+            checked.append(parse_job(doc, dataclasses.replace(policy, check_rules=False,
+                                                              followed=repo_config.followed(repo_job, jobs))))
         except JobValidationError as exc:
             problems += [dataclasses.replace(p, field=f"{repo_job.name}: {p.field}" if len(jobs) > 1 else p.field)
                          for p in exc.problems]
@@ -174,8 +175,9 @@ def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) ->
     for job, repo_job in zip(checked, jobs, strict=True):
         plans = sum(1 for o in job.orders if o.command == "plan")
         triggers = ", ".join(trigger_names(repo_job.on))
-        err.print(f"[green]valid[/]: .iac-ci.yml job '{job.name}' ({triggers}) with {plans} plan and "
-                  f"{len(job.orders) - plans} apply orders", highlight=False)
+        what = f"{plans} plan and {len(job.orders) - plans} apply orders" if repo_job.on.pull_request else \
+            f"{len(job.orders)} orders"
+        err.print(f"[green]valid[/]: .iac-ci.yml job '{job.name}' ({triggers}) with {what}", highlight=False)
 
 
 @main.command()

@@ -131,6 +131,24 @@ def _on(body: dict[str, Any], where: str) -> tuple[On | None, list[Problem]]:
                               e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
 
 
+def followed(job: RepoJob, jobs: list[RepoJob]) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
+    """The jobs ``job`` follows (``on: after``), each with its orders' names when it is in this file
+    (expanded as the run will name them), for checking ``inputs: [{from: <job>/<order>}]`` up front."""
+    from lambda_runtime.job import matrix
+
+    by_name = {j.name: j for j in jobs}
+    out: dict[str, tuple[str, ...] | None] = {}
+    for a in job.on.after or ():
+        upstream = by_name.get(a.job) if a.repo is None else None
+        orders = upstream.config.get("orders") if upstream is not None else None
+        if isinstance(orders, list):
+            expanded = matrix.expand({"orders": orders})[0]["orders"]
+            out[a.job] = tuple(str(o.get("name")) for o in expanded if isinstance(o, dict))
+        else:
+            out.setdefault(a.job, None)
+    return tuple(out.items())
+
+
 def pull_request_job(jobs: list[RepoJob], base_ref: str | None = None) -> RepoJob | None:
     """The job that answers to pull requests (into ``base_ref``, when its trigger names branches)."""
     for job in jobs:

@@ -324,7 +324,7 @@ class Order(_Strict):
     fail_fast: bool = Field(default=True, strict=True)
     group: str | None = Field(default=None, pattern=ORDER_NAME_RE, max_length=MAX_ORDER_NAME)  # set by the expansion
     # CodeBuild only: an image the deployment allows (``images`` on the construct), by name or URI,
-    # and privileged mode (a docker daemon) where that image allows it
+    # and CodeBuild's privileged mode (docker builds) where that image allows it
     image: str | None = Field(default=None, min_length=1, max_length=1024)
     privileged: bool = Field(default=False, strict=True)
 

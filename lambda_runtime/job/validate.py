@@ -82,6 +82,9 @@ class ValidationPolicy:
     images: ImageAllowList | None = None
     # the document is one iac-ci stored after validating it (its matrix expanded): packaging's read
     expanded: bool = False
+    # a config's job checked as a whole (no run yet): the jobs it follows (``on: after``) and their
+    # orders (None: another repository's, unknown here), whose artifacts its inputs may name
+    followed: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
 
     def environments(self) -> Policy:
         if self.deployment is not None:
@@ -113,6 +116,8 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     orders = job.orders if job else _parse_orders_individually(raw_orders)
     elsewhere = _plan_run_orders(raw) if policy.internal else set()
     upstream_of = _upstream_orders(raw) if policy.internal else None
+    if upstream_of is None and policy.followed:  # a config's job checked before any run: what it follows
+        upstream_of = {job: set(orders) if orders is not None else None for job, orders in policy.followed}
     problems.extend(_graph_problems(_graph_view(raw_orders), len(raw_orders) if isinstance(raw_orders, list) else 0,
                                     elsewhere=elsewhere, upstream_run=upstream_of))
     problems.extend(_pipeline_problems(job, orders, policy))
@@ -268,18 +273,19 @@ def _command_problems(orders: list[Order], default_apply_on: str) -> list[Proble
     return out
 
 
-def _upstream_orders(raw: dict[str, Any]) -> tuple[str, set[str]] | None:
+def _upstream_orders(raw: dict[str, Any]) -> dict[str, set[str] | None] | None:
     up = raw.get("upstream")
     if not isinstance(up, dict) or not isinstance(up.get("job"), str):
         return None
     names = up.get("orders")
-    return up["job"], {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    return {up["job"]: {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()}
 
 
 def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] | None = None,
-                    upstream_run: tuple[str, set[str]] | None = None) -> list[Problem]:
+                    upstream_run: dict[str, set[str] | None] | None = None) -> list[Problem]:
     """``elsewhere``: orders of the plan run an apply run takes artifacts from (not in this job);
-    ``upstream``: (job, orders) of the run that started this one (``on: after``)."""
+    ``upstream_run``: job -> its orders (None: not known) of the run that started this one, or
+    that may start it (``on: after``)."""
     problems: list[Problem] = []
     elsewhere = elsewhere or set()
     known = {n.name for n in nodes}
@@ -314,9 +320,11 @@ def _graph_problems(nodes: list[_GraphNode], total: int, *, elsewhere: set[str] 
                 if upstream_run is None:
                     problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is an order of job '{job_name}': "
                                             "only a run started by that job's run (on: after) has its artifacts"))
-                elif job_name != upstream_run[0] or order_name not in upstream_run[1]:
-                    problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not an order of the run that "
-                                            f"started this one (job '{upstream_run[0]}')"))
+                elif job_name not in upstream_run or (upstream_run[job_name] is not None
+                                                      and order_name not in (upstream_run[job_name] or ())):
+                    followed = ", ".join(f"'{j}'" for j in sorted(upstream_run))
+                    problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not an order of a job this "
+                                            f"one follows (on: after {followed})"))
                 continue
             if src not in upstream:
                 problems.append(Problem(o.name, f"inputs[{i}].from", f"'{src}' is not among this order's dependencies"))

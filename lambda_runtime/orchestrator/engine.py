@@ -34,6 +34,7 @@ from lambda_runtime.orchestrator.minting import Minter, MintingError
 from lambda_runtime.orchestrator.planner import Arrived, Decision, Effect, Step
 from lambda_runtime.orchestrator.presign import worker_payload
 from lambda_runtime.orchestrator.snapshots import SnapshotCache
+from lambda_runtime.policy.model import TriggerEvent
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import OrderResult
 from lambda_runtime.schema.records import LeaseFence, OrderRecord, RunRecord, RunSnapshot, RunSummary
@@ -53,6 +54,12 @@ DISPATCH_CHUNK = 48  # orders started per fenced transaction, with the lease ren
 
 class RetryLater(RuntimeError):
     """The run could not be settled in this invocation; let the queue deliver the message again."""
+
+
+# the runs whose end may start another job (``on: after``): the default branch's pipelines and a
+# merged change, never a pull request's plan or apply (a fork's code must not hand artifacts on)
+CHAINABLE_TRIGGERS = frozenset({TriggerEvent.PUSH.value, TriggerEvent.SCHEDULE.value, TriggerEvent.AFTER.value,
+                                TriggerEvent.MERGE.value})
 
 
 @dataclass
@@ -466,6 +473,8 @@ class Orchestrator:
         function decides whether any job follows)."""
         run = snap.run
         if run is None or run.vcs != "github" or not run.repo or not self.settings.github_enabled:
+            return
+        if run.trigger not in CHAINABLE_TRIGGERS:  # a pull request's run: its code is nobody's reviewed change
             return
         event = {"iac_ci": "after", "run_id": run.run_id, "repo": run.repo, "job": run.name,
                  "status": summary["status"], "commit": run.commit, "branch": run.branch,

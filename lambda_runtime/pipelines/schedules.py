@@ -61,7 +61,8 @@ class ScheduledJob:
                           sort_keys=True)
 
     def target(self, queue_arn: str, role_arn: str) -> dict[str, Any]:
-        # no retries beyond a day's worth: a firing late by more than that is not worth running
+        # a firing Scheduler could not deliver within an hour is dropped: a late drift check or nightly
+        # job runs at its next firing instead of piling up
         return {"Arn": queue_arn, "RoleArn": role_arn, "Input": self.message(),
                 "RetryPolicy": {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 10}}
 

@@ -26,10 +26,11 @@ class WorkerImage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     uri: str = Field(min_length=1, max_length=1024)
-    # whether orders on it may set ``privileged: true`` (CodeBuild's privileged mode: a docker daemon)
+    # whether orders on it may set ``privileged: true`` (CodeBuild's privileged mode, which a docker
+    # build needs; the image starts its own docker daemon, CodeBuild does not for a custom image)
     privileged: bool = False
-    # whether the image has Python 3 (the worker entrypoint runs inside it); without, the
-    # order's commands run as the buildspec's own commands (``worker.buildspec``)
+    # whether the image has Python 3 and the iac-ci runtime (the worker runs inside it); an order
+    # on an image without is refused: every order's result is reported by the worker
     python: bool = True
 
     @field_validator("uri")

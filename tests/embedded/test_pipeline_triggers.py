@@ -272,3 +272,10 @@ def test_a_comment_sets_a_parameter_checked_against_its_definition(world) -> Non
                                     if "params.dry_run" in c["body"]), None), what="the problems comment")
     assert "'maybe' is not a boolean (true or false)" in listed
     assert len(pr.runs("plan")) == 2  # the refused value started nothing
+    # a pull request's runs of deploy never start the jobs that follow deploy (its code is not reviewed)
+    time.sleep(3)
+    for run in (first, second):
+        assert world["stack"].store.get_run(run.run.run_id).downstream_run_ids is None
+        assert world["stack"].clients.s3.list_objects_v2(
+            Bucket=world["stack"].settings.internal_bucket,
+            Prefix=f"webhooks/iac-ci/after-{run.run.run_id}").get("KeyCount") == 0

@@ -1,0 +1,1 @@
+memory_size = 512

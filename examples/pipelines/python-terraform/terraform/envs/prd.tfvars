@@ -1,0 +1,3 @@
+function_name      = "orders-prd"
+memory_size        = 1024
+log_retention_days = 90
