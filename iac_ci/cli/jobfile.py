@@ -38,7 +38,7 @@ def repo_config_job(doc: dict[str, Any], path: Path, job: str | None) -> dict[st
     several; every problem of the file is an error, as the engine would refuse the file."""
     from lambda_runtime.github import repo_config
 
-    config, problems = repo_config.parse(yaml_text_dump(doc))
+    config, problems = repo_config.parse_loaded(doc)
     jobs, more = repo_config.jobs_of(config, path.resolve().parent.name)
     problems += more
     if problems:
@@ -53,10 +53,6 @@ def repo_config_job(doc: dict[str, Any], path: Path, job: str | None) -> dict[st
 
 def is_repo_config(doc: dict[str, Any], path: Path) -> bool:
     return "jobs" in doc or "on" in doc or path.name in (".iac-ci.yml", ".iac-ci.yaml")
-
-
-def yaml_text_dump(doc: dict[str, Any]) -> str:
-    return json.dumps(doc)  # JSON is YAML: parsed back by the one reader, duplicate-free by construction
 
 
 def prepare(doc: dict[str, Any], base_dir: Path) -> dict[str, Any]:

@@ -412,9 +412,7 @@ class GitHubEvents:
         url = pr.clone_url if trig.head_config else (pr.base_clone_url or pr.clone_url)
         if not url:
             raise JobValidationError([Problem(None, "source", "the pull request's head repository no longer exists")])
-        git: dict[str, Any] = {"url": url, "ref": trig.commit}
-        if self.settings.github_token_secret_id:
-            git["token"] = {"secret": self.settings.github_token_secret_id}
+        git = self.git_source(url, trig.commit)
         doc: dict[str, Any] = {"name": config.get("name") or repo_config.flow_label(pr.repo), "username": pr.author,
                                "repo": pr.repo, "commit": trig.commit, "source": {"git": git}, "orders": orders}
         if trig.pr_number:
@@ -431,6 +429,13 @@ class GitHubEvents:
         if found:
             raise JobValidationError([Problem(o, f, m) for o, f, m in found])
         return doc, note
+
+    def git_source(self, url: str, commit: str) -> dict[str, Any]:
+        """A run's source: the repository at the commit, cloned with the deployment's own token."""
+        git: dict[str, Any] = {"url": url, "ref": commit}
+        if self.settings.github_token_secret_id:
+            git["token"] = {"secret": self.settings.github_token_secret_id}
+        return git
 
     def _run_document(self, doc: dict[str, Any], whole: Job, names: list[str], chosen: selection.Selection,
                       trig: Trigger, pr: PullRequest) -> dict[str, Any]:

@@ -211,9 +211,7 @@ class PipelineEvents:
               params: dict[str, str] | None = None) -> str:
         """``run:<id>`` for a run accepted (or accepted before, for a retried delivery), else why not."""
         settings = self.events.settings
-        git: dict[str, Any] = {"url": where.clone_url, "ref": where.commit}
-        if settings.github_token_secret_id:
-            git["token"] = {"secret": settings.github_token_secret_id}
+        git = self.events.git_source(where.clone_url, where.commit)
         cfg = job.config
         doc: dict[str, Any] = {"name": job.name, "username": re.sub(r"[^A-Za-z0-9_.@-]", "-", username)[:64],
                                "repo": where.repo, "commit": where.commit, "source": {"git": git},

@@ -48,6 +48,11 @@ def parse(text: str) -> tuple[dict[str, Any], list[Problem]]:
         return {}, [Problem(None, "", f"not valid YAML: {yaml_text.describe(exc)}")]
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         return {}, [Problem(None, "", f"not a YAML document iac-ci can read: {str(exc)[:200]}")]
+    return parse_loaded(config)
+
+
+def parse_loaded(config: Any) -> tuple[dict[str, Any], list[Problem]]:
+    """``parse`` of a document read already (a job file the CLI loaded)."""
     if not isinstance(config, dict):
         return {}, [Problem(None, "", "must be a mapping with 'orders'")]
     problems = [Problem(None, str(k)[:100], f"unknown field (fields: {', '.join(CONFIG_KEYS)})")

@@ -58,7 +58,8 @@ def test_packaged_dockerfile_is_the_repository_dockerfile() -> None:
 
 
 def dockerfile_copies() -> list[str]:
-    """Files of the checkout with a line starting like the Dockerfile's FROM (the copies to keep in sync)."""
+    """Files of the checkout that install the runtime on the Dockerfile's base (the copies to keep in sync;
+    an image built FROM the engine's, or a function image of an example's, is not one)."""
     skip = {".git", ".venv", "node_modules", "cdk.out", ".pytest_cache", ".ruff_cache", "build", "__pycache__"}
     found = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
@@ -69,7 +70,7 @@ def dockerfile_copies() -> list[str]:
                 text = path.read_text()
             except (UnicodeDecodeError, OSError):
                 continue
-            if re.search(r"^FROM\s.*lambda/python", text, re.M):
+            if re.search(r"^FROM\s.*lambda/python", text, re.M) and "requirements-lambda.txt" in text:
                 found.append(path.relative_to(ROOT).as_posix())
     return sorted(found)
 
