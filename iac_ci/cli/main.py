@@ -790,6 +790,10 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
                       "POST /runs/ID/cancel|approve|reject, GET /locks, POST /locks/release, "
                       f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",
                       highlight=False, soft_wrap=True)
+            err.print(f"events (one EventBridge event per line): {stack.events_log}", highlight=False, soft_wrap=True)
+            if stack.scheduler is not None:
+                err.print(f"schedules of on: schedule fire here (looked at every {schedule_interval:g}s)",
+                          highlight=False)
             err.print(f"job signing secret (X-IacCi-Signature-256): {stack.webhook_secret}", highlight=False,
                       soft_wrap=True)
             click.echo(http.url, nl=True)
