@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lambda_runtime.schema.status import OrderStatus, RunStatus
 
@@ -58,32 +58,27 @@ def clip(text: str | None, limit: int = REASON_MAX_CHARS) -> str | None:
 class EventDetail(BaseModel):
     """The fields every iac-ci event's detail carries: which deployment, which run and what started it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = SCHEMA_VERSION
-    """Version of this detail schema; raised only for a change a consumer could break on (a field
-    removed or its meaning changed). New optional fields do not raise it."""
-    event_id: str
-    """Identifies the state change, for consumers to drop duplicates:
-    ``<run_id>:<order or #run>:<status>:<attempt>`` (the attempt of an order; 0 for a run)."""
-    deployment: str
-    """The engine deployment that published it (the construct's ``deployment_name``), to tell
-    several deployments apart on one bus."""
-    run_id: str
-    """The run's id, as ``iac-ci status`` and ``GET /runs/{id}`` take it."""
-    job: str
-    """The job's name (the run's ``name``)."""
-    repo: str | None = None
-    """The repository the run's source came from (``owner/name``), if it came from one."""
-    commit: str | None = None
-    """The commit the run ran, if known."""
-    pr_number: int | None = None
-    """The pull request the run belongs to, if any."""
-    trigger: str = "submit"
-    """What started the run (``policy.model.TriggerEvent``): ``submit`` (the API or CLI),
-    ``pull_request``, ``push``, ``comment``, ``schedule``, ``merge``, ``merge_group`` ..."""
-    time: float
-    """When the change happened: seconds since the epoch (UTC), fractional."""
+    schema_version: int = Field(default=SCHEMA_VERSION, description=(
+        'Version of this detail schema; raised only for a change a consumer could break on (a field '
+        'removed or its meaning changed). New optional fields do not raise it.'))
+    event_id: str = Field(description=(
+        'Identifies the state change, for consumers to drop duplicates: ``<run_id>:<order or '
+        '#run>:<status>:<attempt>`` (the attempt of an order; 0 for a run).'))
+    deployment: str = Field(description=(
+        "The engine deployment that published it (the construct's ``deployment_name``), to tell several "
+        'deployments apart on one bus.'))
+    run_id: str = Field(description="The run's id, as ``iac-ci status`` and ``GET /runs/{id}`` take it.")
+    job: str = Field(description="The job's name (the run's ``name``).")
+    repo: str | None = Field(default=None, description=(
+        "The repository the run's source came from (``owner/name``), if it came from one."))
+    commit: str | None = Field(default=None, description='The commit the run ran, if known.')
+    pr_number: int | None = Field(default=None, description='The pull request the run belongs to, if any.')
+    trigger: str = Field(default="submit", description=(
+        'What started the run (``policy.model.TriggerEvent``): ``submit`` (the API or CLI), '
+        '``pull_request``, ``push``, ``comment``, ``schedule``, ``merge``, ``merge_group`` ...'))
+    time: float = Field(description='When the change happened: seconds since the epoch (UTC), fractional.')
 
 
 class OrderStateChange(EventDetail):
@@ -93,19 +88,17 @@ class OrderStateChange(EventDetail):
     order skipped because a dependency failed is one (queued -> skipped). The initial ``queued``
     is not an event: every order of a run is queued when the run starts running."""
 
-    order: str
-    """The order's name within the job."""
-    status: OrderStatus
-    """Its status now."""
-    previous: OrderStatus
-    """Its status before this change."""
-    attempt: int = 0
-    """How many times it has been dispatched (0: never started; 1 once running)."""
-    exit_code: int | None = None
-    """The exit code of its commands, once a worker reported one (an order that ended otherwise has none)."""
-    reason: str | None = None
-    """Why it ended this way, when the engine knows (a dependency that did not succeed, a
-    cancellation, a timeout, a worker's error), cut to 2,000 characters. Never a log tail."""
+    order: str = Field(description="The order's name within the job.")
+    status: OrderStatus = Field(description='Its status now.')
+    previous: OrderStatus = Field(description='Its status before this change.')
+    attempt: int = Field(default=0, description=(
+        'How many times it has been dispatched (0: never started; 1 once running).'))
+    exit_code: int | None = Field(default=None, description=(
+        'The exit code of its commands, once a worker reported one (an order that ended otherwise has '
+        'none).'))
+    reason: str | None = Field(default=None, description=(
+        'Why it ended this way, when the engine knows (a dependency that did not succeed, a '
+        "cancellation, a timeout, a worker's error), cut to 2,000 characters. Never a log tail."))
 
 
 class RunStateChange(EventDetail):
@@ -114,26 +107,22 @@ class RunStateChange(EventDetail):
     An ending run publishes exactly one event with ``final`` true, after its done object exists;
     its ``status`` is the run's verdict."""
 
-    status: RunStatus
-    """The run's status now (``running``, or its final status)."""
-    final: bool
-    """True once the run ended: nothing of it changes any more."""
-    orders: dict[str, int]
-    """How many of its orders are in each status, e.g. ``{"succeeded": 3, "skipped": 1}``."""
-    upstream_run_id: str | None = None
-    """The run whose end started this one (``on: after``), if any."""
-    duration_s: float | None = None
-    """Seconds from the run's acceptance to its end; None until it ended."""
+    status: RunStatus = Field(description="The run's status now (``running``, or its final status).")
+    final: bool = Field(description='True once the run ended: nothing of it changes any more.')
+    orders: dict[str, int] = Field(description=(
+        'How many of its orders are in each status, e.g. ``{"succeeded": 3, "skipped": 1}``.'))
+    upstream_run_id: str | None = Field(default=None, description=(
+        'The run whose end started this one (``on: after``), if any.'))
+    duration_s: float | None = Field(default=None, description=(
+        "Seconds from the run's acceptance to its end; None until it ended."))
 
 
 class DriftDetected(EventDetail):
     """Detail of ``iac-ci Drift Detected``: a ``drift: true`` order's plan exited 2 (changes
     present) in a run that just ended; one event per drifted order, just before the run's final event."""
 
-    order: str
-    """The drift order's name within the job."""
-    exit_code: int | None = None
-    """Its commands' exit code (2)."""
+    order: str = Field(description="The drift order's name within the job.")
+    exit_code: int | None = Field(default=None, description="Its commands' exit code (2).")
 
 
 DETAIL_MODELS: dict[str, type[EventDetail]] = {
