@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import pytest
+from support.planning import running_snapshot
 
 from lambda_runtime.job import matrix
 from lambda_runtime.job.model import Job
@@ -14,7 +15,7 @@ from lambda_runtime.job.validate import JobValidationError, ValidationPolicy, pa
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.planner import Arrived, Effect
 from lambda_runtime.schema.contract import OrderResult
-from lambda_runtime.schema.records import OrderRecord, RunRecord, RunSnapshot
+from lambda_runtime.schema.records import RunSnapshot
 from lambda_runtime.schema.status import OrderStatus as S
 from lambda_runtime.schema.status import RunStatus as R
 
@@ -223,15 +224,7 @@ RULES = planner.Rules(watchdog_grace_seconds=60)
 
 
 def snapshot(job: Job, status: dict[str, S]) -> RunSnapshot:
-    run = RunRecord(run_id="r1", status=R.RUNNING, trace_id="r1:1", deadline=NOW + 3600)
-    orders = {}
-    for o in job.orders:
-        st = status.get(o.name, S.QUEUED)
-        orders[o.name] = OrderRecord(
-            name=o.name, status=st, depends_on=tuple(o.depends_on), must_succeed=o.must_succeed, run_if=o.run_if,
-            drift=o.drift, group=o.group, fail_fast=o.fail_fast, timeout=60, watchdog="arn:x",
-            attempt=0 if st is S.QUEUED else 1, dispatched_at=None if st is S.QUEUED else NOW - 5)
-    return RunSnapshot(run, orders)
+    return running_snapshot(job, status, NOW)
 
 
 def step(job: Job, status: dict[str, S], results: dict[str, S]) -> planner.Decision:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.planning import running_snapshot
 
 from lambda_runtime.job import dag
 from lambda_runtime.job.model import Job
@@ -13,7 +14,6 @@ from lambda_runtime.job.validate import JobValidationError, parse_job
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.planner import Arrived
 from lambda_runtime.schema.contract import OrderResult
-from lambda_runtime.schema.records import OrderRecord, RunRecord, RunSnapshot
 from lambda_runtime.schema.status import OrderStatus as S
 from lambda_runtime.schema.status import RunStatus as R
 
@@ -153,18 +153,10 @@ def pipeline(*orders: dict[str, Any]) -> Job:
 
 
 def step(job: Job, status: dict[str, S], results: dict[str, S] | None = None) -> planner.Decision:
-    run = RunRecord(run_id="r1", status=R.RUNNING, trace_id="r1:1", deadline=NOW + 3600)
-    records = {}
-    for o in job.orders:
-        st = status.get(o.name, S.QUEUED)
-        records[o.name] = OrderRecord(
-            name=o.name, status=st, depends_on=tuple(o.depends_on), must_succeed=o.must_succeed, run_if=o.run_if,
-            drift=o.drift, group=o.group, fail_fast=o.fail_fast, timeout=60, watchdog="arn:x",
-            attempt=0 if st is S.QUEUED else 1, dispatched_at=None if st is S.QUEUED else NOW - 5)
     arrived = {n: Arrived(OrderResult(run_id="r1", order=n, attempt=1, status=st,
                                       exit_code={S.SUCCEEDED: 0, S.DRIFTED: 2}.get(st, 1)), NOW - 1)
                for n, st in (results or {}).items()}
-    return planner.plan(RunSnapshot(run, records), arrived, frozenset(), NOW, RULES)
+    return planner.plan(running_snapshot(job, status, NOW), arrived, frozenset(), NOW, RULES)
 
 
 def moves(decision: planner.Decision) -> dict[str, S]:
