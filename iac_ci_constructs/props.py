@@ -307,6 +307,9 @@ class IacCiPipelineProps:
                 out.append(f"{what}: {exc}")
             if job.name in seen:
                 out.append(f"{what}: declared twice")
+            if self.github_app_secret is not None and job.installation_id is None:
+                out.append(f"{what}: a GitHub App deployment reads the repository as one of its installations: "
+                           "give installation_id")
             seen.add(job.name)
         return out
 

@@ -215,6 +215,21 @@ def test_a_schedule_declared_twice_is_refused() -> None:
         "schedules must be a sequence of ScheduledJob(repo, job, cron)"]
 
 
+def test_an_owner_schedule_of_a_github_app_deployment_names_its_installation() -> None:
+    from aws_cdk import App, Stack
+    from aws_cdk import aws_secretsmanager as secretsmanager
+
+    app_secret = secretsmanager.Secret(Stack(App(), "AppKey"), "Key")
+    webhook = secretsmanager.Secret(app_secret.stack, "Hook")
+    [problem] = IacCiPipelineProps(schedules=[NIGHTLY], github_app_secret=app_secret,
+                                   github_webhook_secret=webhook).problems()
+    assert problem == ("schedules: org/app job nightly at '0 6 * * 1-5': a GitHub App deployment reads the "
+                       "repository as one of its installations: give installation_id")
+    installed = dataclasses.replace(NIGHTLY, installation_id=44110021)
+    assert IacCiPipelineProps(schedules=[installed], github_app_secret=app_secret,
+                              github_webhook_secret=webhook).problems() == []
+
+
 # ---- notifications -----------------------------------------------------------------------------------
 def rule_of(b: Built, rule: events.Rule) -> dict[str, Any]:
     return b.resources[b.lid(rule)]["Properties"]
