@@ -462,8 +462,10 @@ def test_terminate_group_reports_whether_the_group_obeyed(tmp_path: Path) -> Non
     reader.start()
     reader.join()
     obeying = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-    stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 1000"], start_new_session=True)
+    stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; echo ignoring; sleep 1000"], start_new_session=True,
+                                stdout=subprocess.PIPE, text=True)
     try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == "ignoring\n"  # the trap is set
         assert terminate_group(obeying.pid, reader, 10) is True
         began = time.monotonic()
         assert terminate_group(stubborn.pid, reader, 0.3) is False
@@ -472,6 +474,8 @@ def test_terminate_group_reports_whether_the_group_obeyed(tmp_path: Path) -> Non
         for proc in (obeying, stubborn):
             signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        if stubborn.stdout is not None:
+            stubborn.stdout.close()
     assert obeying.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL
 
 
