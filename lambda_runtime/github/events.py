@@ -424,8 +424,7 @@ class GitHubEvents:
                 doc[key] = config[key]
         if trig.params:
             doc["param_values"] = dict(trig.params)
-        doc, found = matrix.expand(doc)
-        found = matrix.authored_groups(orders) + found
+        doc, found = matrix.expand_written(doc)
         if found:
             raise JobValidationError([Problem(o, f, m) for o, f, m in found])
         return doc, note

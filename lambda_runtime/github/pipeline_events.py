@@ -220,8 +220,7 @@ class PipelineEvents:
             if k in cfg:
                 doc[k] = cfg[k]
         rules = replace(settings.validation_policy(policy_event, where.branch), internal=True)
-        doc, expanded = matrix.expand(doc)
-        expanded = matrix.authored_groups(cfg.get("orders")) + expanded
+        doc, expanded = matrix.expand_written(doc)
         try:
             if expanded:
                 raise JobValidationError([Problem(o, f, m) for o, f, m in expanded])

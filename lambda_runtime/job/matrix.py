@@ -119,3 +119,10 @@ def expand(raw: Any) -> tuple[Any, list[tuple[str, str, str]]]:
                                  f"'{src}' is a matrix: take the artifact of one instance, e.g. "
                                  f"'{instances[src][0]}'"))
     return {**raw, "orders": orders}, problems
+
+
+def expand_written(raw: Any) -> tuple[Any, list[tuple[str, str, str]]]:
+    """``expand`` of a document as its author wrote it: a ``group`` they set is a problem too."""
+    written = authored_groups(raw.get("orders")) if isinstance(raw, dict) else []
+    doc, problems = expand(raw)
+    return doc, written + problems

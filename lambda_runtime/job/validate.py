@@ -102,9 +102,8 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     if not isinstance(raw, dict):
         raise JobValidationError([Problem(None, "", "a job must be a mapping with 'name' and 'orders'")])
     problems: list[Problem] = []
-    if not (policy.internal or policy.expanded):  # an expanded document carries its instances' groups
-        problems.extend(Problem(*p) for p in matrix.authored_groups(raw.get("orders")))
-    raw, expanded = matrix.expand(raw)
+    # an expanded document (the engine's own, or one it stored) carries its instances' groups
+    raw, expanded = matrix.expand(raw) if policy.internal or policy.expanded else matrix.expand_written(raw)
     problems.extend(Problem(o, f, m) for o, f, m in expanded)
     raw_orders = raw.get("orders")
     names_by_index = _names_by_index(raw_orders)
