@@ -119,11 +119,11 @@ def access_logs_bucket(scope: Construct, id: str, *, removal_policy: RemovalPoli
     )
 
 
-def expiring(prefix: str, days: int) -> s3.LifecycleRule:
-    """Objects under ``prefix`` expire after ``days``; their noncurrent versions a week later."""
+def expiring(prefix: str, days: int, *, rule_id: str | None = None) -> s3.LifecycleRule:
+    """Objects under ``prefix`` (every object: "") expire after ``days``; their noncurrent versions a week later."""
     return s3.LifecycleRule(
-        id="Expire" + construct_id(prefix.strip("/")),
-        prefix=prefix,
+        id=rule_id or "Expire" + construct_id(prefix.strip("/")),
+        prefix=prefix or None,
         expiration=Duration.days(days),
         noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
     )

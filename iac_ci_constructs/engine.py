@@ -102,6 +102,8 @@ def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, worke
         allowed_role_arns=tuple(props.allowed_role_arns),
         allowed_source_buckets=tuple(b.bucket_name for b in props.allowed_source_buckets),
         watchdog_grace_seconds=props.watchdog_grace_seconds,
+        run_retention_days=props.run_retention_days,
+        event_ttl_days=props.event_retention_days,
         github_webhook_secret_id=props.github_webhook_secret.secret_arn if props.github_webhook_secret else "",
         github_token_secret_id=props.github_token_secret.secret_arn if props.github_token_secret else "",
         github_app_secret_id=props.github_app_secret.secret_arn if props.github_app_secret else "",

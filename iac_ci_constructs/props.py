@@ -34,6 +34,7 @@ from lambda_runtime.job.model import JOB_NAME_RE, REPO_RE
 from lambda_runtime.pipelines import cron
 from lambda_runtime.pipelines.schedules import ScheduledJob
 from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file, permissive_policy
+from lambda_runtime.schema import retention
 from lambda_runtime.schema.images import WorkerImage
 
 LAMBDA_MEMORY_MIB = (128, 10_240)
@@ -162,9 +163,25 @@ class IacCiPipelineProps:
     log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS
     """Retention of every log group the construct creates. Default: logs are kept three months."""
 
-    internal_object_retention_days: int = 90
-    """Days after which job submissions, bundles, logs, artifacts and callbacks in the internal bucket
-    expire (noncurrent versions: 7 days later). Default: 90 days, as the order events' TTL."""
+    run_retention_days: int = retention.RUN_RETENTION_DAYS
+    """Days a run stays in the orders table once it is final (the run item and its orders carry a DynamoDB
+    TTL, ``expire_at``, written when the run ends). Default: 1 day; ``iac-ci status`` of an older run says
+    it expired, and its order events stay (``event_retention_days``)."""
+
+    internal_object_retention_days: int = retention.INTERNAL_OBJECT_RETENTION_DAYS
+    """Days after which the internal bucket's objects expire (noncurrent versions: 7 days later): job
+    submissions, webhook deliveries and worker callbacks this many days after they are written; a run's
+    bundles, logs and artifacts (``runs/``) this many days after the longest a run can last (a job's
+    ``timeout``, at most 7 days: S3 counts from an object's creation, and a run needs its objects until it
+    ends). Default: 1 day (``runs/``: 8 days)."""
+
+    done_object_retention_days: int = retention.DONE_OBJECT_RETENTION_DAYS
+    """Days after which the final run summaries (the done bucket's ``<run_id>/done`` objects, written when
+    a run ends) expire. Default: 1 day."""
+
+    event_retention_days: int = retention.EVENT_RETENTION_DAYS
+    """Days the order events (the audit trail: every transition, approval and lock change) are kept
+    (DynamoDB TTL). Default: 90 days. The state bucket has no expiry: Terraform state is kept for good."""
 
     vpc: ec2.IVpc | None = None
     """VPC for the workers (worker function and CodeBuild project). Default: workers run outside any VPC."""
@@ -380,7 +397,13 @@ class IacCiPipelineProps:
         if self.event_bus is not None and not hasattr(self.event_bus, "event_bus_name"):
             out.append("event_bus must be an event bus (events.IEventBus), e.g. "
                        "events.EventBus.from_event_bus_name(scope, id, name)")
-        out += _int_problems("internal_object_retention_days", self.internal_object_retention_days, 1, None)
+        for name in ("run_retention_days", "internal_object_retention_days", "done_object_retention_days"):
+            out += _int_problems(name, getattr(self, name), 1, retention.MAX_RETENTION_DAYS)
+        out += _int_problems("event_retention_days", self.event_retention_days, 1, retention.MAX_RETENTION_DAYS)
+        if isinstance(self.event_retention_days, int) and isinstance(self.run_retention_days, int) \
+                and self.event_retention_days < self.run_retention_days:
+            out.append(f"event_retention_days ({self.event_retention_days}) must be at least run_retention_days "
+                       f"({self.run_retention_days}): a run's audit trail must outlive the run")
         out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
         out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,
                              None)

@@ -18,7 +18,7 @@ from constructs import Construct
 from iac_ci_constructs import defaults
 from iac_ci_constructs import iam as policies
 from iac_ci_constructs.props import IacCiPipelineProps
-from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema import deployment, layout, retention
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS, TABLES
 
 
@@ -49,12 +49,17 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
         group, "AccessLogsBucket", removal_policy=removal)
     internal = defaults.bucket(
         group, "InternalBucket", removal_policy=removal, access_logs=access_logs,
-        lifecycle_rules=[  # everything the engine writes there: submissions, callbacks, runs
-            defaults.expiring(prefix, props.internal_object_retention_days)
-            for prefix in dict.fromkeys([*deployment.NOTIFICATIONS, layout.RUNS_PREFIX])
+        lifecycle_rules=[  # everything the engine writes there: submissions and callbacks, then runs
+            *(defaults.expiring(prefix, props.internal_object_retention_days)
+              for prefix in dict.fromkeys(deployment.NOTIFICATIONS)),
+            # a run needs its own objects until it ends, up to a job's longest timeout after they were written
+            defaults.expiring(layout.RUNS_PREFIX, retention.run_object_days(props.internal_object_retention_days)),
         ],
     )
-    done = defaults.bucket(group, "DoneBucket", removal_policy=removal, access_logs=access_logs)
+    done = defaults.bucket(
+        group, "DoneBucket", removal_policy=removal, access_logs=access_logs,
+        lifecycle_rules=[defaults.expiring("", props.done_object_retention_days, rule_id="ExpireDone")])
+    # no expiry: Terraform state (and its noncurrent versions) is kept for good
     state = defaults.bucket(group, "StateBucket", removal_policy=removal, access_logs=access_logs)
     kms_key: kms.IKey = props.existing_kms_key or kms.Key(
         group, "SopsKey", description="iac-ci: sops-encrypted secrets of order bundles",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lambda_runtime.job.validate import ValidationPolicy
 from lambda_runtime.policy.model import Policy, TriggerEvent, permissive_policy, policy_from_json
+from lambda_runtime.schema import retention
 from lambda_runtime.schema.images import ImageAllowList
 
 ENV_PREFIX = "IAC_CI_"
@@ -90,7 +91,10 @@ class Settings(BaseModel):
     lock_lease_seconds: int = Field(default=120, ge=5)
     watchdog_grace_seconds: int = Field(default=300, ge=1)
     presign_margin_seconds: int = Field(default=3600, ge=60)
-    event_ttl_days: int = 90
+    # retention (``schema.retention``): a final run's items expire this many days after it ends; its
+    # order events this many days after they are written
+    run_retention_days: int = Field(default=retention.RUN_RETENTION_DAYS, ge=1)
+    event_ttl_days: int = Field(default=retention.EVENT_RETENTION_DAYS, ge=1)
     max_body_bytes: int = 1_000_000
     # caps on one fetched source (git checkout or extracted zip; the zip object and the fetched
     # repository too): bytes on disk and number of files (packaging.sources.SourceLimits)

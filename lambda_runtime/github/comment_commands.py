@@ -30,6 +30,7 @@ from lambda_runtime.github.events import PullRequest, Started, Trigger
 from lambda_runtime.github.webhooks import parse_time
 from lambda_runtime.logs import logger
 from lambda_runtime.policy.model import ForkPolicy, TriggerEvent
+from lambda_runtime.schema import retention
 from lambda_runtime.schema.records import RunSnapshot
 from lambda_runtime.schema.status import OrderStatus
 from lambda_runtime.summary import run_summary
@@ -149,7 +150,11 @@ class CommentCommands:
                        f"`{plan_ref.commit[:12]}`): the plan is stale. Comment `/iac-ci plan`, then apply")
         else:
             snap = store.load(plan_ref.run_id)
-            if snap.run is None or not snap.run.finalized:
+            if snap.run is None or retention.expired(snap.run.expire_at, self.events.clock()):
+                days = self.events.settings.run_retention_days
+                problem = (f"the plan (run `{plan_ref.run_id}`) has expired: a run is kept {days} day(s) after it "
+                           "ends. Comment `/iac-ci plan`, then apply")
+            elif not snap.run.finalized:
                 problem = f"the plan (run `{plan_ref.run_id}`) is still running: apply once it has finished"
         earlier = {r.run_id: store.load(r.run_id) for r in refs if r.command == "apply" and r.commit == pr.head_sha}
         in_flight = [run_id for run_id, s in earlier.items() if _in_flight(s)]

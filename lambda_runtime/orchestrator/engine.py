@@ -77,7 +77,7 @@ class Orchestrator:
     def __post_init__(self) -> None:
         s = self.settings
         self.store = RunStore(self.clients.dynamodb, s.orders_table, s.events_table, clock=self.clock,
-                              event_ttl_days=s.event_ttl_days)
+                              event_ttl_days=s.event_ttl_days, run_retention_days=s.run_retention_days)
         self.locks = RunLocks(self.clients.dynamodb, s.locks_table, lease_seconds=s.lock_lease_seconds,
                               clock=self.clock)
         self.snapshots = SnapshotCache(self.store)
@@ -458,7 +458,7 @@ class Orchestrator:
         for o in snap.orders.values():
             counts[o.status.value] = counts.get(o.status.value, 0) + 1
         won = self.store.finalize(run.run_id, run.status, status, {"status": status.value, "orders": counts},
-                                  fence=fence)
+                                  fence=fence, orders=snap.orders)
         self.checkpoint("finalized")
         if won:
             run.status, run.finalized = status, True

@@ -155,6 +155,7 @@ class RunRecord:
     cancel_requested_at: float | None = None
     finalized: bool = False
     finished_at: float | None = None
+    expire_at: int | None = None  # the TTL, written when the run is final (``schema.retention``)
     packaging_started_at: float | None = None
     packaged_at: float | None = None
     packaging_error: str | None = None

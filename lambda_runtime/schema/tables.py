@@ -12,7 +12,9 @@ Final schema
     ``sk = "#run"``            the run item: status, job spec pointer, cancel/finalize flags, deadline.
     ``sk = "order#<name>"``    one item per order: status, target, attempt, timestamps, exit code,
                                log key, dispatch reference. Never the log itself (400 KB item limit).
-``order_events`` — append-only audit trail, 90-day TTL written on every item (``expire_at``):
+    TTL ``expire_at``: written on the run item and every order item when the run becomes final
+    (``schema.retention``: a day later by default); readers treat an item past it as gone.
+``order_events`` — append-only audit trail, 90-day TTL (``event_retention_days``) on every item (``expire_at``):
     pk ``run_id`` (S), sk ``sk`` (S) = ``<epoch µs, 16 digits>#<order or #job>#<event type>``;
     each (order, event type) happens once because it is written in the same transaction as the
     conditional state transition that causes it, so the sort key never collides, and the
@@ -28,8 +30,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-EVENT_TTL_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _key_schema(pk: tuple[str, str], sk: tuple[str, str] | None) -> list[dict[st
     return schema
 
 
-ORDERS = TableDef("orders", ("run_id", "S"), ("sk", "S"))
+ORDERS = TableDef("orders", ("run_id", "S"), ("sk", "S"), ttl_attribute="expire_at")
 ORDER_EVENTS = TableDef(
     "order_events",
     ("run_id", "S"),

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from lambda_runtime.aws.clients import error_code, is_conditional_failure
-from lambda_runtime.schema import transitions
+from lambda_runtime.schema import retention, transitions
 from lambda_runtime.schema.records import (
     ORDER_SK_PREFIX,
     RUN_SK,
@@ -65,13 +65,15 @@ class RunStore:
         events_table: str,
         *,
         clock: Callable[[], float] = time.time,
-        event_ttl_days: int = 90,
+        event_ttl_days: int = retention.EVENT_RETENTION_DAYS,
+        run_retention_days: int = retention.RUN_RETENTION_DAYS,
     ):
         self._ddb = dynamodb
         self.orders_table = orders_table
         self.events_table = events_table
         self._clock = clock
-        self._ttl = event_ttl_days * 86400
+        self._ttl = event_ttl_days * retention.DAY_SECONDS
+        self._run_retention_days = run_retention_days
 
     # ---- events -------------------------------------------------------------------------
     def event_put(
@@ -305,10 +307,20 @@ class RunStore:
         summary: dict[str, Any],
         *,
         fence: LeaseFence | None = None,
+        orders: Iterable[str] = (),
     ) -> bool:
-        """Mark the run final exactly once; False if it already was (or the fence failed)."""
+        """Mark the run final exactly once; False if it already was (or the fence failed).
+
+        The run's items get their TTL here (``schema.retention``): first every order item, in fenced
+        batches, then the run item with the final status. A crash in between leaves the run not final,
+        so the next holder finalizes it again and writes them all once more (the same attribute)."""
         transitions.check_run(source, status)
-        expr, names, vals = update_expression({"status": status.value, "finalized": True, "finished_at": self._clock()})
+        now = self._clock()
+        expire_at = retention.expire_at(now, self._run_retention_days)
+        if not self._expire_orders(run_id, list(orders), expire_at, fence):
+            return False
+        expr, names, vals = update_expression({"status": status.value, "finalized": True, "finished_at": now,
+                                               "expire_at": expire_at})
         items: list[dict[str, Any]] = []
         if fence:
             items.append(fence.condition_check())
@@ -326,6 +338,21 @@ class RunStore:
         )
         items.append(self.event_put(run_id, JOB_EVENT_SUBJECT, "job_completed", summary))
         return self._transact(items)
+
+    def _expire_orders(self, run_id: str, orders: list[str], expire_at: int, fence: LeaseFence | None) -> bool:
+        """Write ``expire_at`` on each order item, one transaction per 99 (plus the fence); False when
+        the run is no longer this holder's or an order item is missing."""
+        per_tx = MAX_TRANSACT_ITEMS - (1 if fence else 0)
+        for i in range(0, len(orders), per_tx):
+            items = [fence.condition_check()] if fence else []
+            items += [{"Update": {
+                "TableName": self.orders_table, "Key": self._key(run_id, order_sk(name)),
+                "UpdateExpression": "SET #x = :x", "ConditionExpression": "attribute_exists(run_id)",
+                "ExpressionAttributeNames": {"#x": "expire_at"}, "ExpressionAttributeValues": {":x": value(expire_at)},
+            }} for name in orders[i:i + per_tx]]
+            if not self._transact(items):
+                return False
+        return True
 
     # ---- helpers ------------------------------------------------------------------------
     def _transact(self, items: list[dict[str, Any]]) -> bool:

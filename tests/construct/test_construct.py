@@ -14,9 +14,9 @@ from aws_cdk.assertions import Capture, Match, Template
 from iac_ci_constructs import IacCiPipeline
 from iac_ci_constructs.monitoring import TIMED_OUT_STATE
 from lambda_runtime import watchdog
-from lambda_runtime.schema import deployment, layout
+from lambda_runtime.schema import deployment, layout, retention
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
-from lambda_runtime.schema.tables import TABLES
+from lambda_runtime.schema.tables import ORDERS, TABLES
 from lambda_runtime.settings import Settings
 
 EXTRA_ROUTE = ("POST", "/webhooks/example")
@@ -133,14 +133,27 @@ def test_data_buckets_log_server_access(built) -> None:
         assert config["DestinationBucketName"] == {"Ref": logs_bucket}
 
 
-def test_internal_bucket_expires_run_objects(built) -> None:
+def _lifecycle(stack: Stack, resources: dict[str, Any], bucket: Any) -> list[dict[str, Any]]:
+    return list(resources[logical_id(stack, bucket)]["Properties"].get("LifecycleConfiguration", {}).get("Rules", []))
+
+
+def test_retention_defaults_follow_the_design(built) -> None:
+    """A day for a final run's items, its done summary and the transient objects; a run's own objects a day
+    after the longest run; 90 days of order events; the state bucket never expires."""
     stack, pipeline, template = built
-    rules = template.to_json()["Resources"][logical_id(stack, pipeline.internal_bucket)]["Properties"][
-        "LifecycleConfiguration"]["Rules"]
-    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "Prefix" in r}
-    assert expiring == dict.fromkeys([*deployment.NOTIFICATIONS, layout.RUNS_PREFIX], 90)
-    assert {layout.JOBS_PREFIX, layout.CALLBACKS_PREFIX} <= set(expiring)
-    assert all(r.get("NoncurrentVersionExpiration") for r in rules if "Prefix" in r)
+    resources = template.to_json()["Resources"]
+    rules = _lifecycle(stack, resources, pipeline.internal_bucket)
+    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
+    assert expiring == {**dict.fromkeys(deployment.NOTIFICATIONS, 1), layout.RUNS_PREFIX: 1 + retention.MAX_RUN_DAYS}
+    assert {layout.JOBS_PREFIX, layout.CALLBACKS_PREFIX, layout.WEBHOOKS_PREFIX} <= set(expiring)
+    assert all(r.get("NoncurrentVersionExpiration") for r in rules if "ExpirationInDays" in r)
+    done = [r for r in _lifecycle(stack, resources, pipeline.done_bucket) if "ExpirationInDays" in r]
+    assert [(r.get("Prefix"), r["ExpirationInDays"]) for r in done] == [(None, 1)]  # every object
+    state = _lifecycle(stack, resources, pipeline.state_bucket)
+    assert state and not [r for r in state if "ExpirationInDays" in r or "NoncurrentVersionExpiration" in r]
+    orders = resources[logical_id(stack, pipeline.tables[ORDERS.logical_name])]["Properties"]
+    assert orders["TimeToLiveSpecification"] == {"AttributeName": "expire_at", "Enabled": True}
+    assert (pipeline.settings.run_retention_days, pipeline.settings.event_ttl_days) == (1, 90)
 
 
 def test_bucket_notifications_route_each_prefix_to_its_queue(built) -> None:

@@ -330,3 +330,24 @@ def test_re_run_plans_again_for_a_writer_only(world) -> None:
             time.sleep(2)
             assert len(pr.runs()) == before
     pr.send("closed", merged=False)
+
+
+def test_an_expired_plan_is_not_applied(world) -> None:
+    """A plan past its retention (its run item's TTL: DynamoDB may not have deleted it yet) is refused by
+    name, and nothing is applied; once DynamoDB deletes it, the answer is the same."""
+    pr = PullRequest(world, 61, {"infra/app/main.tf": 'resource "aws_s3_bucket" "app" { bucket = "v61" }\n'})
+    pr.send("opened")
+    plan = pr.finished(pr.new_run(0))
+    assert plan.run is not None and plan.run.expire_at is not None
+    assert plan.run.expire_at >= int(plan.run.finished_at or 0) + 86400  # a day after it ended, by default
+    stack = world["stack"]
+    key = {"run_id": value(plan.run.run_id), "sk": value("#run")}
+    stack.clients.dynamodb.update_item(TableName=stack.settings.orders_table, Key=key,
+                                       UpdateExpression="SET expire_at = :x",
+                                       ExpressionAttributeValues={":x": value(int(time.time()) - 1)})
+    text = pr.reply_to(pr.comment("/iac-ci apply"))
+    assert "has expired" in text and plan.run.run_id in text and "/iac-ci plan" in text
+    stack.clients.dynamodb.delete_item(TableName=stack.settings.orders_table, Key=key)
+    assert "has expired" in pr.reply_to(pr.comment("/iac-ci apply"))
+    assert pr.runs("apply") == []
+    pr.send("closed", merged=False)

@@ -94,6 +94,31 @@ def test_finalize_happens_once(store: RunStore) -> None:
     assert store.update_run(run_id, {"cancel_requested": True}, unless_finalized=True) is False
 
 
+def test_finalize_gives_the_run_and_every_order_their_ttl(clients: AwsClients, stack) -> None:
+    """The run item and each order item (past one transaction's 100 items) expire a retention after the end."""
+    settings, _ = stack
+    store = RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=lambda: 1_000_000.25,
+                     run_retention_days=2)
+    names = [f"o{i:03d}" for i in range(150)]
+    run_id = running_run(store, *names)
+    assert store.load_items(run_id, fields=("expire_at",))[1]["o000"].get("expire_at") is None  # live: no TTL
+    assert store.finalize(run_id, R.RUNNING, R.SUCCEEDED, {"status": "succeeded"}, orders=names) is True
+    run, orders = store.load_items(run_id, fields=("expire_at",))
+    want = 1_000_000 + 2 * 86400
+    assert run is not None and run["expire_at"] == want and store.get_run(run_id).expire_at == want  # type: ignore[union-attr]
+    assert len(orders) == 150 and {o["expire_at"] for o in orders.values()} == {want}
+
+
+def test_a_replaced_holder_cannot_finalize_nor_set_a_ttl(store: RunStore, locks: RunLocks) -> None:
+    run_id = running_run(store, "a")
+    old = locks.acquire(run_id, "old")
+    assert old is not None and locks.release(old, seen_pending=old.pending) is None
+    assert locks.acquire(run_id, "new") is not None
+    assert store.finalize(run_id, R.RUNNING, R.SUCCEEDED, {}, fence=locks.fence(old), orders=["a"]) is False
+    run, orders = store.load_items(run_id, fields=("expire_at", "finalized"))
+    assert run is not None and "expire_at" not in run and "finalized" not in run and "expire_at" not in orders["a"]
+
+
 def test_open_only_reads_skip_final_orders_but_keep_the_run(store: RunStore) -> None:
     run_id = running_run(store, "a", "b")
     store.transition_many(run_id, [Transition("a", (S.QUEUED,), S.SKIPPED)])

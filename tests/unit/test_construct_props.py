@@ -24,7 +24,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 
 from iac_ci_constructs import IacCiPipeline, IacCiPipelineProps, IacCiPipelinePropsError
-from lambda_runtime.schema import deployment
+from lambda_runtime.schema import deployment, retention
 
 KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:ci/hmac-AbCdEf"
@@ -51,7 +51,10 @@ def test_vpc_subnets_without_vpc() -> None:
     ("worker_memory_mib", "2048", "worker_memory_mib must be an integer, got '2048'"),
     ("worker_ephemeral_storage_mib", 256, "worker_ephemeral_storage_mib must be between 512 and 10240, got 256"),
     ("watchdog_grace_seconds", 0, "watchdog_grace_seconds must be between 1 and 3600, got 0"),
-    ("internal_object_retention_days", 0, "internal_object_retention_days must be at least 1, got 0"),
+    ("internal_object_retention_days", 0, "internal_object_retention_days must be between 1 and 3650, got 0"),
+    ("run_retention_days", 0, "run_retention_days must be between 1 and 3650, got 0"),
+    ("done_object_retention_days", 4000, "done_object_retention_days must be between 1 and 3650, got 4000"),
+    ("event_retention_days", 1.5, "event_retention_days must be an integer, got 1.5"),
     ("api_throttling_rate_limit_per_second", 0, "api_throttling_rate_limit_per_second must be at least 1, got 0"),
     ("api_throttling_burst_limit", True, "api_throttling_burst_limit must be an integer, got True"),
 ])
@@ -162,7 +165,8 @@ def custom() -> tuple[App, Stack, IacCiPipeline, Template]:
         existing_webhook_secret=secretsmanager.Secret.from_secret_complete_arn(stack, "Secret", SECRET_ARN),
         existing_access_logs_bucket=s3.Bucket.from_bucket_name(stack, "Logs", "org-access-logs"),
         alarm_topic=sns.Topic(stack, "Alarms"),
-        watchdog_grace_seconds=120, internal_object_retention_days=30,
+        watchdog_grace_seconds=120, internal_object_retention_days=30, run_retention_days=3,
+        done_object_retention_days=5, event_retention_days=30,
         api_throttling_rate_limit_per_second=50, api_throttling_burst_limit=100, api_cloud_watch_role=False,
     )
     return app, stack, pipeline, Template.from_stack(stack)
@@ -222,7 +226,17 @@ def test_sizes_retention_throttling_and_lifecycle(custom) -> None:
         {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100})]})
     template.resource_count_is("AWS::ApiGateway::Account", 0)
     internal = resources[stack.resolve(pipeline.internal_bucket.node.default_child.logical_id)]["Properties"]
-    assert {r.get("ExpirationInDays") for r in internal["LifecycleConfiguration"]["Rules"] if "Prefix" in r} == {30}
+    days = {r["Prefix"]: r["ExpirationInDays"] for r in internal["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
+    assert days == {"jobs/": 30, "webhooks/": 30, "callbacks/": 30, "runs/": 30 + retention.MAX_RUN_DAYS}
+    done = resources[stack.resolve(pipeline.done_bucket.node.default_child.logical_id)]["Properties"]
+    assert [r["ExpirationInDays"] for r in done["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r] == [5]
+    assert (pipeline.settings.run_retention_days, pipeline.settings.event_ttl_days) == (3, 30)
+
+
+def test_events_must_outlive_runs() -> None:
+    with pytest.raises(IacCiPipelinePropsError) as info:
+        IacCiPipeline(Stack(App(), "S"), "IacCi", run_retention_days=10, event_retention_days=5)
+    assert "event_retention_days (5) must be at least run_retention_days (10)" in str(info.value)
 
 
 # ---- the constructor's signature is the props ------------------------------------------------------
