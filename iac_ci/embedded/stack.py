@@ -7,7 +7,8 @@ and the watchdog state machine executed by moto.
 Every run and order state change the engine publishes (``notify.events``) goes to the stack's
 event bus, whose rule sends it to the events queue; the stack drains that queue into
 ``events_log`` (``<log_dir>/events.jsonl``), one EventBridge event per line, as a Slack or
-SNS rule would receive it.
+SNS rule would receive it. The orchestrator's EMF metrics go to ``metrics_log`` beside it
+(``<log_dir>/metrics.jsonl``), never to stdout.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lambda_runtime.intake import signature
 from lambda_runtime.intake.handler import build as build_intake
 from lambda_runtime.intake.log_links import LogLinks
 from lambda_runtime.logs import logger
+from lambda_runtime.observability.metrics import EmfWriter
 from lambda_runtime.orchestrator.handler import build as build_orchestrator
 from lambda_runtime.orchestrator.handler import process as orchestrator_process
 from lambda_runtime.packaging.handler import build as build_packaging
@@ -68,6 +70,7 @@ class EmbeddedStack:
         )
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.events_log = self.log_dir / "events.jsonl"
+        self.metrics_log = self.log_dir / "metrics.jsonl"  # the orchestrator's EMF documents, one per line
         self._events_lock = threading.Lock()
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         # packaging and the orchestrator report through one provider (with GitHub: one comment per run)
@@ -77,6 +80,7 @@ class EmbeddedStack:
         self.orchestrator = build_orchestrator(
             self.settings, self.clients, dispatcher=self.dispatcher, vcs=self.vcs, checkpoint=self._checkpoint
         )
+        self.orchestrator.emf = EmfWriter.to_file(self.metrics_log, namespace=f"IacCi/{prefix}")  # not stdout
         self._user_checkpoint = checkpoint
         self._finished = threading.Condition()
         self.store = RunStore(self.clients.dynamodb, self.settings.orders_table, self.settings.events_table)

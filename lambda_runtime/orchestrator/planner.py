@@ -69,6 +69,9 @@ class Arrived:
 class Step:
     transition: Transition
     effect: Effect | None = None
+    # a result's move: the start its worker reported (None: no start was reported, the watchdog or the
+    # engine spoke), which the metrics tell apart from the dispatch time stored in its place
+    worker_started: float | None = None
 
 
 @dataclass
@@ -196,7 +199,8 @@ def _ingest(order: OrderRecord, arrived: Arrived) -> Step:
         to, fields["reason"] = OrderStatus.FAILED, "a command exited with code 2"
     move = Transition(order.name, (OrderStatus.RUNNING,), to, fields, detail)
     # the watchdog spoke for a worker that may merely be late: it must not go on
-    return Step(move, Effect.STOP_WORKER if result.producer == "watchdog" else None)
+    return Step(move, Effect.STOP_WORKER if result.producer == "watchdog" else None,
+                worker_started=result.started_at if result.producer == "worker" else None)
 
 
 def _stop_all(

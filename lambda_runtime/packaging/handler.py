@@ -51,7 +51,7 @@ def build(
     from lambda_runtime.store.acceptance import Acceptance
 
     github = vcs if isinstance(vcs, GitHubVcs) else GitHubVcs(settings, clients)
-    acceptance = Acceptance(settings, clients, store=packager.store, clock=clock)
+    acceptance = Acceptance(settings, clients, store=packager.store, clock=clock, legs=packager.legs)
     return Packaging(packager, GitHubEvents(settings, clients, github, acceptance))
 
 

@@ -22,10 +22,11 @@ from lambda_runtime import sops
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job, Order
 from lambda_runtime.job.validate import JobValidationError, parse_job
-from lambda_runtime.logs import logger
+from lambda_runtime.logs import log_keys, logger
 from lambda_runtime.mask_digests import new_salt
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.notify.events import Notifier
+from lambda_runtime.observability.legs import Leg, Legs, carry
 from lambda_runtime.packaging import sources
 from lambda_runtime.packaging.bundle import build_bundle
 from lambda_runtime.packaging.credentials import CredentialResolver
@@ -51,8 +52,11 @@ class Packager:
     vcs: VcsProvider = field(default_factory=NoopVcs)
     clock: Callable[[], float] = time.time
     notifier: Notifier | None = None  # None: from the settings (``notify``)
+    legs: Legs | None = None  # None: X-Ray segments as the environment says (``observability.xray``)
 
     def __post_init__(self) -> None:
+        if self.legs is None:
+            self.legs = Legs.from_env(clock=self.clock)
         if self.notifier is None:
             self.notifier = Notifier.from_settings(self.settings, self.clients, clock=self.clock)
         self.store = RunStore(
@@ -64,19 +68,19 @@ class Packager:
         )
 
     def package(self, run_id: str) -> str:
-        """Package ``run_id``; returns what happened (for logs and tests)."""
-        logger.thread_safe_append_keys(run_id=run_id)
-        try:
-            return self._package(run_id)
-        finally:
-            logger.thread_safe_remove_keys(["run_id"])
+        """Package ``run_id`` as one leg of it; returns what happened (for logs and tests)."""
+        assert self.legs is not None
+        with log_keys(run_id=run_id), self.legs.leg("packaging", run_id) as leg:
+            leg.outcome = self._package(run_id, leg)
+            return leg.outcome
 
-    def _package(self, run_id: str) -> str:
+    def _package(self, run_id: str, leg: Leg) -> str:
         store = self.store
         run = store.get_run(run_id)
         if run is None:
             logger.warning("job object without a run item; ignoring", extra={"run_id": run_id})
             return "unknown-run"
+        leg.bind(run.trace_id)
         status = run.status
         if status not in (RunStatus.ACCEPTED, RunStatus.PACKAGING):
             self._wake(run_id)  # a duplicate delivery after packaging: make sure the orchestrator heard
@@ -143,15 +147,13 @@ class Packager:
                     fetched[key] = dest
             check_references(self.clients, job)
             policy = self.settings.deployment_policy()
+
+            def bundle(order: Order) -> OrderRecord:
+                code = fetched[sources.source_key(job.source_for(order), job.commit)]
+                return self._bundle_one(run, job, order, code, work, policy)
+
             with ThreadPoolExecutor(PARALLELISM) as pool:
-                items = list(
-                    pool.map(
-                        lambda o: self._bundle_one(
-                            run, job, o, fetched[sources.source_key(job.source_for(o), job.commit)], work, policy
-                        ),
-                        job.orders,
-                    )
-                )
+                items = list(pool.map(carry(bundle), job.orders))  # in this leg: its trace on their log lines
             return items
         except PackagingError:
             raise
@@ -167,10 +169,12 @@ class Packager:
         run_id = run.run_id
         if order.dir and not (code / order.dir).is_dir():
             raise PackagingError(f"dir '{order.dir}' does not exist in the source", order=order.name)
+        assert self.legs is not None
+        leg_trace = str(self.legs.new_trace(run_id))  # the order's own leg: its commands see it (IAC_CI_TRACE_ID)
         manifest = Manifest(
             run_id=run_id,
             order=order.name,
-            trace_id=run.trace_id,
+            trace_id=leg_trace,
             flow_id=run.flow_id,
             cmds=order.cmds,
             timeout=order.timeout,
@@ -215,6 +219,7 @@ class Packager:
             fail_fast=order.fail_fast,
             image=self._image(order),
             privileged=order.privileged,
+            trace=leg_trace,
             **gate_fields(run, order, policy),
         )
 

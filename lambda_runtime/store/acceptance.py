@@ -35,6 +35,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.job.model import Job
+from lambda_runtime.observability import trace
+from lambda_runtime.observability.legs import Legs
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.records import RunRecord
 from lambda_runtime.schema.status import RunStatus
@@ -74,9 +76,10 @@ class RunIds(TypedDict):
 
 
 def new_ids(username: str, flow_label: str, now: float) -> RunIds:
-    """Run id plus the seed's trace and flow id formats."""
+    """Run id plus the seed's trace and flow id formats: the run's trace id is its intake leg's
+    (``observability.trace``), ``<run id>:<accept epoch>``."""
     core = secrets.token_hex(8)
-    return {"run_id": core, "trace_id": f"{core}:{int(now)}", "flow_id": f"{username}:{core}-{flow_label}"}
+    return {"run_id": core, "trace_id": str(trace.run_trace(core, now)), "flow_id": f"{username}:{core}-{flow_label}"}
 
 
 def body_hash(raw: bytes) -> str:
@@ -95,10 +98,12 @@ class Acceptance:
         *,
         store: RunStore | None = None,
         clock: Callable[[], float] = time.time,
+        legs: Legs | None = None,
     ):
         self.settings = settings
         self.clients = clients
         self.clock = clock
+        self.legs = legs or Legs.from_env(clock=clock)  # the intake leg's segment (X-Ray)
         self.store = store or RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=clock,
                                        event_ttl_days=settings.event_ttl_days)
         persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_client=clients.dynamodb)
@@ -156,6 +161,16 @@ class Acceptance:
         now = self.clock()
         username = job.username or "unknown"
         ids = new_ids(username, job.name, now)
+        # the run's first leg: its trace is the run's, its segment the root of the run's X-Ray trace
+        with self.legs.leg("intake", ids["run_id"], trace=trace.parse(ids["trace_id"]),
+                           run_trace=ids["trace_id"]) as leg:
+            ack = self._create(submission, job, ids, now)
+            leg.outcome = ack["status"]
+        return ack
+
+    def _create(self, submission: dict[str, Any], job: Job, ids: RunIds, now: float) -> Ack:
+        """The three writes of an acceptance (see the module's docstring)."""
+        username = job.username or "unknown"
         run_id = ids["run_id"]
         deadline = now + job.timeout
         # the job timeout is armed before anything else exists, so no run can outlive it, even

@@ -51,7 +51,7 @@ def handler(event: Mapping[str, object] | str, context: LambdaContext | None) ->
     if sandbox.on_lambda():
         enter_sandbox("lambda")
     make_undumpable()  # the function's credentials and the URLs stay out of the commands' reach
-    logger.append_keys(run_id=payload.run_id, order=payload.order)
+    logger.append_keys(run_id=payload.run_id, order=payload.order, trace=payload.trace_id)  # the order leg's trace
     try:
         deadline = deadline_seconds(payload, context)
         logger.info("order starting", extra={"attempt": payload.attempt, "deadline_seconds": deadline})
