@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import uuid
 from typing import Any
 
@@ -15,9 +16,11 @@ def proxy_event(
     query: dict[str, str] | None = None,
     *,
     multi_query: dict[str, list[str]] | None = None,
+    client_cert: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``query`` holds one value per parameter (the last, as API Gateway's ``queryStringParameters``);
-    ``multi_query``, when given, every value (``multiValueQueryStringParameters``)."""
+    ``multi_query``, when given, every value (``multiValueQueryStringParameters``); ``client_cert``
+    the verified client certificate of a mutual TLS connection (``client_cert_context``)."""
     text: str | None = None
     is_b64 = False
     if body is not None:
@@ -45,8 +48,33 @@ def proxy_event(
             "protocol": "HTTP/1.1",
             "requestId": str(uuid.uuid4()),
             "resourcePath": path,
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": hdrs.get("User-Agent", "")},
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": hdrs.get("User-Agent", ""),
+                         **({"clientCert": client_cert} if client_cert is not None else {})},
         },
         "body": text,
         "isBase64Encoded": is_b64,
     }
+
+
+def client_cert_context(der: bytes) -> dict[str, Any]:
+    """``requestContext.identity.clientCert`` of a REST API with mutual TLS, from the DER certificate
+    the handshake verified: the PEM, RFC 4514 subject and issuer, the serial as colon-separated hex
+    bytes and the validity as OpenSSL prints it (``May 28 12:30:02 2019 GMT``), as API Gateway sends
+    them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    cert = x509.load_der_x509_certificate(der)
+    serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 7) // 8 or 1, "big")
+    return {
+        "clientCertPem": cert.public_bytes(Encoding.PEM).decode(),
+        "subjectDN": cert.subject.rfc4514_string(),
+        "issuerDN": cert.issuer.rfc4514_string(),
+        "serialNumber": ":".join(f"{b:02x}" for b in serial),
+        "validity": {"notBefore": _openssl_time(cert.not_valid_before_utc),
+                     "notAfter": _openssl_time(cert.not_valid_after_utc)},
+    }
+
+
+def _openssl_time(when: datetime.datetime) -> str:
+    return f"{when:%b} {when.day:2d} {when:%H:%M:%S %Y} GMT"
