@@ -1,4 +1,4 @@
-"""The worker's capabilities: presigned URLs for exactly its bundle, log, result and inputs."""
+"""The worker's capabilities: presigned URLs for exactly its bundle, log (final and live), result and inputs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def worker_payload(
         privileged=order.privileged,
         bundle_url=url("get_object", layout.bundle_key(run_id, name)),
         log_url=url("put_object", layout.log_key(run_id, name)),
+        live_log_url=url("put_object", layout.live_log_key(run_id, name)),
         # If-None-Match is signed in: the first of worker and watchdog to report wins, nobody overwrites
         result_url=url("put_object", layout.result_key(run_id, name), IfNoneMatch="*"),
         artifacts_url=url("put_object", layout.artifacts_key(run_id, name)) if order.has_artifacts else None,

@@ -80,6 +80,9 @@ class WorkerPayload(_Model):
     trace_id: str
     bundle_url: str
     log_url: str
+    # the log so far, re-uploaded while the commands run (``worker.live``): a presigned PUT may be
+    # used again and again until it expires. None: no live log (an older orchestrator)
+    live_log_url: str | None = None
     result_url: str
     artifacts_url: str | None = None
     # the order's credentials (sops, KMS context pinned to run and order), minted at dispatch

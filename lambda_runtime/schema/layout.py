@@ -8,7 +8,8 @@ Internal bucket::
     runs/<run_id>/orders/<order>/secrets.sops.json its credentials, minted at dispatch, deleted when final
     runs/<run_id>/orders/<order>/mask.json         salted digests of those credentials (never values)
     runs/<run_id>/orders/<order>/mask-in.json      the run's digests so far, for this order's worker
-    runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker
+    runs/<run_id>/orders/<order>/log.txt           full masked log, written by the worker when the order ends
+    runs/<run_id>/orders/<order>/live/log.txt      the same log so far, re-written while the order runs
     runs/<run_id>/orders/<order>/artifacts.tar.gz  declared artifacts of a succeeded order
     callbacks/<run_id>/orders/<order>/result.json  the order's result (S3 -> callback queue)
     callbacks/<run_id>/control/<signal>            packaged / cancel / job_timeout / approval / wait / slot wake-ups
@@ -82,6 +83,14 @@ def mask_input_key(run_id: str, order: str) -> str:
 
 def log_key(run_id: str, order: str) -> str:
     return order_prefix(run_id, order) + "log.txt"
+
+
+def live_log_key(run_id: str, order: str) -> str:
+    """The log so far, re-uploaded by the worker while the order runs (``worker.live``): always a
+    prefix of the final log, so a reader's offset stays valid when it moves on to that one. Its name
+    ends like every order log's (``.../<order>/.../log.txt``), so the grants on order logs (the
+    orchestrator presigns it, the intake reads it) cover it as they cover the final log."""
+    return order_prefix(run_id, order) + "live/log.txt"
 
 
 def artifacts_key(run_id: str, order: str) -> str:

@@ -215,7 +215,7 @@ def payload_urls(payload: WorkerPayload) -> list[str]:
     urls = [payload.bundle_url, payload.log_url, payload.result_url, *(i.url for i in payload.inputs)]
     if payload.artifacts_url:
         urls.append(payload.artifacts_url)
-    urls += [u for u in (payload.secrets_url, payload.mask_url) if u]
+    urls += [u for u in (payload.secrets_url, payload.mask_url, payload.live_log_url) if u]
     return urls
 
 

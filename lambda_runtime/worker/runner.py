@@ -4,7 +4,9 @@ The same code runs inside the Lambda handler and the CodeBuild entrypoint, so an
 behaves identically on both targets. Everything the worker is given (bundle, inputs, the
 places to write log/result/artifacts) arrives as presigned URLs: the worker itself needs no
 AWS permissions beyond KMS for sops, and those URLs never reach the commands' environment or
-disk, so a command cannot forge its own result or read another order's data.
+disk, so a command cannot forge its own result or read another order's data. While the
+commands run, the log so far is re-uploaded as the order's live log (``worker.live``), from this
+process too.
 
 Every order ends in a reported result, whatever went wrong, because the orchestrator only
 moves on when a result object appears (or the watchdog writes one much later).
@@ -36,6 +38,7 @@ from lambda_runtime.schema.status import SUCCESSES, OrderStatus
 from lambda_runtime.worker import sandbox
 from lambda_runtime.worker.archive import pack_artifacts, relative_path
 from lambda_runtime.worker.errors import OrderFailure, PayloadError, TransferError
+from lambda_runtime.worker.live import LivePolicy, LivePublisher
 from lambda_runtime.worker.log import OrderLog
 from lambda_runtime.worker.prepare import Prepared, payload_urls, prepare, validation_summary
 from lambda_runtime.worker.process import run_script
@@ -159,10 +162,15 @@ def execute_order(
     base_masker = Masker(payload_urls(payload))
     tmp: Path | None = None
     log: OrderLog | None = None
+    live: LivePublisher | None = None
     interrupted: BaseException | None = None
     try:
         tmp = Path(tempfile.mkdtemp(prefix="iac-ci-order-", dir=workdir_parent))
-        log = OrderLog(None, log_stream, base_masker)  # anonymous: nothing the commands can reach by name
+        policy = LivePolicy()
+        # anonymous: nothing the commands can reach by name
+        log = OrderLog(None, log_stream, base_masker, live_cap_bytes=policy.cap_bytes if payload.live_log_url else None)
+        if payload.live_log_url:  # published from this process, as the final log is: the commands never see the URL
+            live = LivePublisher.to_url(log, payload.live_log_url, policy=policy).start()
         outcome = _attempt(payload, tmp, log, clock, command_user)
     except BaseException as exc:  # noqa: BLE001 - even an interrupt must leave a result behind
         if not isinstance(exc, Exception):
@@ -171,6 +179,8 @@ def execute_order(
         if log is not None:
             log.note(f"order failed: {outcome.error}")
     try:
+        if live is not None:  # no live upload after this: the final log takes over
+            live.stop()
         result = _result(payload, outcome, started_at, log, base_masker)
         reported = _report(payload, result, log)
     finally:

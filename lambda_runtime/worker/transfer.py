@@ -33,11 +33,13 @@ def http_get(url: str, dest: Path) -> None:
     with_retries(attempt)
 
 
-def http_put(url: str, body: bytes | Path, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+def http_put(url: str, body: bytes | Path, content_type: str, headers: Mapping[str, str] | None = None, *,
+             retry_delays: tuple[float, ...] = HTTP_RETRY_DELAYS, timeout: float = HTTP_TIMEOUT_SECONDS) -> None:
     """PUT bytes or a file (streamed with an explicit length, so big logs never sit in memory).
 
     The content type is always explicit: urllib would otherwise label the body as a form and
-    some servers would consume it as one.
+    some servers would consume it as one. ``retry_delays`` ``()``: one attempt (the live log,
+    whose next upload is the retry).
     """
 
     def attempt() -> None:
@@ -45,10 +47,10 @@ def http_put(url: str, body: bytes | Path, content_type: str, headers: Mapping[s
         all_headers = {"Content-Type": content_type, "Content-Length": str(length), **(headers or {})}
         with _open_body(body) as data:
             req = urllib.request.Request(url, data=data, method="PUT", headers=all_headers)
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_SECONDS) as resp:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
                 resp.read()
 
-    with_retries(attempt)
+    with_retries(attempt, retry_delays)
 
 
 def _open_body(body: bytes | Path) -> AbstractContextManager[bytes | BinaryIO]:
@@ -56,9 +58,9 @@ def _open_body(body: bytes | Path) -> AbstractContextManager[bytes | BinaryIO]:
     return open(body, "rb") if isinstance(body, Path) else nullcontext(body)
 
 
-def with_retries(attempt: Callable[[], None]) -> None:
+def with_retries(attempt: Callable[[], None], delays: tuple[float, ...] = HTTP_RETRY_DELAYS) -> None:
     """Retry what a retry can fix (network, throttling, 5xx); error text never includes the URL."""
-    for delay in (*HTTP_RETRY_DELAYS, None):
+    for delay in (*delays, None):
         try:
             attempt()
             return

@@ -1,0 +1,162 @@
+"""``iac-ci logs RUN_ID [ORDER] [--follow]``: an order's full masked log, or every order's of a run,
+read through the signed log route (``GET /runs/{id}/log``, ``intake.order_log``) of a deployed stack
+(``--stack``) or an ``iac-ci serve`` (``--url``, ``--secret``).
+
+stdout carries the log and nothing else; for a whole run, each order's log comes under a header line
+(``==> ORDER <==``), in execution order. The order's (or the run's) status goes to stderr at the end.
+``--follow`` keeps asking while the order runs (the worker publishes its log as it writes it) until
+the order is final and its log complete; for a whole run, order after order, then until the run is
+final. The exit code is the outcome, as ``iac-ci status`` gives it: 0 succeeded, 3 drifted, 1 failed,
+timed out, cancelled, did not run, or not final yet; 2 bad input, an unknown run or order, or a run
+past its retention.
+
+Registered on the ``iac-ci`` group by the import at the end of ``iac_ci.cli.main``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from iac_ci.cli.main import (
+    EXIT_DRIFTED,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    _report,
+    _signed_client,
+    main,
+    target_options,
+)
+from lambda_runtime.intake.order_log import RUN_ID_RE
+from lambda_runtime.schema.status import RunStatus
+
+POLL_SECONDS = 1.0
+HEADER = "==> {order} <=="
+FINAL_RUN = frozenset(s.value for s in RunStatus if s.terminal)
+
+
+class Refused(Exception):
+    """The API said no (404 unknown, 410 expired, 400 invalid, 401 ...): its status and body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status}: {body.get('error')}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class LogReader:
+    """Reads one order's log from its start, chunk by chunk, writing each through ``out``."""
+
+    client: Any  # iac_ci.remote.client.ApiClient
+    run_id: str
+    out: Callable[[str], None]
+    sleep: Callable[[float], None] = time.sleep
+    poll_seconds: float = POLL_SECONDS
+
+    def read(self, order: str, *, follow: bool) -> dict[str, Any]:
+        """All of the log there is now; with ``follow``, until the order is final and its log complete.
+        Returns the last answer (its ``status``, ``exit_code``, ``complete``)."""
+        offset = 0
+        while True:
+            code, body = self.client.log(self.run_id, order, offset)
+            if code != 200:
+                raise Refused(code, body)
+            if body.get("text"):
+                self.out(str(body["text"]))
+            advanced = int(body["next_offset"]) > offset
+            offset = int(body["next_offset"])
+            if body.get("complete"):
+                return body
+            if advanced and offset < int(body.get("size") or 0):
+                continue  # more is there already
+            if not follow:
+                return body
+            self.sleep(self.poll_seconds)
+
+
+def order_outcome(status: str) -> int:
+    """The exit code of an order's status: the run's convention (``_report``) for one order."""
+    if status == "succeeded":
+        return EXIT_OK
+    return EXIT_DRIFTED if status == "drifted" else EXIT_FAILED
+
+
+def read_order(reader: LogReader, order: str, *, follow: bool, err: Console) -> int:
+    body = reader.read(order, follow=follow)
+    status = str(body.get("status"))
+    exit_code = "" if body.get("exit_code") is None else f" (exit code {body['exit_code']})"
+    final = bool(body.get("complete"))
+    note = "" if final else "; not finished (--follow waits for it)"
+    err.print(f"order {escape(order)}: {escape(status)}{exit_code}{note}", highlight=False)
+    return order_outcome(status) if final else EXIT_FAILED
+
+
+def read_run(client: Any, reader: LogReader, *, follow: bool, err: Console,
+             sleep: Callable[[float], None] = time.sleep) -> int:
+    """Every order's log under its header, in execution order; then the run's table and outcome."""
+    summary = run_status(client, reader.run_id)
+    while follow and not summary.get("orders") and summary.get("status") not in FINAL_RUN:
+        sleep(reader.poll_seconds)  # still packaging: its orders do not exist yet
+        summary = run_status(client, reader.run_id)
+    for i, name in enumerate(summary.get("orders") or {}):
+        reader.out(("\n" if i else "") + HEADER.format(order=name) + "\n")
+        body = reader.read(name, follow=follow)
+        if body.get("complete") and body.get("source") == "none":
+            reader.out(f"(no log: the order is {body.get('status')}; it did not run)\n")
+    summary = run_status(client, reader.run_id)
+    while follow and summary.get("status") not in FINAL_RUN:
+        sleep(reader.poll_seconds)
+        summary = run_status(client, reader.run_id)
+    return int(_report(summary, False, err))
+
+
+def run_status(client: Any, run_id: str) -> dict[str, Any]:
+    code, body = client.status(run_id)
+    if code != 200:
+        raise Refused(code, body)
+    return dict(body)
+
+
+def _write(text: str) -> None:
+    click.echo(text, nl=False)  # flushes: a follower sees each chunk as it arrives
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("order", required=False)
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep reading while the order (without ORDER: the run) runs, until it ends.")
+@target_options()
+def logs(run_id: str, order: str | None, follow: bool, stack: str | None, region: str | None, url: str | None,
+         secret: str | None) -> None:
+    """Print the full masked log of ORDER of RUN_ID (without ORDER: of every order, each under a header);
+    the status goes to stderr. Exit 0 succeeded, 3 drifted, 1 failed or not final, 2 unknown or expired."""
+    err = Console(stderr=True)
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise click.BadParameter("not a run id (letters, digits and '-', at most 64)", param_hint="RUN_ID")
+    from iac_ci.remote.client import StackError
+
+    client = _signed_client(stack, region, url, secret)
+    reader = LogReader(client, run_id, _write)
+    try:
+        code = read_order(reader, order, follow=follow, err=err) if order else read_run(
+            client, reader, follow=follow, err=err)
+    except StackError as exc:  # unreachable
+        raise click.ClickException(str(exc)) from None
+    except Refused as refused:
+        if refused.status in (400, 404, 410):  # bad input, never seen, or past its retention
+            err.print(f"[red]{escape(str(refused.body.get('error')))}[/]", highlight=False)
+            for problem in refused.body.get("problems") or []:
+                err.print(f"  - {escape(str(problem))}", highlight=False)
+            sys.exit(EXIT_INVALID)
+        raise click.ClickException(f"reading the log failed ({refused.status}): {refused.body.get('error')}") from None
+    sys.exit(code)
