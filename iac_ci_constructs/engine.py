@@ -18,11 +18,13 @@ from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
+from cdk_nag import NagSuppressions
 from constructs import Construct
 
-from iac_ci_constructs import defaults
+from iac_ci_constructs import defaults, nag
 from iac_ci_constructs import iam as policies
 from iac_ci_constructs.functions import image_function
+from iac_ci_constructs.monitoring import metrics_namespace
 from iac_ci_constructs.notifications import Notifications
 from iac_ci_constructs.props import PACKAGING_EPHEMERAL_STORAGE_MIB, SQS_MAX_CONCURRENCY, IacCiPipelineProps
 from iac_ci_constructs.queues import Queues
@@ -31,6 +33,7 @@ from iac_ci_constructs.storage import Storage
 from iac_ci_constructs.worker_images import allow_list
 from iac_ci_constructs.workers import Workers
 from lambda_runtime import watchdog as watchdog_definition
+from lambda_runtime.observability.metrics import NAMESPACE_ENV
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS
 from lambda_runtime.settings import Settings
 
@@ -67,10 +70,13 @@ def build_watchdog(scope: Construct, props: IacCiPipelineProps, *, internal_buck
     state_machine = sfn.StateMachine(
         group, "StateMachine",
         definition_body=sfn.DefinitionBody.from_string(watchdog_definition.definition_text()),
-        state_machine_type=sfn.StateMachineType.STANDARD, role=role, tracing_enabled=True,
+        state_machine_type=sfn.StateMachineType.STANDARD, role=role, tracing_enabled=props.tracing,
         logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=False),
         comment="iac-ci watchdog: writes timed_out for an order (or the job) that did not report in time",
     )
+    if not props.tracing:
+        NagSuppressions.add_resource_suppressions(state_machine, [nag.suppression(
+            "SF2", "X-Ray tracing is turned off by the deployment's owner (IacCiPipeline tracing=False)")])
     return Watchdog(state_machine=state_machine, log_group=log_group)
 
 
@@ -147,7 +153,8 @@ def build_engine(
     stack = Stack.of(scope)
     engine_settings = settings(props, stack=stack, storage=storage, workers=workers, watchdog=watchdog,
                                schedules=schedules, notifications=notifications, api_url=api_url)
-    env = engine_settings.to_env()
+    # the orchestrator's EMF metrics land in the deployment's namespace (the dashboard's)
+    env = {**engine_settings.to_env(), NAMESPACE_ENV: metrics_namespace(scope)}
     tables, internal = storage.table_grants, storage.internal_bucket
     granted = grants(props)
     packaging = image_function(

@@ -100,12 +100,14 @@ def intake(*, tables: Tables, internal: s3.IBucket, watchdog: sfn.IStateMachine)
     and wake the orchestrator with an approval signal; list and release project locks (conditional
     puts of the lock items, their holders' indexes and audit events in one transaction; a Scan
     to list them); read order logs for the logs page (a GET, so a missing log is a 404 only with
-    ListBucket on their prefix)."""
+    ListBucket on their prefix); query a run's events to tell an expired run from an unknown one."""
     return [
         allow("RunItems", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
               [tables.orders.table_arn]),
         allow("IdempotencyRecords", IDEMPOTENCY_ACTIONS, [tables.idempotency.table_arn]),
         allow("AuditApprovals", ["dynamodb:PutItem"], [tables.events.table_arn]),
+        # a run whose items DynamoDB deleted is told from a run never seen by its events (410, not 404)
+        allow("ReadRunEvents", ["dynamodb:Query"], [tables.events.table_arn]),
         allow("PutSubmissionsAndSignals", ["s3:PutObject"],
               objects(internal, *submission_keys(), layout.control_key(ANY, layout.SIGNAL_CANCEL),
                       layout.control_key(ANY, layout.SIGNAL_APPROVAL_PREFIX + ANY))),

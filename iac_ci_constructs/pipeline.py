@@ -21,6 +21,7 @@ from typing import Any, Never
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_dynamodb as dynamodb
@@ -114,6 +115,13 @@ class IacCiPipeline(Construct):
         schedules: Sequence[ScheduledJob] = (),
         event_bus: events.IEventBus | None = None,
         images: Mapping[str, WorkerImage] | None = None,
+        dashboard: bool = True,
+        tracing: bool = True,
+        api_domain_name: str | None = None,
+        api_domain_certificate: acm.ICertificate | None = None,
+        api_mtls_truststore_bucket: s3.IBucket | None = None,
+        api_mtls_truststore_key: str = "truststore.pem",
+        api_mtls_certificates: bool = False,
         **unknown: Never,
     ) -> None:
         # ``unknown`` turns a misspelt property into one more problem of the IacCiPipelinePropsError
@@ -144,6 +152,10 @@ class IacCiPipeline(Construct):
             api_throttling_rate_limit_per_second=api_throttling_rate_limit_per_second,
             api_throttling_burst_limit=api_throttling_burst_limit, api_cloud_watch_role=api_cloud_watch_role,
             image_directory=image_directory, schedules=schedules, event_bus=event_bus, images=images,
+            dashboard=dashboard, tracing=tracing,
+            api_domain_name=api_domain_name, api_domain_certificate=api_domain_certificate,
+            api_mtls_truststore_bucket=api_mtls_truststore_bucket, api_mtls_truststore_key=api_mtls_truststore_key,
+            api_mtls_certificates=api_mtls_certificates,
         ).validated(unknown=unknown)
         p = self.props
         self._check_one_per_stack()
@@ -165,19 +177,21 @@ class IacCiPipeline(Construct):
         self._watchdog = build_watchdog(self, p, internal_bucket=self._storage.internal_bucket)
         self._schedules = build_schedules(self, p, queue=self._queues.queues["packaging"])
         self._notifications = Notifications(self, "Notifications", event_bus=p.event_bus)
-        self._api = build_api(self, p)  # before the functions: their environment names its URL
+        # before the functions: their environment names its URL
+        self._api = build_api(self, p, certificates=self._storage.certificates)
         self._engine = build_engine(self, p, image=self._image, storage=self._storage, queues=self._queues,
                                     workers=self._workers, watchdog=self._watchdog, schedules=self._schedules,
                                     notifications=self._notifications, api_url=self._api.public_url())
         self.settings = self._engine.settings
         self._api.serve(self._engine.intake)
+        self._check_client_certificates()
         self._monitoring = Monitoring(
             self, "Monitoring",
             dead_letter_queues=self._queues.dead_letters_by_name,
             functions={"Intake": self._engine.intake, "Packaging": self._engine.packaging,
                        "Orchestrator": self._engine.orchestrator, "Worker": self._workers.function},
             watchdog=self._watchdog.state_machine, watchdog_log_group=self._watchdog.log_group,
-            api=self._api.rest_api, alarm_topic=p.alarm_topic,
+            api=self._api.rest_api, alarm_topic=p.alarm_topic, dashboard=p.dashboard,
         )
         self._outputs()
         nag.suppress(self)
@@ -212,6 +226,18 @@ class IacCiPipeline(Construct):
         invoke = iam.Grant.add_to_principal(
             grantee=grantee, actions=["execute-api:Invoke"], resource_arns=[self._api.decision_routes_arn()])
         return describe.combine(invoke)
+
+    def grant_manage_certificates(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` run ``iac-ci certs --stack`` (init, issue, rotate-intermediate, revoke): the
+        certificates table's items, the CA keys (SSM SecureString under ``ca_parameter_prefix`` and
+        their KMS key), the truststore object, this stack's outputs and, with ``api_domain_name``,
+        telling API Gateway the truststore's new version. Needs mutual TLS (``api_domain_name`` or
+        ``api_mtls_certificates``)."""
+        certificates = self._storage.certificates
+        if certificates is None:
+            raise IacCiPipelinePropsError(["grant_manage_certificates needs mutual TLS: give api_domain_name "
+                                           "(or api_mtls_certificates=True)"])
+        return certificates.grant_manage(grantee, domain_name=self.props.api_domain_name)
 
     def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` read the final run summaries (``s3://<done bucket>/<run_id>/done``)."""
@@ -366,11 +392,47 @@ class IacCiPipeline(Construct):
 
     @property
     def api_url(self) -> str:
+        """The API's base URL: its custom domain's with ``api_domain_name``, else the stage's."""
+        if self._api.domain is not None:
+            return self._api.public_url() + "/"
         return self._api.rest_api.url
+
+    @property
+    def api_domain(self) -> apigw.IDomainName | None:
+        """The custom domain (``api_domain_name``), the API's only endpoint, with mutual TLS."""
+        return self._api.domain
+
+    @property
+    def certificates_table(self) -> dynamodb.ITable | None:
+        """Mutual TLS: the client certificates' metadata (``iac-ci certs``), read by intake on every request."""
+        return self._storage.certificates.table if self._storage.certificates else None
+
+    @property
+    def truststore_bucket(self) -> s3.IBucket | None:
+        return self._storage.certificates.truststore_bucket if self._storage.certificates else None
+
+    @property
+    def ca_key(self) -> kms.IKey | None:
+        """The KMS key of the CA keys' SSM SecureString parameters."""
+        return self._storage.certificates.ca_key if self._storage.certificates else None
+
+    @property
+    def ca_parameter_prefix(self) -> str | None:
+        return self._storage.certificates.parameter_prefix if self._storage.certificates else None
 
     @property
     def alarms(self) -> tuple[cloudwatch.IAlarm, ...]:
         return self._monitoring.alarms
+
+    @property
+    def dashboard(self) -> cloudwatch.Dashboard | None:
+        """The deployment's CloudWatch dashboard; None with ``dashboard=False``."""
+        return self._monitoring.dashboard
+
+    @property
+    def metrics_namespace(self) -> str:
+        """Where the run and order metrics are (``IacCi/<unique id>``; ``lambda_runtime.observability.metrics``)."""
+        return self._monitoring.namespace
 
     @property
     def event_bus(self) -> events.IEventBus:
@@ -405,10 +467,36 @@ class IacCiPipeline(Construct):
                 [f"stack '{stack.stack_name}' already has an IacCiPipeline ({others[0]}): one per stack, "
                  "its outputs have fixed names the iac-ci CLI looks up"])
 
+    def _check_client_certificates(self) -> None:
+        """With the custom domain, intake refuses every request whose client certificate the
+        certificates table does not accept (``lambda_runtime.intake.client_certs``)."""
+        certificates = self._storage.certificates
+        if certificates is None or self._api.domain is None:
+            return
+        self._engine.intake.add_environment(deployment.ENV_CLIENT_CERTS_TABLE, certificates.table.table_name)
+        certificates.grant_check(self._engine.intake)
+
+    def _mtls_outputs(self) -> dict[str, tuple[str, str]]:
+        """What ``iac-ci certs --stack`` and the CLI's mutual TLS read (``CertResources.from_outputs``)."""
+        certificates, domain = self._storage.certificates, self._api.domain
+        if certificates is None:
+            return {}
+        values = {
+            deployment.OUTPUT_CERTIFICATES_TABLE: (certificates.table.table_name, "Client certificates of mutual TLS"),
+            deployment.OUTPUT_TRUSTSTORE_URI: (certificates.truststore_uri, "Truststore of the API's mutual TLS"),
+            deployment.OUTPUT_CA_PARAMETER_PREFIX: (certificates.parameter_prefix, "SSM names of the CA keys"),
+            deployment.OUTPUT_CA_KEY_ARN: (certificates.ca_key.key_arn, "KMS key of the CA keys"),
+        }
+        if domain is not None:
+            values[deployment.OUTPUT_API_DOMAIN_NAME] = (domain.domain_name, "The API's custom domain (mutual TLS)")
+            values[deployment.OUTPUT_API_DOMAIN_TARGET] = (
+                domain.domain_name_alias_domain_name, "Point the domain's DNS record (CNAME or alias) here")
+        return values
+
     def _outputs(self) -> None:
         api, storage = self._api.rest_api, self._storage
         values = {
-            deployment.OUTPUT_API_URL: (api.url, "Base URL of the iac-ci API"),
+            deployment.OUTPUT_API_URL: (self.api_url, "Base URL of the iac-ci API"),
             deployment.OUTPUT_WEBHOOK_SECRET_ARN: (storage.webhook_secret.secret_arn,
                                                    "Secret holding the HMAC key that signs API requests"),
             deployment.OUTPUT_DONE_BUCKET: (storage.done_bucket.bucket_name, "Final run summaries: <run_id>/done"),
@@ -420,6 +508,7 @@ class IacCiPipeline(Construct):
         if self.props.github_webhook_secret is not None:
             values[deployment.OUTPUT_GITHUB_WEBHOOK_URL] = (
                 api.url_for_path("/webhooks/github"), "Payload URL of the repositories' GitHub webhook")
+        values.update(self._mtls_outputs())
         scope = Construct(self, "Outputs")
         for name, (value, description) in values.items():
             output = CfnOutput(scope, name, value=value, description=description)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
@@ -33,8 +34,9 @@ from iac_ci_constructs.worker_images import allow_list, image_problems
 from lambda_runtime.job.model import JOB_NAME_RE, REPO_RE
 from lambda_runtime.pipelines import cron
 from lambda_runtime.pipelines.schedules import ScheduledJob
-from lambda_runtime.policy.model import Policy, PolicyError, load_policy_file, permissive_policy
+from lambda_runtime.policy.model import Policy, PolicyError, grant_matches, load_policy_file, permissive_policy
 from lambda_runtime.schema import retention
+from lambda_runtime.schema.deployment import CA_PARAMETER_ROOT
 from lambda_runtime.schema.images import WorkerImage
 
 LAMBDA_MEMORY_MIB = (128, 10_240)
@@ -57,6 +59,8 @@ ARM64, X86_64 = lambda_.Architecture.ARM_64.name, lambda_.Architecture.X86_64.na
 ROLE_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\*):role/[A-Za-z0-9+=,.@_/*?-]+$")
 SSM_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
 SECRET_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]+$")
+# a custom domain of API Gateway: lowercase DNS labels, at least two, 253 characters at most
+DOMAIN_NAME_PATTERN = re.compile(r"(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
 class IacCiPipelinePropsError(ValueError):
@@ -256,6 +260,45 @@ class IacCiPipelineProps:
     which images exist and which may run privileged. The CodeBuild role may pull the ECR ones.
     Default: none; every order runs on the engine's own image."""
 
+    dashboard: bool = True
+    """A CloudWatch dashboard of the deployment (``IacCiPipeline.dashboard``): runs and orders by
+    outcome, order duration, queue wait and dispatch latency percentiles, the functions' errors,
+    throttles and durations, dead letters, watchdog timeouts, the API's errors and latency, and
+    the alarms. Default: created (False: none; the metrics and alarms exist either way)."""
+
+    tracing: bool = True
+    """X-Ray: active tracing on every function, the watchdog state machine and the API stage, and
+    one X-Ray trace per run joining its legs (``lambda_runtime.observability``). Default: on
+    (False: nothing is traced and no X-Ray permission is granted)."""
+
+    api_domain_name: str | None = None
+    """Custom domain of the API (``ci.example.com``), with mutual TLS: every caller presents a client
+    certificate of ``iac-ci certs``, checked in the TLS handshake against the truststore and then by
+    the intake function against the certificates table (revoked or unknown: 403). The default
+    execute-api endpoint is disabled and the ``ApiUrl`` output is ``https://<domain>``; point the
+    domain's DNS at the ``ApiDomainTarget`` output. Needs ``api_domain_certificate`` and a truststore,
+    which ``iac-ci certs init`` writes: deploy with ``api_mtls_certificates=True`` first. GitHub
+    webhooks present no certificate, so not with ``github_webhook_secret``. Default: no custom
+    domain; the execute-api endpoint with HMAC-signed requests only."""
+
+    api_domain_certificate: acm.ICertificate | None = None
+    """ACM certificate for ``api_domain_name``, in the stack's region (the domain is regional). Default:
+    none; ``api_domain_name`` needs one."""
+
+    api_mtls_truststore_bucket: s3.IBucket | None = None
+    """Bucket of the mutual TLS truststore (``iac-ci certs`` writes it; versioned, so API Gateway is told
+    each new version). Default: a new bucket is created (versioned, SSE-S3, access logged) with mutual
+    TLS (``api_domain_name`` or ``api_mtls_certificates``)."""
+
+    api_mtls_truststore_key: str = "truststore.pem"
+    """Object key of the truststore in its bucket. Default: ``truststore.pem``."""
+
+    api_mtls_certificates: bool = False
+    """Create mutual TLS's certificate authority resources (the certificates table, the truststore bucket,
+    a KMS key for the CA keys in SSM, ``grant_manage_certificates``) before the domain: API Gateway
+    reads the truststore when it creates the domain, so deploy with this, run ``iac-ci certs init
+    --stack``, then add ``api_domain_name``. Default: they are created with ``api_domain_name`` only."""
+
     @property
     def is_arm64(self) -> bool:
         return bool(self.architecture.name == ARM64)
@@ -420,7 +463,60 @@ class IacCiPipelineProps:
             out.append(f"image_directory '{self.image_directory}' has no Dockerfile")
         if getattr(self.architecture, "name", None) not in (ARM64, X86_64):
             out.append("architecture must be lambda_.Architecture.ARM_64 or lambda_.Architecture.X86_64")
+        out += [f"{name} must be True or False, got {getattr(self, name)!r}"
+                for name in ("dashboard", "tracing") if not isinstance(getattr(self, name), bool)]
+        out += self._mtls_problems()
         return out
+
+    def _mtls_problems(self) -> list[str]:
+        """The custom domain and its truststore (``api_*``), all at once."""
+        out = []
+        domain, certificate = self.api_domain_name, self.api_domain_certificate
+        if domain is not None and (not isinstance(domain, str) or not DOMAIN_NAME_PATTERN.fullmatch(domain)):
+            out.append(f"api_domain_name {domain!r} is not a domain name (lowercase labels of letters, digits and "
+                       "'-', e.g. ci.example.com)")
+        if domain is not None and certificate is None:
+            out.append(f"api_domain_name {domain!r} needs api_domain_certificate (an ACM certificate for it, in "
+                       "the stack's region)")
+        if certificate is not None and domain is None:
+            out.append("api_domain_certificate is set but api_domain_name is not: give the domain it is for")
+        if certificate is not None and not hasattr(certificate, "certificate_arn"):
+            out.append("api_domain_certificate must be an ACM certificate (acm.ICertificate), e.g. "
+                       "acm.Certificate.from_certificate_arn(scope, id, arn)")
+        if not isinstance(self.api_mtls_certificates, bool):
+            out.append(f"api_mtls_certificates must be True or False, got {self.api_mtls_certificates!r}")
+        mtls = domain is not None or self.api_mtls_certificates is True
+        bucket = self.api_mtls_truststore_bucket
+        if bucket is not None and not hasattr(bucket, "bucket_name"):
+            out.append("api_mtls_truststore_bucket must be a bucket (s3.IBucket), e.g. "
+                       "s3.Bucket.from_bucket_name(scope, id, name)")
+        if bucket is not None and not mtls:
+            out.append("api_mtls_truststore_bucket is set but mutual TLS is not: give api_domain_name (or "
+                       "api_mtls_certificates=True to prepare it)")
+        key = self.api_mtls_truststore_key
+        if not isinstance(key, str) or not 0 < len(key) <= 1024 or key.startswith("/"):
+            out.append(f"api_mtls_truststore_key must be an S3 object key (1 to 1024 characters, not starting "
+                       f"with '/'), got {key!r}")
+        if domain is not None and self.github_webhook_secret is not None:
+            out.append("api_domain_name and github_webhook_secret exclude each other: with mutual TLS every caller "
+                       "presents a client certificate, which GitHub's webhook deliveries cannot")
+        if mtls:
+            out += self._ca_parameter_problems()
+        return out
+
+    def _ca_parameter_problems(self) -> list[str]:
+        """No environment may grant jobs a name under ``/iac-ci-engine/``, where the CA keys are."""
+        try:
+            environments = self.deployment_policy().environments
+        except PolicyError:
+            return []  # reported by _policy_problems
+        probe = f"{CA_PARAMETER_ROOT}stack/ca/root-1"
+        where = "allowed_ssm_prefixes" if self.policy is None else "policy environment {name}"
+        return [f"{where.format(name=repr(name))}: '{grant}' would let jobs read the mutual TLS CA keys "
+                f"(SSM {CA_PARAMETER_ROOT}<stack>/ca/)"
+                for name, env in environments.items() for grant in env.ssm
+                if grant_matches(grant, probe) or grant.startswith(CA_PARAMETER_ROOT)
+                or CA_PARAMETER_ROOT.startswith(grant)]
 
 
 def _prefix_problems(name: str, prefixes: Sequence[str], pattern: re.Pattern[str]) -> list[str]:

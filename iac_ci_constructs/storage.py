@@ -17,6 +17,7 @@ from constructs import Construct
 
 from iac_ci_constructs import defaults
 from iac_ci_constructs import iam as policies
+from iac_ci_constructs.certificates import Certificates, build_certificates
 from iac_ci_constructs.props import IacCiPipelineProps
 from lambda_runtime.schema import deployment, layout, retention
 from lambda_runtime.schema.tables import IDEMPOTENCY, LOCKS, ORDER_EVENTS, ORDERS, TABLES
@@ -32,6 +33,7 @@ class Storage:
     kms_key: kms.IKey
     webhook_secret: secretsmanager.ISecret
     log_link_secret: secretsmanager.ISecret
+    certificates: Certificates | None = None  # mutual TLS only (``certificates.py``)
 
     @property
     def table_grants(self) -> policies.Tables:
@@ -79,4 +81,5 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
     )
     return Storage(tables=tables, access_logs_bucket=access_logs, internal_bucket=internal, done_bucket=done,
                    state_bucket=state, kms_key=kms_key, webhook_secret=webhook_secret,
-                   log_link_secret=log_link_secret)
+                   log_link_secret=log_link_secret,
+                   certificates=build_certificates(group, props, access_logs=access_logs))

@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from iac_ci.cli import tls
 from iac_ci.cli.jobfile import JobFileError, is_repo_config, load_job_file, prepare, repo_config_job
 from iac_ci.cli.local_approvals import LocalApprover, interactive
 from iac_ci.cli.progress import Progress, orders_table
@@ -116,7 +117,20 @@ def _load_or_exit(path: Path, policy: ValidationPolicy, err: Console, params: tu
     sys.exit(EXIT_INVALID)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every command that talks to an API fails the same way when it cannot reach it (refused, timed out,
+    a TLS handshake refused): one line naming the endpoint, exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from iac_ci.remote.client import StackError
+
+        try:
+            return super().invoke(ctx)
+        except StackError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """iac-ci: serverless continuous delivery for infrastructure as code."""
 
@@ -181,8 +195,15 @@ def _validate_repo_config(path: Path, policy: ValidationPolicy, err: Console) ->
 
 
 @main.command()
-def schema() -> None:
-    """Print the JSON Schema of the job file."""
+@click.option("--repo-config", is_flag=True, help="The schema of a repository's .iac-ci.yml instead (one job or "
+              "jobs:, on: triggers); `iac-ci init` writes it as .iac-ci.schema.json for editors.")
+def schema(repo_config: bool) -> None:
+    """Print the JSON Schema of the job file (or, with --repo-config, of .iac-ci.yml)."""
+    if repo_config:
+        from lambda_runtime.github import repo_config_schema
+
+        click.echo(repo_config_schema.text(), nl=False)
+        return
     click.echo(json.dumps(Job.model_json_schema(by_alias=True), indent=2))
 
 
@@ -413,13 +434,13 @@ def _stack_client(stack: str, region: str | None, *, with_secret: bool = True) -
     try:
         info = StackInfo.from_cloudformation(stack, session.client("cloudformation"))
         if not with_secret:
-            return ApiClient(info.api_url, "")
+            return ApiClient(info.api_url, "", ssl_context=tls.client_context())
         secret = session.client("secretsmanager").get_secret_value(SecretId=info.secret_arn)["SecretString"]
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:
         raise click.ClickException(f"cannot read the secret of stack '{stack}': {exc}") from None
-    return ApiClient(info.api_url, secret)
+    return ApiClient(info.api_url, secret, ssl_context=tls.client_context())
 
 
 def _follow_remote(client: Any, run_id: str, err: Console, *, live: bool) -> dict[str, Any]:
@@ -459,13 +480,29 @@ def _signed_client(stack: str | None, region: str | None, url: str | None, secre
         raise click.UsageError("--url needs --secret (the signing secret iac-ci serve prints)")
     from iac_ci.remote.client import ApiClient
 
-    return ApiClient(str(url), secret)
+    return ApiClient(str(url), secret, ssl_context=tls.client_context())
+
+
+STACK_HELP = "Name of the deployed CloudFormation stack."
+
+
+def target_options(stack_help: str = STACK_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The target of every signed command, declared once: a deployed stack (``--stack``, ``--region``)
+    or an ``iac-ci serve`` (``--url``, ``--secret``); ``_signed_client`` builds the API client of
+    either. A command taking it takes the parameters ``stack, region, url, secret``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        stack = click.option("--stack", default=None, help=stack_help)
+        for option in reversed((stack, region_option, url_option, secret_option, *tls.options)):
+            command = option(command)  # tls.options: --cert/--key/--ca, read by tls.client_context
+        return command
+
+    return decorate
 
 
 @main.command()
 @click.argument("job_file", type=click.Path(path_type=Path, dir_okay=False))
-@stack_option
-@region_option
+@target_options()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result on stdout.")
 @click.option("--idempotency-key", help="Retrying with the same key returns the first run instead of a new one.")
 @click.option("--no-wait", is_flag=True, help="Print the run id and return once the job is accepted.")
@@ -474,32 +511,37 @@ def _signed_client(stack: str | None, region: str | None, url: str | None, secre
               help="Set a parameter of the job (params:); checked against its definition.")
 def submit(
     job_file: Path,
-    stack: str,
+    stack: str | None,
     region: str | None,
+    url: str | None,
+    secret: str | None,
     as_json: bool,
     idempotency_key: str | None,
     no_wait: bool,
     quiet: bool,
     params: tuple[str, ...],
 ) -> None:
-    """Submit JOB_FILE to a deployed stack and follow it to the end (same exit codes as `run`)."""
+    """Submit JOB_FILE to a deployed stack (or an iac-ci serve) and follow it to the end (same exit codes
+    as `run`)."""
     err = Console(stderr=True)
-    # the stack enforces its own allow-lists; locally only what does not depend on them
+    # the stack enforces its own allow-lists; locally only what does not depend on them (an iac-ci serve,
+    # on the embedded AWS, takes local sources: it decides that too)
     doc, job = _load_or_exit(
         job_file,
         ValidationPolicy(
             role_arn_patterns=("*",), secret_prefixes=("",), ssm_prefixes=("",), source_bucket_patterns=("*",),
-            images=_ANY_IMAGE,
+            images=_ANY_IMAGE, allow_local_sources=url is not None,
         ),
         err,
         params,
     )
-    client = _stack_client(stack, region)
+    client = _signed_client(stack, region, url, secret)
     code, body = client.submit(json.dumps(doc).encode(), idempotency_key=idempotency_key)
     _exit_if_rejected(code, body, err)
     run_id = body["run_id"]
     err.print(
-        f"run [bold]{run_id}[/] accepted by {stack} ({len(job.orders)} orders); trace {body['trace_id']}",
+        f"run [bold]{run_id}[/] accepted by {escape(stack or str(url))} ({len(job.orders)} orders); "
+        f"trace {body['trace_id']}",
         highlight=False,
     )
     if no_wait:
@@ -511,15 +553,17 @@ def submit(
 
 @main.command()
 @click.argument("run_id")
-@stack_option
-@region_option
+@target_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-def status(run_id: str, stack: str, region: str | None, as_json: bool) -> None:
-    """Show a run of a deployed stack (exit 0 succeeded, 1 failed/not final, 2 unknown run)."""
+def status(run_id: str, stack: str | None, region: str | None, url: str | None, secret: str | None,
+           as_json: bool) -> None:
+    """Show a run of a deployed stack or an iac-ci serve (exit 0 succeeded, 1 failed/not final, 2 unknown
+    or expired run)."""
+
     err = Console(stderr=True)
-    code, body = _stack_client(stack, region).status(run_id)
-    if code == 404:
-        err.print(f"[red]{body.get('error')}[/]", highlight=False)
+    code, body = _signed_client(stack, region, url, secret).status(run_id)
+    if code in (404, 410):  # never seen, or past its retention (the message says when it ended)
+        err.print(f"[red]{escape(str(body.get('error')))}[/]", highlight=False)
         sys.exit(EXIT_INVALID)
     if code != 200:
         raise click.ClickException(f"status failed ({code}): {body.get('error')}")
@@ -528,12 +572,11 @@ def status(run_id: str, stack: str, region: str | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_id")
-@stack_option
-@region_option
-def cancel(run_id: str, stack: str, region: str | None) -> None:
-    """Cancel a run of a deployed stack: queued orders are cancelled, running builds stopped."""
+@target_options()
+def cancel(run_id: str, stack: str | None, region: str | None, url: str | None, secret: str | None) -> None:
+    """Cancel a run of a deployed stack or an iac-ci serve: queued orders are cancelled, running builds stopped."""
     err = Console(stderr=True)
-    code, body = _stack_client(stack, region).cancel(run_id)
+    code, body = _signed_client(stack, region, url, secret).cancel(run_id)
     if code == 202:
         err.print(f"run {run_id}: cancelling", highlight=False)
         return
@@ -544,11 +587,8 @@ def cancel(run_id: str, stack: str, region: str | None) -> None:
 def _decision_command(verdict: str) -> Any:
     @click.argument("run_id")
     @click.argument("orders", nargs=-1)
-    @click.option("--stack", default=None, help="Name of the deployed CloudFormation stack (you are the reviewer: "
-                                                "your AWS credentials sign the request).")
-    @region_option
-    @url_option
-    @secret_option
+    @target_options(stack_help="Name of the deployed CloudFormation stack (you are the reviewer: your AWS "
+                               "credentials sign the request).")
     @click.option("--approver", default=None, help="With --url: the GitHub login or IAM ARN deciding.")
     @click.option("--reason", default="", help="Why (recorded in the audit trail and the PR comment).")
     def command(run_id: str, orders: tuple[str, ...], stack: str | None, region: str | None, url: str | None,
@@ -572,8 +612,8 @@ def _decision_command(verdict: str) -> Any:
 
             if not secret or not approver:
                 raise click.UsageError("--url needs --secret and --approver")
-            code, body = ApiClient(str(url), secret).decide(run_id, verdict, list(orders), reason=reason,
-                                                            approver=approver)
+            client = ApiClient(str(url), secret, ssl_context=tls.client_context())
+            code, body = client.decide(run_id, verdict, list(orders), reason=reason, approver=approver)
         for name in body.get("recorded", []):
             err.print(f"{verdict}d {name} as {body.get('reviewer')}", highlight=False, markup=False)
         for problem in body.get("problems", []) or ([body["error"]] if body.get("error") else []):
@@ -592,13 +632,6 @@ main.command("reject")(_decision_command("reject"))
 
 # ---- project locks ------------------------------------------------------------------------
 PR_REF = re.compile(r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)#(?P<number>[1-9][0-9]{0,9})")
-optional_stack_option = click.option("--stack", default=None, help="Name of the deployed CloudFormation stack.")
-
-
-def _lock_target_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed((optional_stack_option, region_option, url_option, secret_option)):
-        command = option(command)
-    return command
 
 
 def _span(seconds: float) -> str:
@@ -634,7 +667,7 @@ def locks_table(locks: list[dict[str, Any]], now: float) -> Any:
 @main.command()
 @click.option("--all", "include_expired", is_flag=True, help="Include expired locks (they no longer block).")
 @click.option("--json", "as_json", is_flag=True, help="Print {\"locks\": [...]} as JSON on stdout.")
-@_lock_target_options
+@target_options()
 def locks(include_expired: bool, as_json: bool, stack: str | None, region: str | None, url: str | None,
           secret: str | None) -> None:
     """List the project locks pull requests hold (exit 0; 1 if the API refused)."""
@@ -663,7 +696,7 @@ def _user() -> str:
 @click.argument("names", nargs=-1)
 @click.option("--pr", "pr_ref", default=None, metavar="OWNER/REPO#N", help="Release every lock of this pull request.")
 @click.option("--reason", default="", help="Why (recorded in the locks' audit trail).")
-@_lock_target_options
+@target_options()
 def unlock(names: tuple[str, ...], pr_ref: str | None, reason: str, stack: str | None, region: str | None,
            url: str | None, secret: str | None) -> None:
     """Release locks NAMES (whoever holds them) or every lock of --pr; exit 0 if something was
@@ -701,6 +734,7 @@ def unlock(names: tuple[str, ...], pr_ref: str | None, reason: str, stack: str |
 @stack_option
 @region_option
 @click.option("--timeout", "wait_timeout", type=float, default=1200, help="Seconds to wait for the smoke job.")
+@tls.client_options
 def smoke(stack: str, region: str | None, wait_timeout: float) -> None:
     """Post-deploy check: run a two-order job (Lambda, then CodeBuild with an artifact) on the stack."""
     err = Console(stderr=True)
@@ -741,12 +775,16 @@ GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
 @click.option("--schedule-interval", type=click.FloatRange(min=0.5), default=15.0, show_default=True,
               help="Seconds between two looks at the repositories' schedules (on: schedule).")
 @policy_option
+@tls.server_options
 def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
           endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], public_url: str | None,
-          schedule_interval: float, policy_file: Path | None) -> None:
-    """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C."""
+          schedule_interval: float, policy_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
+          client_ca: Path | None, certs_table: str) -> None:
+    """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C
+    (HTTPS with --tls-cert/--tls-key; mutual TLS with --client-ca)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     err = Console(stderr=True)
+    ssl_context = tls.server_context(tls_cert, tls_key, client_ca)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     deployment = _load_policy_or_exit(policy_file, err)
 
@@ -780,9 +818,13 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             seed.ssm.put_parameter(Name=name, Value=val, Type="SecureString", Overwrite=True)
         for sid, val in secret_values.items():
             _put_secret(seed.secrets, sid, val)
-        http = HttpApi(None, host=host, port=port)  # bound now: the stack's log links name its URL
+        http = HttpApi(None, host=host, port=port, ssl_context=ssl_context)  # bound now: the log links name its URL
         overrides["api_url"] = (public_url or http.url).rstrip("/")
         stack = EmbeddedStack(aws, settings_overrides=overrides)
+        if client_ca is not None:  # the revocation check a deployed stack's intake runs (intake.client_certs)
+            tls.check_client_certs(stack, certs_table)
+            err.print(f"mutual TLS: client certificates must chain to {client_ca} and be active in table "
+                      f"{certs_table}", highlight=False, soft_wrap=True)
         with stack, http.attach(stack.api):
             if stack.scheduler is not None:  # the repositories' schedules (on: schedule) fire here
                 stack.scheduler.start(interval=schedule_interval)
@@ -791,6 +833,7 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
                       f"POST /webhooks/github{'' if webhook_secret else ' [disabled: no --webhook-secret]'})",
                       highlight=False, soft_wrap=True)
             err.print(f"events (one EventBridge event per line): {stack.events_log}", highlight=False, soft_wrap=True)
+            err.print(f"metrics (one EMF document per line): {stack.metrics_log}", highlight=False, soft_wrap=True)
             if stack.scheduler is not None:
                 err.print(f"schedules of on: schedule fire here (looked at every {schedule_interval:g}s)",
                           highlight=False)
@@ -805,3 +848,16 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             err.print("stopping")
     finally:
         aws.stop()
+
+
+from iac_ci.cli.init import init as _init  # noqa: E402  (iac-ci init, a command in a module of its own)
+
+main.add_command(_init)
+
+import iac_ci.cli.logs  # noqa: E402, F401, I001  (iac-ci logs registers itself on this group: target_options)
+
+from iac_ci.cli.github_app import github_app_manifest as _github_app_manifest  # noqa: E402  (a module of its own)
+
+main.add_command(_github_app_manifest)
+
+import iac_ci.cli.certs  # noqa: E402, F401  (iac-ci certs: mutual TLS's CA; it registers itself on this group)

@@ -7,6 +7,7 @@ own AWS credentials, so access to a stack is governed by IAM (``grant_submit``).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lambda_runtime.intake import signature
+from lambda_runtime.intake import order_log, signature
 from lambda_runtime.schema import deployment
 from lambda_runtime.schema.status import RunStatus
 
@@ -73,8 +74,12 @@ class ApiClient:
     RETRY_STATUSES = (429, 502, 503, 504)
 
     def __init__(self, api_url: str, secret: str, *, timeout: float = 30, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], None] = time.sleep, attempts: int = 4):
+                 sleep: Callable[[float], None] = time.sleep, attempts: int = 4,
+                 ssl_context: ssl.SSLContext | None = None):
+        """``ssl_context``: how HTTPS connections are made (mutual TLS: a client certificate loaded into
+        it, and the CA that signed the server's; ``iac_ci.cli.tls``); None: the system's defaults."""
         self._url = api_url.rstrip("/")
+        self._ssl_context = ssl_context
         self._secret = secret
         self._timeout = timeout
         self._clock, self._sleep, self._attempts = clock, sleep, attempts
@@ -91,6 +96,12 @@ class ApiClient:
 
     def cancel(self, run_id: str) -> tuple[int, dict[str, Any]]:
         return self._request("POST", f"/runs/{run_id}/cancel", b"{}", {"Content-Type": "application/json"})
+
+    def log(self, run_id: str, order: str, offset: int = 0) -> tuple[int, dict[str, Any]]:
+        """``GET /runs/{run_id}/log``: a chunk of ``order``'s masked log from byte ``offset``:
+        ``{"text", "next_offset", "size", "status", "complete", ...}`` (``intake.order_log.LogChunk``).
+        The query is part of the signed path, so the signature binds the order and the offset."""
+        return self._request("GET", order_log.signed_path(run_id, order, str(offset)), None, {})
 
     def locks(self, include_expired: bool = False) -> tuple[int, dict[str, Any]]:
         """``GET /locks``: ``{"locks": [...]}``, expired ones too with ``include_expired``."""
@@ -152,16 +163,25 @@ class ApiClient:
             last = attempt == self._attempts - 1
             req = urllib.request.Request(self._url + path + query, data=body, method=method, headers=sign())
             try:
-                with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                with urllib.request.urlopen(req, timeout=self._timeout, context=self._ssl_context) as resp:
                     return resp.status, _json(resp.read())
             except urllib.error.HTTPError as exc:
                 if exc.code not in self.RETRY_STATUSES or last:
                     return exc.code, _json(exc.read())
+            except ssl.SSLError as exc:  # refused in the TLS handshake (TLS 1.3 reports it at the first read)
+                raise StackError(_tls_refusal(self._url, exc)) from None
             except urllib.error.URLError as exc:
+                if isinstance(exc.reason, ssl.SSLError):  # a certificate problem: retrying cannot help
+                    raise StackError(_tls_refusal(self._url, exc.reason)) from None
                 if last:
                     raise StackError(f"cannot reach {self._url}: {exc.reason}") from None
             self._sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
+
+
+def _tls_refusal(url: str, exc: ssl.SSLError) -> str:
+    return (f"TLS with {url} failed: {exc.reason or exc} (mutual TLS: pass --cert/--key with a certificate the "
+            "API trusts, and --ca if its server certificate is not publicly trusted)")
 
 
 def _json(raw: bytes) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Routes (API Gateway REST proxy events):
     POST /runs/{run_id}/approve  IAM-authorized (SigV4) -> the caller approves waiting orders
     POST /runs/{run_id}/reject   IAM-authorized (SigV4) -> the caller rejects waiting orders
     GET  /runs/{run_id}/logs     a signed link (``intake.log_links``) -> 200 text/html, the masked logs
+    GET  /runs/{run_id}/log      signed (query included) -> 200 a chunk of one order's log (``intake.order_log``)
     GET  /locks                  signed -> 200 {"locks": [...]} (``?all=1``: expired ones too)
     POST /locks/release          signed -> 200 {"released": [...], "not_held": [...]}
     POST /webhooks/github        GitHub-signed webhook -> 202 queued (``lambda_runtime.github.webhooks``)
@@ -33,7 +34,8 @@ from lambda_runtime.approvals.logic import Verdict
 from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.github.webhooks import GitHubWebhooks
-from lambda_runtime.intake import log_links, signature
+from lambda_runtime.intake import log_links, order_log, signature
+from lambda_runtime.intake.client_certs import ClientCertCheck
 from lambda_runtime.intake.logic import Intake, Page
 from lambda_runtime.intake.reply import Reply
 from lambda_runtime.logs import logger
@@ -73,6 +75,8 @@ class SecretCache:
 class Api:
     """The router plus its dependencies; one per process (or per embedded stack), made by ``build``."""
 
+    client_certs: ClientCertCheck | None = None  # mutual TLS: every request's certificate is checked first
+
     def __init__(self, intake: Intake, github: GitHubWebhooks, secrets: SecretCache, replays: Replays, *,
                  webhook_secret_id: str, clock: Callable[[], float] = time.time):
         self.intake = intake
@@ -89,6 +93,7 @@ class Api:
         self.app.post("/runs/<run_id>/approve")(lambda run_id: self._decide(run_id, "approve"))
         self.app.post("/runs/<run_id>/reject")(lambda run_id: self._decide(run_id, "reject"))
         self.app.get("/runs/<run_id>/logs")(self._logs)
+        self.app.get("/runs/<run_id>/log")(self._order_log)
         self.app.get("/locks")(self._locks)
         self.app.post("/locks/release")(self._release_locks)
         self.app.post("/webhooks/github")(self._github)
@@ -96,7 +101,8 @@ class Api:
     def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if context is not None:
             self.intake.register_lambda_context(context)
-        return self.app.resolve(event, context)
+        refused = self.client_certs.refusal(event) if self.client_certs is not None else None
+        return refused or self.app.resolve(event, context)
 
     # ---- routes -------------------------------------------------------------------------
     def _submit(self) -> Response[str]:
@@ -114,6 +120,15 @@ class Api:
     def _status(self, run_id: str) -> Response[str]:
         refusal = self._refusal("GET", f"/runs/{run_id}", b"", once=False)  # a read: replaying it changes nothing
         return _json(refusal or self.intake.status(run_id))
+
+    def _order_log(self, run_id: str) -> Response[str]:
+        """A read, signed with its query (``order_log.signed_path``): the signature binds the order
+        and the offset too, so a captured request reads nothing else."""
+        params = self._query()
+        path = order_log.signed_path(run_id, order_log.last_value(params, "order"),
+                                     order_log.last_value(params, "offset"))
+        refusal = self._refusal("GET", path, b"", once=False)
+        return _json(refusal or self.intake.order_log(run_id, params))
 
     def _cancel(self, run_id: str) -> Response[str]:
         refusal = self._refusal("POST", f"/runs/{run_id}/cancel", self._raw_body(), once=True)
@@ -236,7 +251,9 @@ def build(settings: Settings, clients: AwsClients, *, clock: Callable[[], float]
     intake = Intake(settings, clients, Acceptance(settings, clients, clock=clock), clock=clock)
     github = GitHubWebhooks(settings, clients, secrets.get, clock=clock)
     replays = Replays(clients.dynamodb, settings.idempotency_table, clock=clock)
-    return Api(intake, github, secrets, replays, webhook_secret_id=settings.webhook_secret_id, clock=clock)
+    api = Api(intake, github, secrets, replays, webhook_secret_id=settings.webhook_secret_id, clock=clock)
+    api.client_certs = ClientCertCheck.from_env(clients.dynamodb, clock=clock)  # None without mTLS
+    return api
 
 
 def _approver(raw: bytes) -> str | None:

@@ -1,5 +1,6 @@
 """Job intake: parse and validate a submitted body, then accept it; status and cancel; the
-project locks (list, release); the logs page a signed link opens.
+project locks (list, release); the logs page a signed link opens; an order's log by chunks
+(``intake.order_log``); a plain answer for expired runs (``intake.expiry``).
 
 The answer never waits for clones or encryption: accepting a run (``store.acceptance``) is the
 watchdog, one conditional PutItem and one S3 PutObject (whose event starts packaging). What
@@ -23,6 +24,8 @@ import yaml
 from lambda_runtime.approvals.logic import Approvals, Verdict
 from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients, error_code
+from lambda_runtime.intake import order_log
+from lambda_runtime.intake.expiry import RunExpiry
 from lambda_runtime.intake.reply import Reply
 from lambda_runtime.job import yaml_text
 from lambda_runtime.job.dag import layers
@@ -30,6 +33,7 @@ from lambda_runtime.job.validate import JobValidationError, Problem, parse_job
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.records import OrderRecord, RunSnapshot
+from lambda_runtime.schema.status import RunStatus
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.acceptance import Acceptance, AcceptInProgress, KeyReused, body_hash
 from lambda_runtime.store.cancel import request_cancel
@@ -204,6 +208,8 @@ class Intake:
                                    clock=clock)
         self.pr_locks = PrLocks(clients.dynamodb, settings.locks_table, settings.events_table, clock=clock,
                                 event_ttl_days=settings.event_ttl_days)
+        self.expiry = RunExpiry(clients.dynamodb, settings.events_table, clock=clock,
+                                retention_days=int(getattr(settings, "run_retention_days", 1)))
 
     def register_lambda_context(self, context: Any) -> None:
         self.acceptance.register_lambda_context(context)
@@ -234,7 +240,11 @@ class Intake:
         return Reply(202, ack)
 
     def status(self, run_id: str) -> Reply:
+        """``GET /runs/{id}``: the run summary; 410 for a run past its retention, 404 for one never seen."""
         snap = self.store.load(run_id)
+        expired = self.expiry.check(run_id, snap.run)
+        if expired is not None:
+            return expired.reply()
         if snap.run is None:
             return Reply(404, {"error": f"run '{run_id}' not found"})
         from lambda_runtime.summary import run_summary
@@ -306,6 +316,31 @@ class Intake:
         if contended:  # changed under every attempt: nothing of ours was written for these, retry
             body["contended"] = contended
         return Reply(409 if contended and not released else 200, body)
+
+    # ---- an order's log, by chunks ------------------------------------------------------
+    def order_log(self, run_id: str, params: Mapping[str, list[str]]) -> Reply:
+        """``GET /runs/{id}/log?order=NAME&offset=N``: a chunk of the order's masked log, its status and
+        whether more can come (``intake.order_log``). The run item and the order item are read
+        (not the whole run: a follower asks every second), and before the logs. While the run is
+        being packaged its orders do not exist yet: any name is ``queued`` until then (a follower
+        started right after ``submit`` waits), and a name the packaged run lacks is a 404."""
+        request, problems = order_log.parse_request(run_id, params)
+        if request is None:
+            return Reply(400, {"error": "invalid log request", "problems": problems})
+        run = self.store.get_run(run_id)
+        expired = self.expiry.check(run_id, run)
+        if expired is not None:
+            return expired.reply()
+        if run is None:
+            return Reply(404, {"error": f"run '{run_id}' not found"})
+        order = order_log.get_order(self.clients.dynamodb, self.settings.orders_table, run_id, request.order)
+        if order is None and run.status in (RunStatus.ACCEPTED, RunStatus.PACKAGING):
+            order = OrderRecord(name=request.order)  # its orders are not written yet: queued, no log so far
+        if order is None:
+            return Reply(404, {"error": f"run '{run_id}' has no order '{request.order}'"})
+        chunk = order_log.read_chunk(self.clients.s3, self.settings.internal_bucket, run_id, order, request.offset,
+                                     now=self.clock())
+        return Reply(200, chunk.as_dict())
 
     # ---- the logs page ------------------------------------------------------------------
     def logs_page(self, run_id: str, order: str | None, *, link_query: Callable[[str | None], str]) -> Page:

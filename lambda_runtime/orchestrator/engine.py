@@ -20,13 +20,18 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from lambda_runtime import watchdog
 from lambda_runtime.aws.clients import AwsClients, error_code, is_client_error, is_conditional_failure
-from lambda_runtime.logs import logger
+from lambda_runtime.logs import log_keys, logger
 from lambda_runtime.mask_digests import DigestMasker, DigestSet
 from lambda_runtime.masking import redact_credentials
 from lambda_runtime.notify.events import Notifier
+from lambda_runtime.observability import legs, metrics
+from lambda_runtime.observability import trace as traces
+from lambda_runtime.observability.legs import Leg, Legs, carry, current_trace
+from lambda_runtime.observability.metrics import EmfWriter, ReadyTimes
 from lambda_runtime.orchestrator import planner
 from lambda_runtime.orchestrator.admission import Admission, holder_of
 from lambda_runtime.orchestrator.dispatch import FAILED_BUILD_STATES, Dispatcher
@@ -73,9 +78,15 @@ class Orchestrator:
     notifier: Notifier = field(default_factory=lambda: Notifier(None, ""))
     # fault-injection seam: called with a point name ("locked", "state_written", "dispatched", "finalized")
     checkpoint: Callable[[str], None] = lambda _point: None
+    # where each wake-up's EMF metrics go (``observability.metrics``): stdout on Lambda; the embedded
+    # stack writes them to a file. Its legs' X-Ray segments go where the environment says (``xray``)
+    emf: EmfWriter = field(init=False, default_factory=EmfWriter.from_env)
+    legs: Legs = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
+        self.legs = Legs.from_env(clock=self.clock)
+        self.ready_times = ReadyTimes()  # what QueueWait needs that cached reads leave out
         self.store = RunStore(self.clients.dynamodb, s.orders_table, s.events_table, clock=self.clock,
                               event_ttl_days=s.event_ttl_days, run_retention_days=s.run_retention_days)
         self.locks = RunLocks(self.clients.dynamodb, s.locks_table, lease_seconds=s.lock_lease_seconds,
@@ -100,13 +111,15 @@ class Orchestrator:
 
     # ---- the lease loop -------------------------------------------------------------------
     def wake(self, run_id: str) -> str:
-        """Evaluate ``run_id`` until no wake-up is left pending; returns what happened."""
+        """Evaluate ``run_id`` until no wake-up is left pending; returns what happened.
+
+        One wake-up is one leg of the run (its own trace on every log line and event it writes,
+        one X-Ray segment) and writes its metrics once, when it ends."""
         owner = uuid.uuid4().hex
-        logger.thread_safe_append_keys(run_id=run_id, lease_owner=owner)  # every log line of this wake-up
-        try:
-            return self._wake(run_id, owner)
-        finally:
-            logger.thread_safe_remove_keys(["run_id", "lease_owner"])
+        with log_keys(run_id=run_id, lease_owner=owner), self.legs.leg("orchestrator", run_id) as leg, \
+                metrics.collecting(self.emf):
+            leg.outcome = self._wake(run_id, owner)
+            return leg.outcome
 
     def _wake(self, run_id: str, owner: str) -> str:
         while True:
@@ -144,6 +157,7 @@ class Orchestrator:
             snap = self.snapshots.load(run_id)
             if snap.run is None or snap.run.finalized:
                 return
+            self._observe(snap)
             signals, with_result = self._callbacks(run_id)
             running = [snap.orders[n] for n in sorted(with_result)
                        if n in snap.orders and snap.orders[n].status is OrderStatus.RUNNING]
@@ -196,12 +210,13 @@ class Orchestrator:
                                                slots=self.slots)
         except SlotsFull:
             return False  # another run took the slots first: decide again with the new count
-        if moved:
-            self.checkpoint("state_written")
         written = [s for s in steps if s.transition.name in moved]
         previous = {s.transition.name: snap.orders[s.transition.name].status for s in written}
         for s in written:
             snap.orders[s.transition.name].update({"status": s.transition.to.value, **s.transition.fields})
+        self._measure(run, snap, written)  # before anything can fail: what was written is counted
+        if moved:
+            self.checkpoint("state_written")
         self.notifier.order_changes(run, [(snap.orders[n], was) for n, was in previous.items()])
         dispatch = [snap.orders[s.transition.name] for s in written if s.effect is Effect.DISPATCH]
         for s in written:
@@ -213,8 +228,11 @@ class Orchestrator:
             if s.transition.to.terminal and (order.secret_refs or order.aws_role):
                 self._drop_credentials(run.run_id, order)  # whatever ended it: nothing outlives the order
         if dispatch:
+            def start(order: OrderRecord) -> None:
+                self._dispatch(run, order)
+
             with ThreadPoolExecutor(min(PARALLELISM, len(dispatch))) as pool:
-                list(pool.map(lambda o: self._dispatch(run, o), dispatch))
+                list(pool.map(carry(start), dispatch))
         if self.slots is not None and any(s.transition.from_status == (OrderStatus.RUNNING,) for s in written):
             self._wake_waiters(run.run_id)
         return len(written) == len(steps)
@@ -238,6 +256,52 @@ class Orchestrator:
             self.clients.s3.put_object(Bucket=self.settings.internal_bucket, Body=b"{}",
                                        Key=layout.control_key(waiting, layout.SIGNAL_SLOT_PREFIX + uuid.uuid4().hex))
 
+    # ---- observability ----------------------------------------------------------------------
+    def _observe(self, snap: RunSnapshot) -> None:
+        """What a read tells the leg (the run's trace, to file its segment under) and the metrics."""
+        assert snap.run is not None
+        leg = legs.current()
+        if leg is not None:
+            leg.bind(snap.run.trace_id)
+        self.ready_times.observe(snap)
+
+    def _measure(self, run: RunRecord, snap: RunSnapshot, written: list[Step]) -> None:
+        """Metrics of the transitions just written, and the segment of each dispatched order that
+        ended; never of a transition that was not written (its order is counted by its writer)."""
+        self.ready_times.observe(snap, [s.transition.name for s in written])
+        trace = current_trace()
+        for s in written:
+            order = snap.orders[s.transition.name]
+            if s.transition.to is OrderStatus.RUNNING:
+                ready = self.ready_times.ready_at(run.run_id, order)
+                metrics.record(metrics.order_dispatched(order, run_id=run.run_id, ready=ready, trace=trace))
+            elif s.transition.to.terminal:
+                reported_by = s.transition.fields.get("reported_by")
+                metrics.record(metrics.order_finished(
+                    order, run_id=run.run_id, reported_by=reported_by, started_reported=s.worker_started is not None,
+                    now=self.clock(), trace=trace))
+                self._order_leg(run, order, reported_by=reported_by, reported_in=trace)
+
+    def _order_trace(self, run_id: str, order: OrderRecord) -> traces.LegTrace:
+        """The order's leg trace (minted at packaging; an order packaged before there was one: from
+        its dispatch time)."""
+        try:
+            return traces.parse(order.trace, field="the order's trace")
+        except traces.TraceError:
+            return traces.leg_at(run_id, float(order.dispatched_at or self.clock()))
+
+    def _order_leg(self, run: RunRecord, order: OrderRecord, *, reported_by: str | None,
+                   reported_in: str | None) -> None:
+        """The X-Ray segment of an order that was dispatched and just ended: its worker's times."""
+        if order.dispatched_at is None:
+            return  # never dispatched (skipped, locked, ...): no leg ran
+        notes: dict[str, str] = {k: v for k, v in (("reported_by", reported_by), ("reported_in", reported_in),
+                                                   ("dispatch_ref", order.dispatch_ref)) if v}
+        leg = Leg("order", self._order_trace(run.run_id, order), float(order.started_at or order.dispatched_at),
+                  order=order.name, outcome=order.status.value, notes=dict(notes))
+        leg.bind(run.trace_id)
+        self.legs.send(leg, float(order.finished_at or self.clock()))
+
     # ---- reads ----------------------------------------------------------------------------
     def _callbacks(self, run_id: str) -> tuple[frozenset[str], set[str]]:
         """One listing of the run's callback prefix: control signals present, orders with a result."""
@@ -260,7 +324,7 @@ class Orchestrator:
         if not orders:
             return {}
         with ThreadPoolExecutor(min(PARALLELISM, len(orders))) as pool:
-            found = list(pool.map(lambda o: self._read_result(run_id, o), orders))
+            found = list(pool.map(carry(partial(self._read_result, run_id)), orders))
         return {o.name: a for o, a in zip(orders, found, strict=True) if a is not None}
 
     def _read_result(self, run_id: str, order: OrderRecord) -> Arrived | None:
@@ -296,7 +360,7 @@ class Orchestrator:
             bucket=self.settings.internal_bucket,
             run_id=run.run_id,
             order=order,
-            trace_id=run.trace_id,
+            trace_id=str(self._order_trace(run.run_id, order)),  # the order's leg, not the run's
             attempt=order.attempt,
             expires_in=lifetime,
             not_after=planner.watchdog_deadline(order, grace) - planner.reporting_margin(grace),
@@ -459,6 +523,9 @@ class Orchestrator:
             counts[o.status.value] = counts.get(o.status.value, 0) + 1
         won = self.store.finalize(run.run_id, run.status, status, {"status": status.value, "orders": counts},
                                   fence=fence, orders=snap.orders)
+        if won and snap.run is not None:  # counted once: only by the finalize that won
+            metrics.record(metrics.run_finished(snap.run, status, finished_at=float(summary["finished_at"]),
+                                                trace=current_trace()))
         self.checkpoint("finalized")
         if won:
             run.status, run.finalized = status, True

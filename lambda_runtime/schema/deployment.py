@@ -30,6 +30,7 @@ ROUTES = (
     ("GET", "/runs/{run_id}"),
     ("POST", "/runs/{run_id}/cancel"),
     ("GET", "/runs/{run_id}/logs"),
+    ("GET", "/runs/{run_id}/log"),
     ("GET", "/locks"),
     ("POST", "/locks/release"),
     ("POST", "/webhooks/github"),
@@ -54,6 +55,18 @@ OUTPUT_STATE_BUCKET = "StateBucket"
 OUTPUT_ORDERS_TABLE = "OrdersTable"
 OUTPUT_EVENTS_TABLE = "OrderEventsTable"
 OUTPUT_GITHUB_WEBHOOK_URL = "GitHubWebhookUrl"
+# mutual TLS (``api_domain_name``/``api_mtls_certificates``): what ``iac-ci certs --stack`` manages
+OUTPUT_API_DOMAIN_NAME = "ApiDomainName"
+OUTPUT_API_DOMAIN_TARGET = "ApiDomainTarget"  # the regional name the domain's DNS record points at
+OUTPUT_CERTIFICATES_TABLE = "CertificatesTable"
+OUTPUT_TRUSTSTORE_URI = "TruststoreUri"  # s3://<bucket>/<key>
+OUTPUT_CA_PARAMETER_PREFIX = "CaParameterPrefix"  # SSM SecureString names of the CA keys start with it
+OUTPUT_CA_KEY_ARN = "CaKeyArn"  # the KMS key encrypting them
+# The intake function's environment naming the certificates table: set, every request must carry a
+# client certificate the table knows and has not revoked (``intake.client_certs``)
+ENV_CLIENT_CERTS_TABLE = "IAC_CI_CLIENT_CERTS_TABLE"
+# SSM names of the CA keys: ``<CA_PARAMETER_ROOT><stack name>/ca/``, outside every job prefix
+CA_PARAMETER_ROOT = "/iac-ci-engine/"
 
 # Worker Lambda: never retried by Lambda (an apply must not run twice), and its timeout is the
 # Lambda maximum so an order's own timeout (<= 900 s) is what ends it.

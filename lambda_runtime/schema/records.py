@@ -75,6 +75,8 @@ class OrderRecord:
     fail_fast: bool = False
     image: str | None = None
     privileged: bool = False
+    # the trace of its leg (``observability.trace``), minted at packaging: its manifest's, its worker's
+    trace: str = ""
     attempt: int = 0
     dispatched_at: float | None = None
     watchdog: str | None = None
@@ -305,4 +307,5 @@ STATIC_ORDER_FIELDS = (
     "name", "target", "timeout", "depends_on", "must_succeed", "has_artifacts", "inputs", "masked_tokens",
     "secret_refs", "aws_role", "environment", "approvals_needed", "wait_seconds", "command", "lock",
     "apply_requirements", "required_reviews", "run_if", "drift", "group", "fail_fast", "image", "privileged",
+    "trace",
 )

@@ -24,6 +24,12 @@ Final schema
     ``lease_expires_at`` (N, epoch seconds), ``epoch`` (N, fencing token), ``pending`` (N).
     Expiry is the stored lease, never DynamoDB TTL (``expire_at`` only garbage-collects old items).
 ``idempotency`` — Powertools idempotency records for intake: pk ``id`` (S), TTL ``expiration``.
+``certificates`` — mutual TLS only (``CERTIFICATES``, not in ``TABLES``: the construct creates it
+    when the API has mTLS, ``iac-ci certs`` on the embedded AWS): pk ``pk`` (S), one item per
+    ``ca#state`` (which CA signs, which are trusted), ``ca#<serial>`` (a root or intermediate CA),
+    ``cert#<serial>`` (a client certificate: name, fingerprint, status, not_after, issuer) and
+    ``name#<name>`` (the serial a name's active certificate has). Intake reads ``cert#`` and
+    ``ca#`` items by key (``intake.client_certs``); ``lambda_runtime.certs.records`` holds the shapes.
 """
 
 from __future__ import annotations
@@ -102,3 +108,5 @@ LOCKS = TableDef("orchestrator_locks", ("run_id", "S"), ttl_attribute="expire_at
 IDEMPOTENCY = TableDef("idempotency", ("id", "S"), ttl_attribute="expiration")
 
 TABLES: tuple[TableDef, ...] = (ORDERS, ORDER_EVENTS, LOCKS, IDEMPOTENCY)
+# mutual TLS: the certificate authority's metadata (kept out of TABLES: only an mTLS deployment has it)
+CERTIFICATES = TableDef("certificates", ("pk", "S"))

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from lambda_runtime.aws.clients import error_code, is_conditional_failure
+from lambda_runtime.observability.legs import current_trace
 from lambda_runtime.schema import retention, transitions
 from lambda_runtime.schema.records import (
     ORDER_SK_PREFIX,
@@ -94,6 +95,9 @@ class RunStore:
             "detail": detail or {},
             **attrs,
         }
+        trace = current_trace()  # the leg that writes it (``observability.legs``)
+        if trace is not None:
+            item["trace"] = trace
         return {"Put": {"TableName": self.events_table, "Item": to_item(item)}}
 
     def events(self, run_id: str) -> list[dict[str, Any]]:

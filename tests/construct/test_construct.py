@@ -278,7 +278,7 @@ def test_worker_is_never_retried_and_failures_go_to_a_queue(built) -> None:
 
 def test_engine_functions_get_the_settings_environment(built, resources) -> None:
     stack, pipeline, _ = built
-    expected = set(pipeline.settings.to_env()) | {"POWERTOOLS_SERVICE_NAME"}
+    expected = set(pipeline.settings.to_env()) | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
     for component, fn in functions(resources).items():
         env = fn["Properties"]["Environment"]["Variables"]
         assert env["POWERTOOLS_SERVICE_NAME"] == f"iac-ci-{component}"

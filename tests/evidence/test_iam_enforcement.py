@@ -47,11 +47,14 @@ from support.iam import (
     worker_env,
 )
 
+from iac_ci.embedded.apigw import proxy_event
 from iac_ci.embedded.local_dispatch import LocalDispatcher
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.intake import order_log, signature
 from lambda_runtime.pipelines.schedules import ScheduledJob
 from lambda_runtime.schema import layout
+from lambda_runtime.schema.records import RUN_SK, order_sk
 
 pytestmark = pytest.mark.slow
 
@@ -175,7 +178,8 @@ def test_a_job_succeeds_with_every_component_on_its_synthesized_policy(enforced:
              "cmds": ["mkdir -p out", "tr a-z A-Z < input.txt > out/result.txt", f'test "$TOKEN" = {TOKEN}']},
             {"name": "deploy", "depends_on": ["build"], "inputs": [{"from": "build", "path": "out"}],  # CodeBuild
              "secrets": [{"env": "DB_PASSWORD", "secret": f"iac-ci/{e.prefix}/db", "key": "password"}],
-             "cmds": ["grep -q HELLO out/result.txt", f'test "$DB_PASSWORD" = {PASSWORD}', "echo deployed"]},
+             "cmds": ["grep -q HELLO out/result.txt", f'test "$DB_PASSWORD" = {PASSWORD}', "echo deployed",
+                      "sleep 0.6"]},  # long enough for a live log upload
         ],
     }
     code, body = e.stack.submit(job, idempotency_key=f"{e.prefix}-job")
@@ -217,6 +221,18 @@ def test_a_job_succeeds_with_every_component_on_its_synthesized_policy(enforced:
     assert not any(presigned for c in ("worker", "worker_build") for _, presigned in got[c])
     calls = [(c, o) for c, o, outcome in e.dispatcher.api_calls if outcome in ("accepted", "authorized")]
     assert ("lambda:InvokeFunction", "build") in calls and ("codebuild:StartBuild", "deploy") in calls, calls
+    # the live log: presigned by the orchestrator, PUT by the worker while the commands ran (a refusal would
+    # have been counted above), readable by the intake as the log route reads it
+    intake_s3 = e.clients["intake"].s3
+    live = intake_s3.get_object(Bucket=e.stack.settings.internal_bucket, Key=layout.live_log_key(run_id, "deploy"))
+    assert "deployed" in live["Body"].read().decode()
+    headers = signature.signed_headers(e.stack.webhook_secret, "GET", order_log.signed_path(run_id, "deploy", "0"),
+                                       None, time.time())
+    answer = e.stack.api.handle(proxy_event("GET", f"/runs/{run_id}/log", None, headers,
+                                            {"order": "deploy", "offset": "0"}), None)
+    chunk = json.loads(answer["body"])
+    assert answer["statusCode"] == 200 and chunk["complete"] and "deployed" in chunk["text"], chunk
+    assert refused(e, since) == []
 
 
 def test_the_watchdog_times_out_a_silent_worker_on_its_synthesized_policy(enforced: Enforced) -> None:
@@ -486,6 +502,23 @@ def test_policies_resolve_only_to_embedded_resources(enforced: Enforced) -> None
             for st in doc["Statement"]:
                 for r in st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]:
                     assert r == "*" or any(k in r for k in known), (component, st.get("Sid"), r)
+
+
+def test_an_expired_run_whose_items_are_gone_is_told_on_the_synthesized_policy(enforced: Enforced) -> None:
+    e = enforced
+    code, body = e.stack.submit({"name": "expired", "orders": [{"name": "a", "target": "lambda", "cmds": ["true"]}]})
+    assert code == 202, body
+    run_id = body["run_id"]
+    assert e.stack.wait(run_id, timeout=60)["status"] == "succeeded"
+    for sk in (RUN_SK, order_sk("a")):  # what DynamoDB's TTL does, days after the run ended
+        e.admin.dynamodb.delete_item(TableName=e.stack.settings.orders_table,
+                                     Key={"run_id": {"S": run_id}, "sk": {"S": sk}})
+    start = len(e.iam.decisions)
+    try:
+        code, body = e.stack.status(run_id)
+    finally:
+        e.probed.update(range(start, len(e.iam.decisions)))  # the refusal is this test's finding
+    assert code == 410, body
 
 
 # ---- what moto does not do: the harness fills the first two gaps; nothing fills the conditions -------------

@@ -398,6 +398,116 @@ def test_an_order_cannot_replace_or_edit_its_uploaded_log(unprivileged_stack: Em
         assert log.rstrip().splitlines()[-1].endswith("order succeeded")
 
 
+# ---- (c) an order looking for its live log's URL, to write its own "log" through it ---------------------
+
+FIND_THE_LIVE_URL = textwrap.dedent(r'''
+    """Look wherever a command can for the worker's presigned live-log URL (its own environment, every
+    process's environ, cmdline and open files, the order directories); PUT a forged log through any
+    found. Prints what it did, never a URL."""
+    import glob, os, re, stat, urllib.request
+
+    url_shape = re.compile(rb"https?://[^\s\"'<>]*live/log\.txt[^\s\"'<>]*")
+    places, found = 0, []
+
+    def look(where, data):
+        global places
+        places += 1
+        found.extend((where, m.group().decode(errors="replace")) for m in url_shape.finditer(data))
+
+    def read(path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 1 << 20) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
+
+    look("own environment", "\n".join(f"{k}={v}" for k, v in os.environ.items()).encode())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        paths = [f"/proc/{pid}/environ", f"/proc/{pid}/cmdline"]
+        try:
+            paths += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            pass
+        for path in paths:
+            data = read(path)
+            if data is not None:
+                look(path, data)
+    for top in [*glob.glob("/tmp/iac-ci-*"), os.environ["HOME"], os.environ["TMPDIR"], os.getcwd()]:
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                data = read(os.path.join(dirpath, name))
+                if data is not None:
+                    look(os.path.join(dirpath, name), data)
+    print(f"searched {places} places")
+    for where, url in found:
+        print("a live log URL was found in", where)
+        try:
+            body = ("forged-live-log " + os.environ.get("SECRET", "") + "\n").encode()
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT"), timeout=5)
+            print("forged the live log")
+        except Exception as exc:
+            print("forging refused:", type(exc).__name__)
+''')
+
+
+def _live_log(stack: EmbeddedStack, run_id: str, order: str) -> str:
+    try:
+        obj = stack.clients.s3.get_object(Bucket=stack.settings.internal_bucket, Key=layout.live_log_key(run_id, order))
+    except stack.clients.s3.exceptions.NoSuchKey:
+        return ""
+    return obj["Body"].read().decode()
+
+
+def test_an_order_cannot_find_or_write_through_its_live_log_url(unprivileged_stack: EmbeddedStack,
+                                                               worker_uid: int | None, tmp_path: Path) -> None:
+    """The worker re-uploads the log through a presigned PUT while the commands run: were the URL
+    reachable, a command could replace what a follower reads with a log of its own (or a secret).
+    It is kept as the result URL is, in the undumpable worker's memory only, and masked in every log."""
+    stack = unprivileged_stack
+    gate_dir = _shared_dir("live-gate-", worker_uid)
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "find.py").write_text(FIND_THE_LIVE_URL)
+    source.chmod(0o755)
+    wait = f'while [ ! -e "{gate_dir}/go" ]; do sleep 0.05; done'
+    code, body = stack.submit({"name": "live-url", "source": {"path": str(source)}, "orders": [
+        {"name": f"on-{target}", "target": target, "secrets": [{"env": "SECRET", "ssm": SECRET_NAME}],
+         "cmds": ["echo genuine-before", "python3 find.py", "echo genuine-after", wait]}
+        for target in ("lambda", "codebuild")] + [
+        # the search is not vacuous: a URL of that shape where a command can read it is found
+        {"name": "decoy", "target": "lambda", "env": {"DECOY": "http://127.0.0.1:9/runs/r/orders/o/live/log.txt?s=1"},
+         "cmds": ["python3 find.py"]}]})
+    assert code == 202, body
+    run_id = body["run_id"]
+
+    def live_until_done(order: str) -> str | None:
+        text = _live_log(stack, run_id, order)
+        return text if "genuine-after\n" in text else None
+
+    try:  # read while the orders still run: this is what a follower is shown
+        live = {target: _wait(lambda t=target: live_until_done(f"on-{t}"), f"the live log of on-{target}")
+                for target in ("lambda", "codebuild")}
+    finally:
+        (gate_dir / "go").touch()
+    done = stack.wait(run_id, timeout=120)
+    assert done["status"] == "succeeded", done
+    decoy = _log(stack, run_id, "decoy").splitlines()
+    assert "a live log URL was found in own environment" in decoy and "forging refused: URLError" in decoy
+    for target, text in live.items():
+        lines = text.splitlines()  # output lines, not the announced commands
+        searched = next(line for line in lines if line.startswith("searched "))
+        assert int(searched.split()[1]) > 20, (target, searched)  # it really looked
+        assert not any(line.startswith("a live log URL was found") for line in lines), (target, text[-2000:])
+        assert "forged-live-log" not in text and CANARY not in text, (target, text[-2000:])
+        assert "genuine-before" in lines and "genuine-after" in lines
+        final = _log(stack, run_id, f"on-{target}")
+        assert final.startswith(text) and "forged-live-log" not in final and CANARY not in final
+        assert final.rstrip().splitlines()[-1].endswith("order succeeded")
+
+
 # ---- sops: the worker's credentials are never in an environment ---------------------------------------
 
 

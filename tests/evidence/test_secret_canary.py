@@ -11,7 +11,8 @@ Searched afterwards (see ``faults.canary``): every S3 object version of every bu
 unpacked; the sops file in each bundle must hold ciphertext only), every item of every DynamoDB
 table, every message left in every SQS queue, every Step Functions execution's input/output, the
 worker logs in ``stack.log_dir``, leftover work directories, the fake GitHub's comments and
-statuses, and this process's captured output and log records.
+statuses, this process's captured output and log records, and the live log of a running order as
+the log route served it (its every upload is an S3 object version, searched with the rest).
 
 A second, smaller job prints a separate secret in the further forms IaC tools print values in
 (JSON as Go and jq write it, JSON inside a JSON string, Python's default URL quoting, bash xtrace of
@@ -39,6 +40,7 @@ from support.paths import GITHUB_FIXTURES
 from iac_ci.embedded.apigw import proxy_event
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.aws.clients import AwsClients
+from lambda_runtime.intake import order_log, signature
 from lambda_runtime.intake.signature import sign
 from lambda_runtime.schema import layout
 
@@ -159,6 +161,28 @@ def world(aws, tmp_path_factory) -> Any:
     if not world["closed"]:
         stack.close()
     fake.stop()
+
+
+def read_live_log(stack: EmbeddedStack, run_id: str, order: str, *, until: str) -> list[dict[str, Any]]:
+    """Every answer of the log route (``GET /runs/{id}/log``) from the start of ``order``'s log until
+    its text holds ``until``, as ``iac-ci logs --follow`` reads it."""
+    answers: list[dict[str, Any]] = []
+    offset = 0
+
+    def more() -> bool:
+        nonlocal offset
+        query = {"order": order, "offset": str(offset)}
+        signed_for = order_log.signed_path(run_id, order, str(offset))
+        headers = signature.signed_headers(stack.webhook_secret, "GET", signed_for, None, time.time())
+        resp = stack.api.handle(proxy_event("GET", f"/runs/{run_id}/log", None, headers, query), None)
+        code, answer = int(resp["statusCode"]), json.loads(resp["body"])
+        assert code == 200, answer
+        answers.append(answer)
+        offset = answer["next_offset"]
+        return until in "".join(a["text"] for a in answers)
+
+    wait_for(more, what=f"{until!r} in the live log of {order}", poll=0.2)
+    return answers
 
 
 def run(stack: EmbeddedStack, job: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
@@ -296,19 +320,30 @@ def test_a_pr_run_with_a_token_secret_of_any_name_succeeds(world) -> None:
     assert status["state"] == "success", [c["body"] for c in fake.comments.values()][-1]
 
 
-def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplog) -> None:
+def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplog, tmp_path) -> None:
     caplog.set_level(logging.INFO)  # the level the functions log at (DEBUG would add botocore's wire dumps)
     records = Records()
     watched = [logging.getLogger(), logging.getLogger("iac-ci")]
     for lg in watched:
         lg.addHandler(records)
     stack, fake = world["stack"], world["fake"]
+    gate = tmp_path / "go"
     try:
-        done = run(stack, {"name": "canary", "orders": [
+        code, body = stack.submit({"name": "canary", "orders": [
             {"name": "print-lambda", "target": "lambda", "secrets": SECRETS, "cmds": PRINT_EVERY_FORM},
             {"name": "print-codebuild", "target": "codebuild", "secrets": SECRETS, "cmds": PRINT_EVERY_FORM},
             {"name": "fail-with-secret", "must_succeed": False, "secrets": SECRETS, "cmds": FAIL_WITH_SECRET},
+            # every form, then it waits while the test reads its live log through the API
+            {"name": "print-live", "target": "lambda", "secrets": SECRETS, "env": {"GATE": str(gate)},
+             "cmds": [*PRINT_EVERY_FORM, "echo", "echo live-gate-reached",
+                      'while [ ! -e "$GATE" ]; do sleep 0.05; done']},
         ]})
+        assert code == 202, body
+        try:
+            live_answers = read_live_log(stack, body["run_id"], "print-live", until="live-gate-reached")
+        finally:
+            gate.touch()
+        done = stack.wait(body["run_id"], timeout=90)
         seen = len(fake.statuses)
         assert pr_webhook(world)[0] == 202
         status = wait_for(lambda: final_status(fake, world["sha"], seen), what="the PR's final commit status")
@@ -323,6 +358,11 @@ def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplo
     assert done["orders"]["fail-with-secret"]["status"] == "failed"
     assert status["state"] == "success", (status, [c["body"] for c in fake.comments.values()])
     s3 = AwsClients(region=stack.aws.region).s3
+    live_text = "".join(a["text"] for a in live_answers)
+    # printed live, masked live (and credentials in URLs redacted again by the route, as on the logs page)
+    for marker in ("plain A=*** B=***", "https://***@git.example.com", "split:***", "\nA=***\n", "live-gate-reached"):
+        assert marker in live_text, (marker, live_text[-3000:])
+    assert live_answers[-1]["status"] == "running" and live_answers[-1]["source"] == "live"
     for order in ("print-lambda", "print-codebuild"):
         log = s3.get_object(Bucket=stack.settings.internal_bucket,
                             Key=layout.log_key(done["run_id"], order))["Body"].read().decode()
@@ -351,10 +391,12 @@ def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplo
     corpus.add("caplog", caplog.text, "captured logs")
     for i, text in enumerate(records.texts):
         corpus.add(f"log record {i}", text, "log records")
+    for i, answer in enumerate(live_answers):  # the live log as the API served it, while the order ran
+        corpus.add(f"live log answer {i}", json.dumps(answer), "live log answers")
 
     # the search is not vacuous: each kind of store was really read
     for kind in ("s3 object versions", "archive members", "dynamodb items", "sfn execution parts", "worker logs",
-                 "github comments", "captured streams", "log records"):
+                 "github comments", "captured streams", "log records", "live log answers"):
         assert corpus.counts.get(kind, 0) > 0, (kind, corpus.counts)
     sops_files = 0
     for where, text in corpus.blobs:
@@ -366,6 +408,8 @@ def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplo
             sops_files += 1
             assert "sops" in doc and not sops_values_are_encrypted(doc), (where, sops_values_are_encrypted(doc))
     assert sops_files >= 4, "the minted sops files were not read"
+    live_copies = [w for w, _ in corpus.blobs if layout.live_log_key(done["run_id"], "print-live") in w]
+    assert live_copies, "the live log's uploads were not read"  # every version of it, searched like the rest
 
     leaks = {name: corpus.find(forms(value) | set(cores)) for name, (value, cores) in CANARIES.items()}
     assert not any(leaks.values()), {name: found[:10] for name, found in leaks.items() if found}
