@@ -67,3 +67,37 @@ def git_repo(tmp_path: Path) -> Path:
     (repo / "infra" / "main.tf").write_text("# v2\n")
     git("commit", "-qam", "v2")
     return repo
+
+
+# The longest modules start first: the suite runs one module per worker (``--dist loadfile``), so a
+# long module collected last would run alone at the end while the other workers sit idle. Measured
+# with ``pytest --durations``; the order of the rest is unchanged.
+LONGEST_FIRST = (
+    "embedded/test_github_pull_requests.py",
+    "construct/test_wheel_install.py",
+    "evidence/test_faults.py",
+    "embedded/test_cli.py",
+    "evidence/test_secret_canary.py",
+    "embedded/test_pipeline_examples.py",
+    "embedded/test_remote_cli.py",
+    "embedded/test_cli_policy.py",
+    "embedded/test_approvals.py",
+    "construct/test_construct_nag.py",
+    "embedded/test_concurrency_caps.py",
+    "embedded/test_github_pr_workflow.py",
+    "embedded/test_source_bombs.py",
+    "embedded/test_readme_aws.py",
+    "construct/test_construct_logical_ids.py",
+    "embedded/test_logs_cli.py",
+    "embedded/test_certs_lifecycle.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        path = Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
+        return rank.get(path, len(rank))
+
+    items.sort(key=key)  # stable: within a module and among the rest, collection order stays

@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND, PAYLOAD_ENV, WorkerPayload
 
@@ -103,8 +103,8 @@ class LocalDispatcher:
         # async invocations beyond the concurrency limit wait, as Lambda queues throttled async invokes
         self._queued: deque[tuple[str, str, WorkerPayload]] = deque()
         self._log_dir = log_dir
-        self._procs: dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
-        self._by_order: dict[tuple[str, str], subprocess.Popen] = {}  # type: ignore[type-arg]
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._by_order: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
         self._envs: list[_LambdaEnv] = []
         self._invocations = 0
         self._lock = threading.Lock()
@@ -125,7 +125,7 @@ class LocalDispatcher:
             return self._invoke(payload)
         env = self._env()
         body = payload.model_dump_json()
-        out = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self._log_dir / f"{payload.run_id}-{payload.order}.out", "ab")  # noqa: SIM115
@@ -139,8 +139,8 @@ class LocalDispatcher:
             start_new_session=True,
             **_as_user(self.worker_user),
         )
-        if out is not subprocess.DEVNULL:
-            out.close()  # type: ignore[union-attr]
+        if not isinstance(out, int):
+            out.close()
         ref = f"local:{proc.pid}"
         with self._lock:
             self._procs[ref] = proc

@@ -130,7 +130,7 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
     return settings, Queues(packaging_url, callbacks_url)
 
 
-def _notification(queue_arn: str, prefix: str) -> dict[str, Any]:
+def _notification(queue_arn: str, prefix: str) -> Any:  # a QueueConfigurationTypeDef
     return {
         "QueueArn": queue_arn,
         "Events": ["s3:ObjectCreated:*"],
