@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
@@ -35,13 +36,16 @@ from lambda_runtime.approvals.reviewers import Reviewer
 from lambda_runtime.aws.clients import AwsClients
 from lambda_runtime.github.webhooks import GitHubWebhooks
 from lambda_runtime.intake import log_links, order_log, signature
-from lambda_runtime.intake.client_certs import ClientCertCheck
 from lambda_runtime.intake.logic import Intake, Page
 from lambda_runtime.intake.reply import Reply
 from lambda_runtime.logs import logger
+from lambda_runtime.schema import deployment
 from lambda_runtime.settings import Settings
 from lambda_runtime.store.acceptance import Acceptance
 from lambda_runtime.store.replays import Replays
+
+if TYPE_CHECKING:
+    from lambda_runtime.intake.client_certs import ClientCertCheck
 
 SECRET_MAX_AGE = 300
 # the logs page: a browser renders it, so it may load nothing (no script, no image, no frame), is
@@ -252,7 +256,10 @@ def build(settings: Settings, clients: AwsClients, *, clock: Callable[[], float]
     github = GitHubWebhooks(settings, clients, secrets.get, clock=clock)
     replays = Replays(clients.dynamodb, settings.idempotency_table, clock=clock)
     api = Api(intake, github, secrets, replays, webhook_secret_id=settings.webhook_secret_id, clock=clock)
-    api.client_certs = ClientCertCheck.from_env(clients.dynamodb, clock=clock)  # None without mTLS
+    if os.environ.get(deployment.ENV_CLIENT_CERTS_TABLE):  # mutual TLS: imported only where it is on
+        from lambda_runtime.intake.client_certs import ClientCertCheck
+
+        api.client_certs = ClientCertCheck.from_env(clients.dynamodb, clock=clock)
     return api
 
 
