@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from support import serve
 
 from iac_ci.embedded.http_api import HttpApi
 from iac_ci.embedded.stack import EmbeddedStack
@@ -265,14 +266,7 @@ def test_serve_signs_links_with_its_own_url_and_serves_the_locks_api(aws) -> Non
     proc = subprocess.Popen(["iac-ci", "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
-        url = proc.stdout.readline().strip() if proc.stdout else ""
-        assert url.startswith("http://"), proc.stderr.read() if proc.stderr and proc.poll() is not None else url
-        secret = ""
-        while proc.stderr and not secret:
-            line = proc.stderr.readline()
-            assert line, "serve ended before printing its signing secret"
-            if "job signing secret" in line:
-                secret = line.rsplit(" ", 1)[1].strip()
+        url, secret = serve.banner(proc)
         # links are enabled (a forged one is 403, not the 404 of a deployment without them)
         assert get(f"{url}/runs/0123456789abcdef/logs?expires=9999999999&sig={'0' * 64}")[0] == 403
         assert ApiClient(url, secret).locks() == (200, {"locks": []})

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support import github_flow, readme
+from support import github_flow, readme, serve
 from support.fakes.github_server import Answer, FakeGitHub
 
 from iac_ci.embedded.server import EmbeddedAws
@@ -105,14 +105,7 @@ def served(aws: EmbeddedAws) -> Iterator[str]:
     proc = subprocess.Popen([shutil.which("iac-ci") or "iac-ci", "serve", "--port", "0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
-        url = proc.stdout.readline().strip() if proc.stdout else ""
-        assert url.startswith("http://"), url
-        key = ""
-        while proc.stderr and not key:
-            line = proc.stderr.readline()
-            assert line, "serve ended before printing its signing secret"
-            if "job signing secret" in line:
-                key = line.rsplit(" ", 1)[1].strip()
+        url, key = serve.banner(proc)
         api_secret = clients.secrets.create_secret(Name=f"readme-api-key-{uuid.uuid4().hex[:8]}", SecretString=key)
         template = {
             "Resources": {  # what `cdk destroy` leaves, of the kinds moto's CloudFormation creates
