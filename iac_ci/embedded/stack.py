@@ -196,12 +196,18 @@ class EmbeddedStack:
         poll: float = 1.0,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Block until the run's done object exists (the contract), reporting progress each ``poll``."""
+        """Block until the run's done object exists (the contract), reporting progress each ``poll``.
+
+        The done object is written before the run item is finalized (so a crash in between is
+        retried, never lost); a caller that reads the store next must not see the moment between
+        the two, so the wait also covers the finalized flag."""
         deadline = time.monotonic() + timeout
         while True:
             done = self.done(run_id)
             if done is not None:
-                return done
+                record = self.store.get_run(run_id)
+                if record is None or record.finalized:
+                    return done
             if on_progress is not None:
                 code, body = self.status(run_id)
                 if code == 200:

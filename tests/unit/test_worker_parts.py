@@ -605,8 +605,10 @@ def test_an_unreachable_server_is_a_network_error_without_the_url(tmp_path: Path
 
 
 def test_the_workers_order_log_has_no_name_and_is_uploaded_from_its_own_handle(
-        serve: Callable[..., ScriptedServer], tmp_path: Path) -> None:
-    before = set(Path(tempfile.gettempdir()).iterdir())
+        serve: Callable[..., ScriptedServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    private = tmp_path / "tmp"  # the temporary directory the log would use, seen by this test alone
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
     log = OrderLog(None, None, Masker())
     try:
         log.line("genuine output")
@@ -614,7 +616,7 @@ def test_the_workers_order_log_has_no_name_and_is_uploaded_from_its_own_handle(
         body = log.upload_body()
         assert isinstance(body, Path) and body.parent == Path("/proc/self/fd")
         assert os.readlink(body).endswith("(deleted)")  # O_TMPFILE: a file that never had a name
-        assert set(Path(tempfile.gettempdir()).iterdir()) == before
+        assert list(private.iterdir()) == []
         server = serve([502])  # a retry reopens the handle and sends the whole log again
         http_put(server.url, body, "text/plain; charset=utf-8")
         assert [s.body for s in server.seen] == [f"genuine output\n{NOTE_PREFIX}a note\n".encode()] * 2
