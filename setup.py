@@ -63,7 +63,7 @@ if present == set(FULL[1:]):  # a checkout or an sdist: the whole distribution
                       "iac_ci": ["py.typed"]},
         install_requires=RUNTIME + CDK + EMBEDDED,
         extras_require={"dev": DEV, "workflows": WORKFLOWS},
-        entry_points={"console_scripts": ["iac-ci=iac_ci.cli:main"]},
+        entry_points={"console_scripts": ["iac-ci=iac_ci.launch:main"]},
     )
 elif not present:  # the runtime image's build context (the checkout narrowed by .dockerignore)
     options = dict(

@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-from api_calls import CallCounter  # noqa: E402
 from bench_masking import run as masking  # noqa: E402
 from bench_pipelines import run as pipelines  # noqa: E402
 from bench_pr import run as pull_requests  # noqa: E402
@@ -74,27 +73,25 @@ def api_calls(sizes: list[int]) -> Counter:
     from iac_ci.embedded.server import EmbeddedAws
     from iac_ci.embedded.stack import EmbeddedStack
 
-    counter = CallCounter()
-    counter.install()
-    aws = EmbeddedAws.start()
+    aws = EmbeddedAws.spawn(count_calls=True).ready()  # counted in the server's process: every caller
     last: Counter = Counter()
     try:
         for n in sizes:
             stack = EmbeddedStack(aws, prefix=f"b{n}")
             with stack:
-                counter.reset()
+                aws.reset_calls()
                 code, body = stack.submit({"name": "noop", "username": "bench", "orders": [
                     {"name": f"o{i}", "target": "lambda", "cmds": ["true"]} for i in range(n)]})
                 assert code == 202, body
                 done = stack.wait(body["run_id"], timeout=3600)
-                calls = counter.engine_calls()
+                counted = aws.calls()
+                calls = counted.engine_calls()
                 total = sum(calls.values())
                 row("api calls", f"{n} orders: per order", f"{total / n:.2f}",
-                    f"{total} calls, {counter.write_units} DynamoDB WRU, status {done['status']}")
+                    f"{total} calls, {counted.write_units} DynamoDB WRU, status {done['status']}")
                 last = Counter(calls)
-                last["_wru"] = counter.write_units
-                last["_sqs_polling"] = sum(v for k, v in counter.calls.items() if k[0] == "sqs") - sum(
-                    v for k, v in calls.items() if k[0] == "sqs")
+                last["_wru"] = counted.write_units
+                last["_sqs_polling"] = counted.polling()
                 last["_n"] = n
         n = last["_n"]
         for (service, action), count in sorted(((k, v) for k, v in last.items() if isinstance(k, tuple)),

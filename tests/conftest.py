@@ -22,7 +22,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def aws() -> Iterator[EmbeddedAws]:
-    server = EmbeddedAws.start()
+    # in this process: the IAM-enforcement tests switch moto's authorization on and complete it from here
+    server = EmbeddedAws.start(in_process=True)
     saved = {k: os.environ.get(k) for k in server.env()}
     os.environ.update(server.env())
     yield server

@@ -243,6 +243,11 @@ def run(
     """Run JOB_FILE (or a job of an .iac-ci.yml, on its folder) end to end on an embedded AWS (moto on
     loopback, workers as local processes)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the table is the output; JSON logs with --verbose
+    from iac_ci.embedded.server import EmbeddedAws
+
+    # the embedded AWS comes up in its own process while the job is read and checked (if it is
+    # refused, the server goes with this process: it ends when its stdin does)
+    pending = None if endpoint_url else EmbeddedAws.spawn()
     err = Console(stderr=True)
     ssm_values, secret_values = _pairs(ssm, "--ssm"), _pairs(secret, "--secret")
     roles = (EMBEDDED_ROLE_PATTERN, *allow_role)
@@ -259,15 +264,16 @@ def run(
         err.print(f"[red]error:[/] --approve names no order of the job: {', '.join(unknown)}", highlight=False)
         sys.exit(EXIT_INVALID)
 
-    from iac_ci.embedded.server import EmbeddedAws
     from iac_ci.embedded.stack import EmbeddedStack
     from lambda_runtime.logs import logger
 
     _logs_to_stderr(logger)
 
-    aws = EmbeddedAws.attach(endpoint_url) if endpoint_url else EmbeddedAws.start()
+    aws = pending.ready() if pending is not None else EmbeddedAws.attach(str(endpoint_url))
+    first = sum(1 for o in job.orders if o.target == "lambda" and not o.depends_on)
     stack = EmbeddedStack(
         aws,
+        prewarm=first,  # the first orders' Lambda environments start while the resources are made
         settings_overrides={
             "allowed_role_arns": roles,
             "allowed_source_buckets": ("*",),

@@ -148,14 +148,26 @@ class LocalDispatcher:
             self.dispatched.append((payload.run_id, payload.order, target))
         return ref
 
+    def prewarm(self, count: int) -> int:
+        """Start up to ``count`` idle environments now, as provisioned concurrency keeps them ready:
+        the first orders then skip the cold start. Returns how many are ready or starting."""
+        with self._lock:
+            while len(self._envs) < min(count, self.max_lambda_environments):
+                self._envs.append(self._new_env())
+            return len(self._envs)
+
+    def _new_env(self) -> _LambdaEnv:
+        """(with the lock held)"""
+        log = self._log_dir / f"lambda-env-{len(self._envs)}.out" if self._log_dir else None
+        return _LambdaEnv(self._env(), log, self._idle, python=self.worker_python, uid=self.worker_user)
+
     def _invoke(self, payload: WorkerPayload) -> str:
         """An async invoke: a warm idle environment if there is one, else a new one (a cold start)."""
         with self._lock:
             self._envs = [e for e in self._envs if e.alive()]
             env = next((e for e in self._envs if not e.busy), None)
             if env is None and len(self._envs) < self.max_lambda_environments:
-                log = self._log_dir / f"lambda-env-{len(self._envs)}.out" if self._log_dir else None
-                env = _LambdaEnv(self._env(), log, self._idle, python=self.worker_python, uid=self.worker_user)
+                env = self._new_env()
                 self._envs.append(env)
             self._invocations += 1
             request_id = f"{payload.run_id}-{payload.order}-{self._invocations}"

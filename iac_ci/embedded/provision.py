@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets as pysecrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from lambda_runtime import watchdog
@@ -21,6 +21,7 @@ from lambda_runtime.schema.tables import TABLES, TableDef
 from lambda_runtime.settings import Settings
 
 ACCOUNT = "123456789012"
+PROVISIONED_SERVICES = ("dynamodb", "s3", "sqs", "kms", "secretsmanager", "scheduler", "stepfunctions", "events")
 
 
 @dataclass(frozen=True)
@@ -74,37 +75,47 @@ def provision(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Settings, Queues]:
     names = resource_names(prefix)
-    # moto's state-machine parser is slow to load the first time: create the watchdog alongside the rest
-    with ThreadPoolExecutor(1) as pool:
+    bus = (overrides or {}).get("event_bus", names["event_bus"])
+    for service in PROVISIONED_SERVICES:  # built one at a time (a boto3 session is not thread-safe), then shared
+        clients.client(service)
+    # independent resources in parallel: each is a few calls, and the server answers them side by side
+    with ThreadPoolExecutor(8) as pool:
         watchdog_arn = pool.submit(_ensure_state_machine, clients.sfn, names["watchdog"])
-        settings, queues = _provision_rest(clients, prefix, names, region, webhook_secret)
-    final = Settings.model_validate({**settings.model_dump(), "watchdog_arn": watchdog_arn.result(),
-                                     **(overrides or {})})
-    if final.event_bus:  # an override may name another bus (``default`` ...), or none to publish nothing
-        queues = replace(queues, events_url=_ensure_event_log(clients, final.event_bus, names))
+        tables = [pool.submit(_ensure_table, clients.dynamodb, t, table_name_for(t, names)) for t in TABLES]
+        buckets = [pool.submit(_ensure_bucket, clients.s3, names[b])
+                   for b in ("internal_bucket", "done_bucket", "state_bucket")]
+        packaging = pool.submit(_ensure_queue, clients.sqs, names["packaging_queue"])
+        callbacks = pool.submit(_ensure_queue, clients.sqs, names["callbacks_queue"])
+        kms_arn = pool.submit(_ensure_key, clients.kms, names["kms_alias"])
+        secret_id = pool.submit(_ensure_secret, clients.secrets, names["webhook_secret"], webhook_secret)
+        log_link_secret_id = pool.submit(_ensure_secret, clients.secrets, names["log_link_secret"], None)
+        group = pool.submit(_ensure_schedule_group, clients.scheduler, names["schedule_group"])
+        # an override may name another bus (``default`` ...), or none to publish nothing
+        events_url = pool.submit(_ensure_event_log, clients, bus, names) if bus else None
+        for done in (*tables, *buckets, group):
+            done.result()
+        (packaging_url, packaging_arn), (callbacks_url, callbacks_arn) = packaging.result(), callbacks.result()
+        _notify_queues(clients, names, prefix, {"packaging": packaging_arn, "orchestrator": callbacks_arn})
+        settings = _settings(names, prefix, region, kms_arn=kms_arn.result(), secret_id=secret_id.result(),
+                             log_link_secret_id=log_link_secret_id.result(), packaging_arn=packaging_arn)
+        queues = Queues(packaging_url, callbacks_url, events_url.result() if events_url is not None else "")
+        final = Settings.model_validate({**settings.model_dump(), "watchdog_arn": watchdog_arn.result(),
+                                         **(overrides or {})})
     return final, queues
 
 
-def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], region: str,
-                    webhook_secret: str | None) -> tuple[Settings, Queues]:
-    for table in TABLES:
-        _ensure_table(clients.dynamodb, table, table_name_for(table, names))
-    for b in ("internal_bucket", "done_bucket", "state_bucket"):
-        _ensure_bucket(clients.s3, names[b])
-    packaging_url, packaging_arn = _ensure_queue(clients.sqs, names["packaging_queue"])
-    callbacks_url, callbacks_arn = _ensure_queue(clients.sqs, names["callbacks_queue"])
-    queue_of = {"packaging": packaging_arn, "orchestrator": callbacks_arn}
+def _notify_queues(clients: AwsClients, names: dict[str, str], prefix: str, queue_of: dict[str, str]) -> None:
     clients.s3.put_bucket_notification_configuration(
         Bucket=names["internal_bucket"],
         NotificationConfiguration={"QueueConfigurations": [
-            _notification(queue_of[function], prefix) for prefix, function in deployment.NOTIFICATIONS.items()
+            _notification(queue_of[function], key_prefix) for key_prefix, function in deployment.NOTIFICATIONS.items()
         ]},
     )
-    kms_arn = _ensure_key(clients.kms, names["kms_alias"])
-    secret_id = _ensure_secret(clients.secrets, names["webhook_secret"], webhook_secret)
-    log_link_secret_id = _ensure_secret(clients.secrets, names["log_link_secret"], None)
-    _ensure_schedule_group(clients.scheduler, names["schedule_group"])
-    settings = Settings(
+
+
+def _settings(names: dict[str, str], prefix: str, region: str, *, kms_arn: str, secret_id: str,
+              log_link_secret_id: str, packaging_arn: str) -> Settings:
+    return Settings(
         orders_table=names["orders_table"],
         events_table=names["events_table"],
         locks_table=names["locks_table"],
@@ -127,7 +138,6 @@ def _provision_rest(clients: AwsClients, prefix: str, names: dict[str, str], reg
         event_bus=names["event_bus"],
         deployment_name=prefix,
     )
-    return settings, Queues(packaging_url, callbacks_url)
 
 
 def _notification(queue_arn: str, prefix: str) -> Any:  # a QueueConfigurationTypeDef

@@ -7,12 +7,22 @@ Step Functions executions are switched on (moto only parses definitions by defau
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import logging
 import os
+import socket
+import sys
 import threading
+import types
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iac_ci.embedded.aws_process import AwsProcess
+    from iac_ci.embedded.calls import CallCounts
 
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "embedded", "AWS_SECRET_ACCESS_KEY": "embedded"}
 
@@ -42,31 +52,134 @@ def _serialize_dynamodb() -> None:
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
+def _lazy_symmetric_key_material() -> None:
+    """moto generates an RSA-2048 private key for every KMS key, symmetric ones included, where it
+    is never used: up to half a second per ``CreateKey``. A symmetric key gets it on first use."""
+    from moto.kms import models
+
+    if getattr(models.generate_private_key, "_iac_ci_lazy", False):
+        return
+    eager = models.generate_private_key
+
+    class _OnFirstUse:
+        def __init__(self, spec: str) -> None:
+            self._spec = spec
+            self._key: Any = None
+
+        def __getattr__(self, name: str) -> Any:
+            if self._key is None:
+                self._key = eager(self._spec)
+            return getattr(self._key, name)
+
+    def generate(spec: str) -> Any:
+        return _OnFirstUse(spec) if spec == "SYMMETRIC_DEFAULT" else eager(spec)
+
+    generate._iac_ci_lazy = True  # type: ignore[attr-defined]
+    models.generate_private_key = generate  # type: ignore[assignment]
+
+
+def _defer_batch_backend() -> None:
+    """moto's state-machine interpreter imports ``moto.batch.utils`` for one enum, and the package
+    ``moto.batch`` imports its backend, which imports all of EC2's: over a second before the first
+    state machine can be created. The package is entered without its ``__init__``; its backend
+    loads when something asks the package for it (a Batch request), as it would have."""
+    import moto
+
+    if "moto.batch" in sys.modules:
+        return
+    spec = importlib.util.find_spec("moto.batch")
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = types.ModuleType("moto.batch")
+    package.__spec__, package.__file__ = spec, spec.origin
+    package.__path__ = list(spec.submodule_search_locations)
+
+    def backend_attribute(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        models = importlib.import_module("moto.batch.models")  # what the real ``__init__`` imports
+        return models if name == "models" else getattr(models, name)
+
+    package.__getattr__ = backend_attribute  # type: ignore[method-assign]
+    sys.modules["moto.batch"] = package
+    moto.batch = package  # as an import of the package would have set it
+
+
+def start_moto(port: int = 0) -> tuple[Any, str]:
+    """moto's threaded server on a loopback port (0: a free one), made faithful where it is not
+    and spared work no AWS caller can observe (above)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
+    _serialize_dynamodb()
+    _lazy_symmetric_key_material()
+    _defer_batch_backend()
+    if port:  # moto binds in its own thread and waits forever if that fails: find out here instead
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ["MOTO_PORT"] = str(port)  # moto's state-machine interpreter calls S3 through it
+    return server, f"http://{host}:{port}"
+
+
 @dataclass
 class EmbeddedAws:
+    """The embedded AWS: moto on loopback, in a process of its own (``aws_process``) unless a
+    test needs to reach into moto's internals (IAM enforcement patches them in process)."""
+
     endpoint: str
     region: str = "us-east-1"
-    _server: object | None = None
+    _server: Any | None = None
+    _process: AwsProcess | None = None
 
     @classmethod
-    def start(cls, region: str = "us-east-1") -> EmbeddedAws:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per AWS call otherwise
-        _serialize_dynamodb()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        os.environ["MOTO_PORT"] = str(port)
-        aws = cls(endpoint=f"http://{host}:{port}", region=region, _server=server)
+    def start(cls, region: str = "us-east-1", *, in_process: bool = False) -> EmbeddedAws:
+        if not in_process:
+            return cls.spawn(region).ready()
+        server, endpoint = start_moto()
+        aws = cls(endpoint=endpoint, region=region, _server=server)
         aws.configure()
         return aws
+
+    @classmethod
+    def spawn(cls, region: str = "us-east-1", *, count_calls: bool = False) -> PendingAws:
+        """Start the server process and return at once: the caller validates its job and builds
+        its clients meanwhile (the endpoint is known before the server answers). A server
+        started by ``prestart`` is taken instead, when it fits."""
+        global _prestarted
+        if _prestarted is not None and not count_calls and _prestarted.region == region:
+            pending, _prestarted = _prestarted, None
+            return pending
+        from iac_ci.embedded.aws_process import AwsProcess
+
+        process = AwsProcess.spawn(count_calls=count_calls)
+        return PendingAws(process, region, process.endpoint_url)
+
+    @classmethod
+    def prestart(cls, region: str = "us-east-1") -> None:
+        """Start a server for a ``spawn`` to come (``iac_ci.launch``, before the CLI loads)."""
+        global _prestarted
+        if _prestarted is None:
+            _prestarted = cls.spawn(region)
 
     @classmethod
     def attach(cls, endpoint: str, region: str = "us-east-1") -> EmbeddedAws:
         aws = cls(endpoint=endpoint.rstrip("/"), region=region)
         aws.configure()
         return aws
+
+    def calls(self) -> CallCounts:
+        """The API calls the server process counted (started with ``count_calls``)."""
+        if self._process is None:
+            raise RuntimeError("calls are counted by a server process started with count_calls")
+        return self._process.calls()
+
+    def reset_calls(self) -> None:
+        if self._process is not None:
+            self._process.reset_calls()
 
     def configure(self) -> None:
         """Ask moto to really run state machines (no-op on a non-moto endpoint)."""
@@ -92,5 +205,33 @@ class EmbeddedAws:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()  # type: ignore[attr-defined]
+            self._server.stop()
             self._server = None
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+
+
+_prestarted: PendingAws | None = None
+
+
+@dataclass
+class PendingAws:
+    """A server process on its way up (``EmbeddedAws.spawn``)."""
+
+    process: AwsProcess
+    region: str
+    endpoint: str
+
+    def env(self) -> dict[str, str]:
+        return EmbeddedAws(endpoint=self.endpoint, region=self.region).env()
+
+    def ready(self, timeout: float = 60) -> EmbeddedAws:
+        self.process.wait_ready(timeout)
+        os.environ["MOTO_PORT"] = self.endpoint.rsplit(":", 1)[1]
+        aws = EmbeddedAws(endpoint=self.endpoint, region=self.region, _process=self.process)
+        aws.configure()
+        return aws
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -57,22 +57,27 @@ class EmbeddedStack:
         log_dir: Path | None = None,
         orchestrator_concurrency: int = 4,
         checkpoint: Callable[[str], None] | None = None,
+        prewarm: int = 0,
     ):
+        """``prewarm``: Lambda environments started before the resources are made, as provisioned
+        concurrency would have them ready (``iac-ci run`` asks for as many as its first orders)."""
         self.aws = aws
         for k, v in aws.env().items():  # boto3 in this process and sops in its children
             os.environ.setdefault(k, v)
         os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
         self.clients = AwsClients(region=aws.region)
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
+        self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
+        if prewarm:
+            self.dispatcher.prewarm(prewarm)
         self.webhook_secret = secrets.token_hex(32)
         overrides = {"watchdog_grace_seconds": 15, "lock_lease_seconds": 60, **(settings_overrides or {})}
         self.settings, self.queues = provision(
             self.clients, prefix=prefix, region=aws.region, webhook_secret=self.webhook_secret, overrides=overrides
         )
-        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.events_log = self.log_dir / "events.jsonl"
         self.metrics_log = self.log_dir / "metrics.jsonl"  # the orchestrator's EMF documents, one per line
         self._events_lock = threading.Lock()
-        self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         # packaging and the orchestrator report through one provider (with GitHub: one comment per run)
         self.vcs = vcs or provider_for(self.settings, self.clients)
         self.api = build_intake(self.settings, self.clients)

@@ -1,20 +1,23 @@
 """Counting AWS API calls at the embedded endpoint, by service and action.
 
 A WSGI wrapper around moto's server records every request it receives: the engine's boto3
-calls and the workers' presigned requests alike. Queue polling (ReceiveMessage,
-DeleteMessage*, ChangeMessageVisibility*) is reported apart: on AWS the event source mapping
-does it, not the engine.
+calls and the workers' presigned requests alike. It lives beside the server (in its process)
+because only the server sees every caller: the engine, the workers and sops. Queue polling
+(ReceiveMessage, DeleteMessage*, ChangeMessageVisibility*) is told apart: on AWS the event
+source mapping does it, not the engine.
 """
+
 from __future__ import annotations
 
+import io
 import json
 import threading
 from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs
 
-POLLING = {("sqs", "ReceiveMessage"), ("sqs", "DeleteMessage"), ("sqs", "DeleteMessageBatch"),
-           ("sqs", "ChangeMessageVisibility"), ("sqs", "ChangeMessageVisibilityBatch")}
+POLLING = frozenset({("sqs", "ReceiveMessage"), ("sqs", "DeleteMessage"), ("sqs", "DeleteMessageBatch"),
+                     ("sqs", "ChangeMessageVisibility"), ("sqs", "ChangeMessageVisibilityBatch")})
 TARGET_SERVICES = {"DynamoDB_20120810": "dynamodb", "AWSStepFunctions": "stepfunctions", "AmazonSQS": "sqs",
                    "TrentService": "kms", "secretsmanager": "secretsmanager", "AmazonSSM": "ssm"}
 
@@ -26,30 +29,53 @@ class CallCounter:
         self._lock = threading.Lock()
 
     def install(self) -> None:
+        """Wrap moto's WSGI application (in the process that serves it)."""
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
         original = DomainDispatcherApplication.__call__
         counter = self
 
         def counting(app: Any, environ: dict[str, Any], start_response: Any) -> Any:
-            counter._record(environ)
+            counter.record(environ)
             return original(app, environ, start_response)
 
-        DomainDispatcherApplication.__call__ = counting  # type: ignore[method-assign]
+        DomainDispatcherApplication.__call__ = counting  # type: ignore[method-assign,assignment]
 
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
             self.write_units = 0
 
-    def engine_calls(self) -> Counter[tuple[str, str]]:
-        return Counter({k: v for k, v in self.calls.items() if k not in POLLING and k[0] != "moto-api"})
-
-    def _record(self, environ: dict[str, Any]) -> None:
+    def record(self, environ: dict[str, Any]) -> None:
         key, units = classify(environ)
         with self._lock:
             self.calls[key] += 1
             self.write_units += units
+
+    def snapshot(self) -> CallCounts:
+        with self._lock:
+            return CallCounts(Counter(self.calls), self.write_units)
+
+
+class CallCounts:
+    """What a counter saw, as the parent process receives it (a JSON round trip)."""
+
+    def __init__(self, calls: Counter[tuple[str, str]], write_units: int) -> None:
+        self.calls = calls
+        self.write_units = write_units
+
+    def engine_calls(self) -> Counter[tuple[str, str]]:
+        return Counter({k: v for k, v in self.calls.items() if k not in POLLING and k[0] != "moto-api"})
+
+    def polling(self) -> int:
+        return sum(v for k, v in self.calls.items() if k in POLLING)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calls": [[s, a, n] for (s, a), n in self.calls.items()], "write_units": self.write_units}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CallCounts:
+        return cls(Counter({(s, a): n for s, a, n in doc["calls"]}), doc["write_units"])
 
 
 def classify(environ: dict[str, Any]) -> tuple[tuple[str, str], int]:
@@ -60,8 +86,7 @@ def classify(environ: dict[str, Any]) -> tuple[tuple[str, str], int]:
     if target:
         prefix, _, action = target.partition(".")
         service = TARGET_SERVICES.get(prefix, prefix.lower())
-        units = _write_units(service, action, environ)
-        return (service, action), units
+        return (service, action), _write_units(service, action, environ)
     method = environ.get("REQUEST_METHOD", "GET")
     body = _peek_body(environ)
     if body and b"Action=" in body[:200]:  # query protocol (STS)
@@ -80,9 +105,7 @@ def _peek_body(environ: dict[str, Any]) -> bytes:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     if not length or length > 65536:
         return b""
-    import io
-
-    body = environ["wsgi.input"].read(length)
+    body: bytes = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)
     return body
 
