@@ -7,6 +7,8 @@ Step Functions executions are switched on (moto only parses definitions by defau
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import importlib.util
 import json
@@ -50,6 +52,81 @@ def _serialize_dynamodb() -> None:
 
     call_action._iac_ci_serialized = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _transactions_back_up_items() -> None:
+    """moto backs up every table a TransactWriteItems touches, a deep copy per item of the
+    transaction, to roll back on a failed condition: the cost grows with everything the table
+    holds, so a 1,000-order run spent most of its time and memory copying tables. The backup is
+    now what a rollback needs: the items the transaction names, as they were. moto's own checks,
+    condition evaluation and errors are untouched; only what it restores changed."""
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "_iac_ci_items", False):
+        return
+
+    class _TablesAsTheyAre:  # ``copy`` as moto's backend module sees it: every other deep copy is kept
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    models.copy = _TablesAsTheyAre  # type: ignore[assignment]
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = [item for item in (_item_before(self, entry) for entry in transact_items[:100]) if item is not None]
+        try:
+            original(self, transact_items)
+        except BaseException:
+            for table_name, key, attributes in reversed(saved):  # the first backup of a key is restored last
+                if attributes is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, attributes)
+            raise
+
+    transact_write_items._iac_ci_items = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _item_before(backend: Any, entry: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any] | None] | None:
+    """(table, key, the item as DynamoDB JSON or None) for one entry of a transaction; None for an
+    entry moto will refuse before writing anything of it."""
+    try:
+        op_type, op = next(iter(entry.items()))
+        table = backend.get_table(op["TableName"])
+        if op_type == "Put":
+            key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = op["Item"][table.range_key_attr]
+        else:
+            key = op["Key"]
+        current = backend.get_item(op["TableName"], key)
+    except Exception:
+        return None
+    return op["TableName"], key, (current.to_json()["Attributes"] if current is not None else None)
+
+
+def _parse_each_state_machine_once() -> None:
+    """moto's interpreter lexes and parses the definition at every StartExecution (~16 ms of ANTLR
+    for the watchdog, one per order). The parse tree of a definition is cached; each execution
+    still builds its own evaluation components from it, so no state is shared between executions."""
+    from moto.stepfunctions.parser.asl.parse import asl_parser
+    from moto.stepfunctions.parser.asl.parse.preprocessor import Preprocessor
+
+    parser = asl_parser.AmazonStateLanguageParser
+    if getattr(parser.parse, "_iac_ci_cached", False):
+        return
+    parse_in_full = parser.parse
+    parse_once = functools.lru_cache(maxsize=64)(lambda definition: parse_in_full(definition)[1])
+
+    def parse(definition: str) -> tuple[Any, Any]:
+        tree = parse_once(definition)  # a syntax error raises and is not cached
+        return Preprocessor().visit(tree), tree
+
+    parse._iac_ci_cached = True  # type: ignore[attr-defined]
+    parser.parse = staticmethod(parse)  # type: ignore[method-assign]
 
 
 def _lazy_symmetric_key_material() -> None:
@@ -114,6 +191,8 @@ def start_moto(port: int = 0) -> tuple[Any, str]:
     _serialize_dynamodb()
     _lazy_symmetric_key_material()
     _defer_batch_backend()
+    _transactions_back_up_items()
+    _parse_each_state_machine_once()
     if port:  # moto binds in its own thread and waits forever if that fails: find out here instead
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

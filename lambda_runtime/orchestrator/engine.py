@@ -173,19 +173,26 @@ class Orchestrator:
         """Carry out ``decision``; False when a transition was stale and the run must be decided again."""
         run = snap.run
         assert run is not None
-        complete = self._write(snap, decision.settle, fence)
-        for name in decision.repair_watchdogs:  # a holder died between ``running`` and the watchdog
-            self._guard(run.run_id, snap.orders[name])
-        for name in decision.repair_timers:  # ... or between ``awaiting_approval`` and its timer
-            self._start_timer(run.run_id, snap.orders[name])
-        starts, refused = self._admit(run, snap, decision.start)
-        if refused:
-            self._write(snap, refused, fence)
-            complete = False  # locked or blocked: the run is decided again, which skips their dependents
-        for i in range(0, len(starts), DISPATCH_CHUNK):
-            if i:
-                keepalive()  # a wide layer must not outlast the lease
-            complete &= self._write(snap, starts[i : i + DISPATCH_CHUNK], fence)
+        # the state-change events of every write below, published once the workers are on their way
+        # (they are for onlookers; the workers are the run), and published even if a step fails
+        outbox: list[tuple[OrderRecord, OrderStatus]] = []
+        try:
+            complete = self._write(snap, decision.settle, fence, outbox)
+            for name in decision.repair_watchdogs:  # a holder died between ``running`` and the watchdog
+                self._guard(run.run_id, snap.orders[name])
+            for name in decision.repair_timers:  # ... or between ``awaiting_approval`` and its timer
+                self._start_timer(run.run_id, snap.orders[name])
+            starts, refused = self._admit(run, snap, decision.start)
+            if refused:
+                self._write(snap, refused, fence, outbox)
+                complete = False  # locked or blocked: the run is decided again, which skips their dependents
+            for i in range(0, len(starts), DISPATCH_CHUNK):
+                if i:
+                    keepalive()  # a wide layer must not outlast the lease
+                complete &= self._write(snap, starts[i : i + DISPATCH_CHUNK], fence, outbox)
+        finally:
+            if outbox:
+                self.notifier.order_changes(run, outbox)
         self.snapshots.remember_final(run.run_id, snap)
         if not complete:
             return False
@@ -199,8 +206,10 @@ class Orchestrator:
             self._publish_progress(run)
         return True
 
-    def _write(self, snap: RunSnapshot, steps: list[Step], fence: LeaseFence) -> bool:
-        """Write ``steps``' transitions in fenced batches, then run the effect of each one written."""
+    def _write(self, snap: RunSnapshot, steps: list[Step], fence: LeaseFence,
+               outbox: list[tuple[OrderRecord, OrderStatus]]) -> bool:
+        """Write ``steps``' transitions in fenced batches, then run the effect of each one written;
+        each change written goes to ``outbox`` (as written, with the status before) for its event."""
         if not steps:
             return True
         run = snap.run
@@ -217,7 +226,6 @@ class Orchestrator:
         self._measure(run, snap, written)  # before anything can fail: what was written is counted
         if moved:
             self.checkpoint("state_written")
-        self.notifier.order_changes(run, [(snap.orders[n], was) for n, was in previous.items()])
         dispatch = [snap.orders[s.transition.name] for s in written if s.effect is Effect.DISPATCH]
         for s in written:
             order = snap.orders[s.transition.name]
@@ -228,11 +236,19 @@ class Orchestrator:
             if s.transition.to.terminal and (order.secret_refs or order.aws_role):
                 self._drop_credentials(run.run_id, order)  # whatever ended it: nothing outlives the order
         if dispatch:
-            def start(order: OrderRecord) -> None:
-                self._dispatch(run, order)
+            def start(order: OrderRecord) -> dict[str, str] | None:
+                return self._dispatch(run, order)
 
             with ThreadPoolExecutor(min(PARALLELISM, len(dispatch))) as pool:
-                list(pool.map(carry(start), dispatch))
+                records = list(pool.map(carry(start), dispatch))
+            # each order's watchdog and dispatch reference, in one write for the layer (a holder that
+            # dies before it leaves them missing, and the next one repairs the watchdogs)
+            self.store.set_many_order_fields(run.run_id, {o.name: r for o, r in zip(dispatch, records, strict=True)
+                                                          if r is not None})
+            for order, record in zip(dispatch, records, strict=True):
+                if record is not None:
+                    order.watchdog = record["watchdog"]
+        outbox.extend((snap.orders[n], was) for n, was in previous.items())
         if self.slots is not None and any(s.transition.from_status == (OrderStatus.RUNNING,) for s in written):
             self._wake_waiters(run.run_id)
         return len(written) == len(steps)
@@ -339,11 +355,12 @@ class Orchestrator:
         return Arrived(planner.read_result(raw, run_id=run_id, order=order), obj["LastModified"].timestamp())
 
     # ---- effects --------------------------------------------------------------------------
-    def _dispatch(self, run: RunRecord, order: OrderRecord) -> None:
-        """Side effects for an order already marked running: its worker, then its watchdog.
+    def _dispatch(self, run: RunRecord, order: OrderRecord) -> dict[str, str] | None:
+        """Side effects for an order already marked running: its worker, then its watchdog;
+        returns the fields that record them (None: recorded already).
 
         The worker goes first because it is on the run's critical path; an order whose holder
-        dies before the watchdog starts is repaired on the next evaluation (no ``watchdog``).
+        dies before the watchdog is recorded is repaired on the next evaluation (no ``watchdog``).
         """
         grace = self.settings.watchdog_grace_seconds
         lifetime = planner.url_lifetime(order.timeout, grace, self.settings.presign_margin_seconds)
@@ -354,7 +371,7 @@ class Orchestrator:
         except MintingError as exc:  # nothing started: the order fails now, with the reason
             self._engine_result(run.run_id, order, f"credentials could not be created: {exc}")
             self._guard(run.run_id, order, dispatch_ref=ref)
-            return
+            return None
         payload = worker_payload(
             self.clients.s3,
             bucket=self.settings.internal_bucket,
@@ -376,10 +393,16 @@ class Orchestrator:
             # else the worker may have started after all: its result or the watchdog's will tell
         self.checkpoint("dispatched")
         order.dispatch_ref = ref
-        self._guard(run.run_id, order, dispatch_ref=ref)
+        return {"watchdog": self._watch(run.run_id, order), "dispatch_ref": ref}
 
     def _guard(self, run_id: str, order: OrderRecord, **more: str) -> None:
         """Start the order's watchdog and record it (with ``more`` fields) on the order."""
+        execution = self._watch(run_id, order)
+        self.store.set_order_fields(run_id, order.name, {"watchdog": execution, **more})
+        order.watchdog = execution
+
+    def _watch(self, run_id: str, order: OrderRecord) -> str:
+        """Start (idempotently) the order's watchdog; returns its execution ARN."""
         grace = self.settings.watchdog_grace_seconds
         body = OrderResult(
             run_id=run_id,
@@ -389,7 +412,7 @@ class Orchestrator:
             producer="watchdog",
             error=f"no result within the {order.timeout}s timeout plus {grace}s: the worker died or never started",
         ).model_dump_json()
-        execution = watchdog.start(
+        return watchdog.start(
             self.clients.sfn,
             self.settings.watchdog_arn,
             run_id=run_id,
@@ -399,8 +422,6 @@ class Orchestrator:
             key=layout.result_key(run_id, order.name),
             body=body,
         )
-        self.store.set_order_fields(run_id, order.name, {"watchdog": execution, **more})
-        order.watchdog = execution
 
     def _cross_checked(self, results: dict[str, Arrived], snap: RunSnapshot) -> dict[str, Arrived]:
         """A CodeBuild order's success is taken only if its build did not end otherwise: a result

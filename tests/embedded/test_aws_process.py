@@ -6,6 +6,7 @@ Batch backend still answers, symmetric and asymmetric KMS keys still work.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -122,3 +123,53 @@ def test_what_the_server_is_spared_changes_nothing_a_caller_sees(clients: AwsCli
     assert kms.verify(KeyId=rsa, Message=b"m", Signature=signed, SigningAlgorithm="RSASSA_PSS_SHA_256")[
         "SignatureValid"]
     assert kms.get_public_key(KeyId=rsa)["PublicKey"].startswith(b"0\x82")  # DER: a real RSA public key
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(clients: AwsClients) -> None:
+    """The server backs up the items a transaction names, not whole tables: a cancelled one must
+    still change nothing, whether its items existed (updated, deleted) or not (put)."""
+    ddb, name = clients.dynamodb, "txn-" + uuid.uuid4().hex[:8]
+    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    ddb.put_item(TableName=name, Item={"pk": {"S": "kept"}, "n": {"N": "1"}})
+    ddb.put_item(TableName=name, Item={"pk": {"S": "doomed"}, "n": {"N": "1"}})
+    before = sorted(str(i) for i in ddb.scan(TableName=name)["Items"])
+    writes = [
+        {"Update": {"TableName": name, "Key": {"pk": {"S": "kept"}}, "UpdateExpression": "SET n = :n",
+                    "ExpressionAttributeValues": {":n": {"N": "2"}}}},
+        {"Put": {"TableName": name, "Item": {"pk": {"S": "new"}, "n": {"N": "9"}}}},
+        {"Delete": {"TableName": name, "Key": {"pk": {"S": "doomed"}}}},
+    ]
+    refused = {"Put": {"TableName": name, "Item": {"pk": {"S": "other"}}, "ConditionExpression": "attribute_exists(pk)"}}
+    for cancelled in (writes + [refused], writes + [writes[0]]):  # a failed condition, then a key named twice
+        with pytest.raises(Exception) as caught:
+            ddb.transact_write_items(TransactItems=cancelled)
+        assert caught.value.response["Error"]["Code"] in ("TransactionCanceledException", "ValidationException")
+        assert sorted(str(i) for i in ddb.scan(TableName=name)["Items"]) == before
+    ddb.transact_write_items(TransactItems=writes)  # and one that goes through writes all of it
+    after = {i["pk"]["S"]: i["n"]["N"] for i in ddb.scan(TableName=name)["Items"]}
+    assert after == {"kept": "2", "new": "9"}
+
+
+def test_executions_of_one_definition_do_not_share_state(clients: AwsClients) -> None:
+    """The parse of a definition is cached: two executions of it still run apart, each to its own end."""
+    sfn, name = clients.sfn, "parse-" + uuid.uuid4().hex[:8]
+    definition = ('{"StartAt": "Pick", "States": {"Pick": {"Type": "Choice", "Choices": [{"Variable": "$.go", '
+                  '"StringEquals": "yes", "Next": "Yes"}], "Default": "No"}, "Yes": {"Type": "Pass", '
+                  '"Result": {"took": "yes"}, "End": true}, "No": {"Type": "Fail", "Error": "No"}}}')
+    arn = sfn.create_state_machine(name=name, definition=definition,
+                                   roleArn="arn:aws:iam::123456789012:role/x")["stateMachineArn"]
+    runs = {go: sfn.start_execution(stateMachineArn=arn, name=go, input=f'{{"go": "{go}"}}')["executionArn"]
+            for go in ("yes", "no", "yes2")}
+
+    def ended() -> dict[str, str] | None:
+        states = {go: sfn.describe_execution(executionArn=a)["status"] for go, a in runs.items()}
+        return states if "RUNNING" not in states.values() else None
+
+    assert wait_for(ended, timeout=30, what="the executions to end") == {
+        "yes": "SUCCEEDED", "no": "FAILED", "yes2": "FAILED"}
+    assert json.loads(sfn.describe_execution(executionArn=runs["yes"])["output"]) == {"took": "yes"}
+    with pytest.raises(Exception, match="ASLParserException"):  # a syntax error is still one
+        sfn.create_state_machine(name=name + "-bad", definition='{"StartAt": ',
+                                 roleArn="arn:aws:iam::123456789012:role/x")
