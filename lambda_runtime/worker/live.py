@@ -43,6 +43,9 @@ class LivePolicy:
     cap_bytes: int = 4 * MIB
     budget_bytes: int = 64 * MIB
     poll_seconds: float = 0.25  # how often the publisher looks whether the log changed
+    # none before this: an order done within it never pays for a live copy (its final log comes at
+    # once), and most no-op and short orders are (one S3 PUT per order saved)
+    first_after_seconds: float = 1.0
 
     def interval(self, uploaded: int) -> float:
         """The least time after an upload of ``uploaded`` bytes before the next: each upload is paid for
@@ -68,6 +71,7 @@ class LivePublisher:
         self._clock = clock
         self._last_size = 0
         self._last_at = -math.inf
+        self._started = clock()
         self._finished = False  # the live log reached its cap or budget: nothing more to upload
         self.uploads = 0
         self.uploaded_bytes = 0
@@ -106,6 +110,8 @@ class LivePublisher:
         if self._finished:
             return False
         now = self._clock()
+        if now - self._started < self.policy.first_after_seconds:
+            return False
         size = self._log.size
         if not self.policy.due(now=now, size=size, last_size=self._last_size, last_at=self._last_at):
             return False

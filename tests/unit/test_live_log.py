@@ -112,11 +112,14 @@ def test_the_wait_after_an_upload_grows_with_it_so_the_upload_rate_is_bounded() 
     assert not policy.due(now=109, size=10**9, last_size=10_000, last_at=100)
 
 
-def test_the_first_line_goes_up_at_once_then_at_most_every_interval_and_only_when_changed() -> None:
+def test_the_first_line_goes_up_after_the_first_second_then_at_most_every_interval_and_only_when_changed() -> None:
     log, clock, puts = _log(), Clock(), Puts()
     publisher = LivePublisher(log, puts, policy=LivePolicy(min_interval_seconds=2), clock=clock)
     assert not publisher.step()  # nothing written yet
     log.line("first")
+    clock.now += 0.9
+    assert not publisher.step() and not puts.bodies  # an order over within its first second uploads none
+    clock.now += 0.1
     assert publisher.step() and puts.bodies == [b"first\n"]
     log.line("second")
     clock.now += 1
@@ -192,7 +195,7 @@ def bucket() -> Iterator[tuple[str, list[Received], list[int]]]:
 def test_a_publisher_puts_the_live_log_to_its_url_once_per_upload(bucket) -> None:
     url, received, statuses = bucket
     log = _log()
-    publisher = LivePublisher.to_url(log, url)
+    publisher = LivePublisher.to_url(log, url, policy=LivePolicy(first_after_seconds=0))
     log.line("hello")
     statuses.append(503)
     assert not publisher.step()  # one attempt: a 503 waits for the next due upload, no retry loop
@@ -208,7 +211,8 @@ def test_a_publisher_puts_the_live_log_to_its_url_once_per_upload(bucket) -> Non
 def test_a_started_publisher_uploads_on_its_own_and_stop_ends_it(bucket) -> None:
     url, received, _ = bucket
     log = _log()
-    publisher = LivePublisher.to_url(log, url, policy=LivePolicy(poll_seconds=0.01, min_interval_seconds=0.01))
+    publisher = LivePublisher.to_url(log, url, policy=LivePolicy(poll_seconds=0.01, min_interval_seconds=0.01,
+                                                                 first_after_seconds=0))
     publisher.start()
     log.line("streamed")
     try:
