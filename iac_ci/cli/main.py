@@ -298,8 +298,11 @@ def run(
                 Approvals(stack.clients, stack.store, stack.settings.internal_bucket, stack.settings.deployment_policy),
                 run_id, approve, ask=(lambda q: click.confirm(q, default=False, err=True)) if interactive() else None,
                 say=lambda m: err.print(m, highlight=False, markup=False))
+            # the run's status is read only when something needs it: the live table, or an order of an
+            # environment that waits for approval (on a 1,000-order run each read is a Query of them all)
             done = _follow(stack, run_id, err, live=not quiet and err.is_terminal, wait_timeout=wait_timeout,
-                           on_summary=approver.check)
+                           on_summary=approver.check if _may_wait_for_approval(job, deployment) else None,
+                           poll=progress_poll_seconds(len(job.orders)))
     finally:
         aws.stop()
     sys.exit(_report(done, as_json, err))
@@ -331,8 +334,22 @@ def _report(done: dict[str, Any], as_json: bool, err: Console) -> int:
     return EXIT_INVALID if done.get("error") and not done.get("orders") else EXIT_FAILED
 
 
+def _may_wait_for_approval(job: Job, deployment: Policy | None) -> bool:
+    """Whether an order of ``job`` runs in an environment that makes it wait (reviewers or a timer)."""
+    if deployment is None:
+        return False
+    found = (deployment.environment_for(o.environment) for o in job.orders)
+    return any(f is not None and f[1].gated for f in found)
+
+
+def progress_poll_seconds(orders: int) -> float:
+    """How often the live table reads the run: each second up to 200 orders, then less often (at
+    most every 5 s), since each read costs in proportion to the run."""
+    return min(5.0, max(1.0, orders / 200))
+
+
 def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: float | None,
-            on_summary: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+            on_summary: Callable[[dict[str, Any]], None] | None = None, poll: float = 1.0) -> dict[str, Any]:
     """Wait for the done object with live progress; Ctrl-C cancels through the same path as the API."""
     cancelled = False
 
@@ -354,7 +371,7 @@ def _follow(stack: Any, run_id: str, err: Console, *, live: bool, wait_timeout: 
             while True:
                 try:
                     return stack.wait(
-                        run_id, timeout=wait_timeout or 10**9,
+                        run_id, timeout=wait_timeout or 10**9, poll=poll,
                         on_progress=tick if live or on_summary is not None else None,
                     )
                 except KeyboardInterrupt:
