@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import IO, Any
 
 from iac_ci.embedded.calls import CallCounter, CallCounts
@@ -155,26 +156,37 @@ def main(argv: list[str]) -> int:
     if counter is not None:
         counter.install()
     out = sys.stdout
+    lock = threading.Lock()
+
+    def say(answer: dict[str, Any]) -> None:
+        with lock:
+            out.write(json.dumps(answer) + "\n")
+            out.flush()
+
+    # stdin is watched before anything can hang (moto waits forever for a server thread whose port
+    # was taken): whatever happens here, the end of stdin ends the process
+    threading.Thread(target=_serve_commands, args=(counter, say), daemon=True, name="commands").start()
     try:
         _server, endpoint = start_moto(port)
     except Exception as exc:  # the port was taken meanwhile, most likely: say so on the protocol line
-        out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-        out.flush()
-        return 1
+        say({"error": f"{type(exc).__name__}: {exc}"})
+        threading.Event().wait()  # until the parent closes stdin
     threading.Thread(target=warm_up, args=(endpoint,), daemon=True, name="warm-up").start()
-    out.write(json.dumps({"endpoint": endpoint}) + "\n")
-    out.flush()
+    say({"endpoint": endpoint})
+    threading.Event().wait()
+    return 0
+
+
+def _serve_commands(counter: CallCounter | None, say: Callable[[dict[str, Any]], None]) -> None:
     for line in sys.stdin:
         command = line.strip()
         if command == "calls" and counter is not None:
-            answer: dict[str, Any] = counter.snapshot().to_json()
+            say(counter.snapshot().to_json())
         elif command == "reset" and counter is not None:
             counter.reset()
-            answer = {}
+            say({})
         else:
-            answer = {"error": f"unknown command {command!r}"}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+            say({"error": f"unknown command {command!r}"})
     os._exit(0)  # stdin closed: the parent is done (or gone); moto's threads are not waited for
 
 

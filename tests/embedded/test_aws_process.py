@@ -74,6 +74,7 @@ def test_a_taken_port_is_a_clear_error() -> None:
         with pytest.raises(RuntimeError, match="did not start: .*(in use|Errno 98)"):
             process.wait_ready(30)
         process.stop()
+        assert proc.returncode == 0  # it ended by itself when its stdin closed: it watches stdin from the start
 
 
 def test_the_server_ends_with_its_parent_even_when_the_parent_is_killed(tmp_path: Path) -> None:
