@@ -102,15 +102,18 @@ class QueuePump:
                 failed = {m["MessageId"] for m in messages}
             self.batches += 1
             self.failures += len(failed)
-            for m in messages:
-                try:
-                    if m["MessageId"] in failed:
-                        self._sqs.change_message_visibility(
-                            QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
-                        )
-                    else:
-                        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"])
-                except Exception:
-                    logger.debug("ack failed")
+            # one call for the batch's successes and one for its failures, as the event source
+            # mapping acknowledges a batch (a message not acknowledged comes back anyway)
+            done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages) if m["MessageId"] not in failed]
+            again = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self._retry_delay}
+                     for i, m in enumerate(messages) if m["MessageId"] in failed]
+            try:
+                if done:
+                    self._sqs.delete_message_batch(QueueUrl=self._url, Entries=done)
+                if again:
+                    self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=again)
+            except Exception:
+                logger.debug("ack failed")
         finally:
             self._slots.release()

@@ -112,7 +112,7 @@ class EmbeddedStack:
             queue_url=self.queues.packaging_url, queue_arn=self.settings.schedule_queue_arn,
         ) if self.settings.schedules_enabled else None
         # kept apart from ``_pumps`` (the engine's own), which tests rewire
-        self._events_pump = (QueuePump(self.clients.sqs, self.queues.events_url, self._log_events, concurrency=1,
+        self._events_pump = (QueuePump(self.clients.sqs, self.queues.events_url, self._log_events, concurrency=2,
                                        name="events") if self.queues.events_url else None)
 
     # ---- lifecycle ----------------------------------------------------------------------

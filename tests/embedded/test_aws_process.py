@@ -142,7 +142,8 @@ def test_a_cancelled_transaction_leaves_every_item_as_it_was(clients: AwsClients
         {"Put": {"TableName": name, "Item": {"pk": {"S": "new"}, "n": {"N": "9"}}}},
         {"Delete": {"TableName": name, "Key": {"pk": {"S": "doomed"}}}},
     ]
-    refused = {"Put": {"TableName": name, "Item": {"pk": {"S": "other"}}, "ConditionExpression": "attribute_exists(pk)"}}
+    refused = {"Put": {"TableName": name, "Item": {"pk": {"S": "other"}},
+                       "ConditionExpression": "attribute_exists(pk)"}}
     for cancelled in (writes + [refused], writes + [writes[0]]):  # a failed condition, then a key named twice
         with pytest.raises(Exception) as caught:
             ddb.transact_write_items(TransactItems=cancelled)

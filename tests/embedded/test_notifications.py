@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from support.waiting import wait_for
 
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.notify.events import Notifier
@@ -93,6 +94,8 @@ def test_a_failing_publisher_does_not_touch_the_run(engine) -> None:
     done = run(engine)
     assert done["status"] == "failed"
     assert {n: o["status"] for n, o in done["orders"].items()} == {"build": "failed", "deploy": "skipped"}
-    assert Down.calls >= 3  # the orders' changes and the run's end were all attempted
+    # the orders' changes (two calls: one per evaluation) and the run's end (published just after
+    # the run is marked finalized, so it may land a moment after the wait) were all attempted
+    wait_for(lambda: Down.calls >= 3, timeout=15, what="the run's end to be attempted")
     assert engine.store.get_run(done["run_id"]).finalized
     assert all(e["detail-type"] != schema.ORDER_STATE_CHANGE for e in engine.events(done["run_id"]))
