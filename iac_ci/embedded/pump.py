@@ -23,12 +23,17 @@ class QueuePump:
         concurrency: int = 4,
         retry_delay_seconds: int = 1,
         name: str = "pump",
+        batch_ack: bool = False,
     ):
+        """``batch_ack``: acknowledge each batch in one call. The engine's pumps stand for event
+        source mappings and acknowledge message by message, with the calls their functions' roles
+        grant (the IAM-enforcement tests hold them to it); the stack's own events log batches."""
         self._sqs = sqs
         self._url = queue_url
         self._handler = handler
         self._batch = batch_size
         self._retry_delay = retry_delay_seconds
+        self._batch_ack = batch_ack
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix=name)
         self._slots = threading.Semaphore(concurrency)
@@ -102,18 +107,33 @@ class QueuePump:
                 failed = {m["MessageId"] for m in messages}
             self.batches += 1
             self.failures += len(failed)
-            # one call for the batch's successes and one for its failures, as the event source
-            # mapping acknowledges a batch (a message not acknowledged comes back anyway)
-            done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages) if m["MessageId"] not in failed]
-            again = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self._retry_delay}
-                     for i, m in enumerate(messages) if m["MessageId"] in failed]
-            try:
-                if done:
-                    self._sqs.delete_message_batch(QueueUrl=self._url, Entries=done)
-                if again:
-                    self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=again)
-            except Exception:
-                logger.debug("ack failed")
+            if self._batch_ack:
+                self._acknowledge_batch(messages, failed)
+                return
+            for m in messages:
+                try:
+                    if m["MessageId"] in failed:
+                        self._sqs.change_message_visibility(
+                            QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=self._retry_delay
+                        )
+                    else:
+                        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=m["ReceiptHandle"])
+                except Exception:
+                    logger.debug("ack failed")
         finally:
             self._slots.release()
+
+    def _acknowledge_batch(self, messages: list[dict[str, Any]], failed: set[str]) -> None:
+        """One call for the batch's successes and one for its failures (a message not acknowledged
+        comes back anyway)."""
+        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages) if m["MessageId"] not in failed]
+        again = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self._retry_delay}
+                 for i, m in enumerate(messages) if m["MessageId"] in failed]
+        try:
+            if done:
+                self._sqs.delete_message_batch(QueueUrl=self._url, Entries=done)
+            if again:
+                self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=again)
+        except Exception:
+            logger.debug("ack failed")

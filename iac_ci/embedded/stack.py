@@ -113,7 +113,7 @@ class EmbeddedStack:
         ) if self.settings.schedules_enabled else None
         # kept apart from ``_pumps`` (the engine's own), which tests rewire
         self._events_pump = (QueuePump(self.clients.sqs, self.queues.events_url, self._log_events, concurrency=2,
-                                       name="events") if self.queues.events_url else None)
+                                       name="events", batch_ack=True) if self.queues.events_url else None)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def start(self) -> EmbeddedStack:

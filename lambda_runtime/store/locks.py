@@ -65,13 +65,14 @@ class RunLocks:
                     ":gc": value(now + self._gc_days * 86400),
                 },
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
             # our own earlier attempt may have been applied with its answer lost (the SDK retried):
             # then the lease is ours already
-            current = self.read(run_id)
+            current = self._refused_item(exc, run_id)
             if current is not None and current.get("owner") == owner:
                 return Lease(run_id, owner, int(current["epoch"]), int(current.get("pending", 0)))
             return None
@@ -115,12 +116,13 @@ class RunLocks:
                 ConditionExpression=cond,
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues=vals,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return None
         except Exception as exc:
             if not is_conditional_failure(exc):
                 raise
-        current = self.read(lease.run_id)
+            current = self._refused_item(exc, lease.run_id)
         if current is None or current.get("owner") != lease.owner or current.get("epoch") != lease.epoch:
             raise LeaseLost(lease.run_id)
         return int(current.get("pending", 0))
@@ -144,6 +146,12 @@ class RunLocks:
             if is_conditional_failure(exc):
                 raise LeaseLost(lease.run_id) from exc
             raise
+
+    def _refused_item(self, exc: Exception, run_id: str) -> dict[str, Any] | None:
+        """The lock item as the refused write found it: returned with the refusal (one call, not
+        two), or read when the answer does not carry it."""
+        item = getattr(exc, "response", {}).get("Item")
+        return from_item(item) if item else self.read(run_id)
 
     def read(self, run_id: str) -> dict[str, Any] | None:
         resp = self._ddb.get_item(TableName=self._table, Key={"run_id": value(run_id)}, ConsistentRead=True)

@@ -45,7 +45,7 @@ class LivePolicy:
     poll_seconds: float = 0.25  # how often the publisher looks whether the log changed
     # none before this: an order done within it never pays for a live copy (its final log comes at
     # once), and most no-op and short orders are (one S3 PUT per order saved)
-    first_after_seconds: float = 1.0
+    first_after_seconds: float = 0.5
 
     def interval(self, uploaded: int) -> float:
         """The least time after an upload of ``uploaded`` bytes before the next: each upload is paid for
