@@ -129,6 +129,25 @@ def _parse_each_state_machine_once() -> None:
     parser.parse = staticmethod(parse)  # type: ignore[method-assign]
 
 
+def _retention_from_the_queue() -> None:
+    """moto checks each message it hands out against the queue's retention by building every
+    attribute of the queue, counts of its messages included: a walk of the whole queue per
+    message, so a queue that backs up slows down the more it holds. The retention is read
+    from the queue itself; the decision is the same."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend.is_message_valid_based_on_retention_period, "_iac_ci_direct", False):
+        return
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+    is_message_valid_based_on_retention_period._iac_ci_direct = True  # type: ignore[attr-defined]
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+
+
 def _lazy_symmetric_key_material() -> None:
     """moto generates an RSA-2048 private key for every KMS key, symmetric ones included, where it
     is never used: up to half a second per ``CreateKey``. A symmetric key gets it on first use."""
@@ -193,6 +212,7 @@ def start_moto(port: int = 0) -> tuple[Any, str]:
     _defer_batch_backend()
     _transactions_back_up_items()
     _parse_each_state_machine_once()
+    _retention_from_the_queue()
     if port:  # moto binds in its own thread and waits forever if that fails: find out here instead
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

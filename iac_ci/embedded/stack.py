@@ -267,8 +267,9 @@ class EmbeddedStack:
         if not self.queues.events_url:
             return
         sqs, url = self.clients.sqs, self.queues.events_url
+        deadline = time.monotonic() + 60  # bounded by time, not by count: a 5,000-order run has more than 1,000
         try:
-            for _ in range(100):
+            while time.monotonic() < deadline:
                 messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
                 if not messages.get("Messages"):
                     return

