@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Byte-code caches on: the suite starts hundreds of Python processes (the CLI, the embedded AWS, the
+# workers), and with PYTHONDONTWRITEBYTECODE set each would compile moto, botocore and the engine again
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test lint bench install clean synth
 
