@@ -236,11 +236,8 @@ class Orchestrator:
             if s.transition.to.terminal and (order.secret_refs or order.aws_role):
                 self._drop_credentials(run.run_id, order)  # whatever ended it: nothing outlives the order
         if dispatch:
-            def start(order: OrderRecord) -> dict[str, str] | None:
-                return self._dispatch(run, order)
-
             with ThreadPoolExecutor(min(PARALLELISM, len(dispatch))) as pool:
-                records = list(pool.map(carry(start), dispatch))
+                records = list(pool.map(carry(partial(self._dispatch, run)), dispatch))
             # each order's watchdog and dispatch reference, in one write for the layer (a holder that
             # dies before it leaves them missing, and the next one repairs the watchdogs)
             self.store.set_many_order_fields(run.run_id, {o.name: r for o, r in zip(dispatch, records, strict=True)

@@ -293,19 +293,11 @@ class RunStore:
         }
 
     def set_order_fields(self, run_id: str, name: str, fields: dict[str, Any]) -> None:
-        expr, names, vals = update_expression(fields)
-        self._ddb.update_item(
-            TableName=self.orders_table,
-            Key=self._key(run_id, order_sk(name)),
-            UpdateExpression=expr,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=vals,
-            ConditionExpression="attribute_exists(run_id)",
-        )
+        self.set_many_order_fields(run_id, {name: fields})
 
     def set_many_order_fields(self, run_id: str, fields: dict[str, dict[str, Any]]) -> None:
-        """``set_order_fields`` for many orders at once, in as few transactions as fit (a layer of
-        dispatches records its watchdogs in one call instead of one per order)."""
+        """Set ``fields`` on existing orders: one UpdateItem for one order, else as few transactions as
+        fit (a layer of dispatches records its watchdogs in one call instead of one per order)."""
         updates = []
         for name, values in sorted(fields.items()):
             expr, names, vals = update_expression(values)

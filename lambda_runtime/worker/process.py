@@ -69,10 +69,12 @@ def run_script(
     stdout = proc.stdout
     assert stdout is not None
     reader = threading.Thread(target=pump, args=(stdout, log), name="iac-ci-output", daemon=True)
-    reader.start()
     timed_out = False
     finished = False
     try:
+        # started inside the guard: an interrupt arriving while the thread starts (its start waits,
+        # and a signal handler runs then) must still stop the group
+        reader.start()
         if not wait_exit(proc.pid, limit):
             timed_out = True
             log.note(
@@ -87,7 +89,8 @@ def run_script(
         signal_group(proc.pid, signal.SIGKILL)  # leftovers too; before reaping, so the id cannot be reused
         _kill_leftovers(proc.pid, log)
         proc.wait()
-        reader.join(READER_JOIN_SECONDS)
+        if reader.ident is not None:  # started (an interrupt may have come before)
+            reader.join(READER_JOIN_SECONDS)
         if reader.is_alive():
             log.note("a process that left the process group still holds the output open; ignoring it")
         else:
