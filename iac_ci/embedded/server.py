@@ -326,8 +326,9 @@ class PendingAws:
         return EmbeddedAws(endpoint=self.endpoint, region=self.region).env()
 
     def ready(self, timeout: float = 60) -> EmbeddedAws:
+        # MOTO_PORT is the server's own business (its state-machine interpreter reads it there): set
+        # here, it would point an in-process moto of this process at a server that may be gone
         self.process.wait_ready(timeout)
-        os.environ["MOTO_PORT"] = self.endpoint.rsplit(":", 1)[1]
         aws = EmbeddedAws(endpoint=self.endpoint, region=self.region, _process=self.process)
         aws.configure()
         return aws
