@@ -477,9 +477,11 @@ def test_an_order_cannot_find_or_write_through_its_live_log_url(unprivileged_sta
         {"name": f"on-{target}", "target": target, "secrets": [{"env": "SECRET", "ssm": SECRET_NAME}],
          "cmds": ["echo genuine-before", "python3 find.py", "echo genuine-after", wait]}
         for target in ("lambda", "codebuild")] + [
-        # the search is not vacuous: a URL of that shape where a command can read it is found
+        # the search is not vacuous: a URL of that shape where a command can read it is found. It runs after
+        # the others: here all workers share one machine and one command user, so a decoy running beside them
+        # would be found in its /proc entry (on AWS each worker has a sandbox of its own)
         {"name": "decoy", "target": "lambda", "env": {"DECOY": "http://127.0.0.1:9/runs/r/orders/o/live/log.txt?s=1"},
-         "cmds": ["python3 find.py"]}]})
+         "depends_on": ["on-lambda", "on-codebuild"], "cmds": ["python3 find.py"]}]})
     assert code == 202, body
     run_id = body["run_id"]
 
