@@ -52,7 +52,8 @@ class Grant:
 PERMISSIONS = (
     Grant("contents", "read", "clone the repository, read .iac-ci.yml, compare commits; the push event"),
     Grant("metadata", "read", "every App has it: repositories and collaborators' permissions"),
-    Grant("pull_requests", "write", "read pull requests, their files and reviews; the pull_request event"),
+    Grant("pull_requests", "write", "read pull requests, their files and reviews; the pull_request event; write: "
+                                    "GitHub checks a comment on a pull request against this permission too"),
     Grant("issues", "write", "the run's comment, reactions to commands, drift issues and their labels; "
                              "the issue_comment event"),
     Grant("statuses", "write", "a commit status per command (iac-ci/<name>)"),

@@ -111,3 +111,19 @@ def test_the_deploy_role_reads_the_sample_apps_signing_secret(sample) -> None:
     secret_ref = sample["Outputs"][deployment.OUTPUT_WEBHOOK_SECRET_ARN]["Value"]
     module = runpy.run_path(str(Path(REPO_ROOT / "sample_app" / "deploy_role.py")))
     assert secret_ref == {"Ref": module["WEBHOOK_SECRET_LOGICAL_ID"]}
+
+
+# DescribeStackResources answers with a stack's first 100 resources only; ListStackResources pages through all
+DESCRIBE_STACK_RESOURCES_LIMIT = 100
+
+
+def test_the_teardown_listing_names_every_resource_of_the_stack(sample) -> None:
+    """The sample app holds more resources than DescribeStackResources lists, so the teardown script (and the
+    deploy workflow's archive, which the README offers in its place) must list them with the paginated call."""
+    assert len(sample["Resources"]) > DESCRIBE_STACK_RESOURCES_LIMIT
+    script = "\n".join(readme.blocks(readme.section("Tearing down"), "sh"))
+    deploy = (REPO_ROOT / ".github" / "workflows" / "deploy.yml").read_text()
+    for text in (script, deploy):
+        assert "describe-stack-resources" not in text
+        assert "aws cloudformation list-stack-resources --stack-name" in text
+    assert ".StackResourceSummaries[]" in script

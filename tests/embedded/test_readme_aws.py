@@ -296,15 +296,15 @@ def test_the_teardown_commands_remove_what_the_stack_left(aws: EmbeddedAws, clie
 
     lines = readme.commands(teardown_script())
     describe = lines[0]
-    assert describe.startswith("aws cloudformation describe-stack-resources --stack-name IacCi")
+    assert describe.startswith("aws cloudformation list-stack-resources --stack-name IacCi")
     run_ok(describe, tmp_path, env_for(aws))
     listing = json.loads((tmp_path / "iac-ci-resources.json").read_text())
-    # moto's CloudFormation cannot create secrets: the stack's secret is added as describe-stack-resources lists it
-    listing["StackResources"].append({"LogicalResourceId": "Secret", "ResourceType": "AWS::SecretsManager::Secret",
-                                      "PhysicalResourceId": secret, "StackName": STACK})
+    # moto's CloudFormation cannot create secrets: the stack's secret is added as list-stack-resources lists it
+    listing["StackResourceSummaries"].append(
+        {"LogicalResourceId": "Secret", "ResourceType": "AWS::SecretsManager::Secret", "PhysicalResourceId": secret})
     (tmp_path / "iac-ci-resources.json").write_text(json.dumps(listing))
     rest = "\n".join(line for line in teardown_script().splitlines()
-                     if not line.startswith(("aws cloudformation describe-stack-resources", "cdk destroy")))
+                     if not line.startswith(("aws cloudformation list-stack-resources", "cdk destroy")))
     run_ok(rest, tmp_path, env_for(aws))
 
     assert bucket not in {b["Name"] for b in clients.s3.list_buckets()["Buckets"]}

@@ -135,7 +135,7 @@ def test_the_deploy_follows_the_six_steps_in_order() -> None:
     bootstrap = at(r"/cdk-bootstrap/\$CDK_QUALIFIER/version")
     deploy = at(r"cdk deploy .*sample_app/app\.py")
     smoke = at(r"iac-ci smoke --stack")
-    archive = at(r"describe-stack-resources")
+    archive = at(r"list-stack-resources")
     upload = at("upload-artifact")
     assert credentials < bootstrap < deploy < smoke < archive < upload
     assert "--outputs-file cdk.out/outputs.json" in text[deploy]
