@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -225,6 +226,9 @@ def schema(repo_config: bool) -> None:
 @click.option("--image", "images", multiple=True, metavar="NAME=URI",
               help="Allow a worker image orders may name (image:); locally the commands run on this machine.")
 @click.option("--job", "job_name", metavar="NAME", help="For an .iac-ci.yml with several jobs: the one to run.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Keep the run's files in DIR: events.jsonl, metrics.jsonl (EMF) and each worker's output. "
+                   "Without it they go to a temporary folder, removed when the command ends.")
 def run(
     job_file: Path,
     as_json: bool,
@@ -239,6 +243,7 @@ def run(
     params: tuple[str, ...],
     images: tuple[str, ...],
     job_name: str | None,
+    log_dir: Path | None,
 ) -> None:
     """Run JOB_FILE (or a job of an .iac-ci.yml, on its folder) end to end on an embedded AWS (moto on
     loopback, workers as local processes)."""
@@ -273,6 +278,7 @@ def run(
     first = sum(1 for o in job.orders if o.target == "lambda" and not o.depends_on)
     stack = EmbeddedStack(
         aws,
+        log_dir=log_dir,
         prewarm=first,  # the first orders' Lambda environments start while the resources are made
         settings_overrides={
             "allowed_role_arns": roles,
@@ -305,6 +311,10 @@ def run(
                            poll=progress_poll_seconds(len(job.orders)))
     finally:
         aws.stop()
+        if log_dir is None:  # the workers' output is masked, but nothing of a run outlives the command unasked
+            shutil.rmtree(stack.log_dir, ignore_errors=True)
+    if log_dir is not None:
+        err.print(f"events, metrics and the workers' output: {stack.log_dir}", highlight=False, soft_wrap=True)
     sys.exit(_report(done, as_json, err))
 
 

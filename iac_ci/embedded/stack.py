@@ -67,6 +67,7 @@ class EmbeddedStack:
         os.environ["AWS_ENDPOINT_URL"] = aws.endpoint
         self.clients = AwsClients(region=aws.region)
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         if prewarm:
             self.dispatcher.prewarm(prewarm)

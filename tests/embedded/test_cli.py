@@ -15,6 +15,8 @@ import yaml
 from support import waiting
 from support.paths import REPO_ROOT
 
+from lambda_runtime.schema.events import ORDER_STATE_CHANGE, RUN_STATE_CHANGE
+
 REPO = REPO_ROOT
 pytestmark = pytest.mark.slow
 
@@ -167,3 +169,26 @@ def test_validate_checks_an_iac_ci_yml_as_a_pull_request_would(tmp_path: Path) -
     for problem in ("orderz: unknown field", "order 'plan': cmds", "unknown order 'ghost'", "duplicate order name",
                     "apply_on: only for orders with command: apply"):
         assert problem in refused.stderr, (problem, refused.stderr)
+
+
+def test_run_keeps_its_files_only_in_the_log_dir_it_is_given(tmp_path: Path) -> None:
+    """Without --log-dir nothing of the run is left in the temporary folder; with it, the events, the EMF
+    documents and each worker's output are there after the command, and the command says where."""
+    job = write_job(tmp_path, {"name": "kept", "orders": [{"name": "a", "target": "lambda", "cmds": ["echo hi"]}]})
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**cli_env(), "TMPDIR": str(scratch)}
+    gone = subprocess.run(["iac-ci", "run", str(job), "--quiet"], capture_output=True, text=True, timeout=180, env=env)
+    assert gone.returncode == 0, gone.stderr[-3000:]
+    assert not list(scratch.glob("iac-ci-workers-*"))
+
+    kept = tmp_path / "kept"
+    proc = subprocess.run(["iac-ci", "run", str(job), "--quiet", "--log-dir", str(kept)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"events, metrics and the workers' output: {kept}" in proc.stderr
+    events = [json.loads(line) for line in (kept / "events.jsonl").read_text().splitlines()]
+    assert {ORDER_STATE_CHANGE, RUN_STATE_CHANGE} <= {e["detail-type"] for e in events}
+    metrics = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
+    assert any(m.get("order") == "a" and "OrderDuration" in m for m in metrics)
+    assert any(path.suffix == ".out" for path in kept.iterdir())
