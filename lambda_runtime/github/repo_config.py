@@ -38,6 +38,7 @@ CONFIG_KEYS = (*JOB_KEYS, "jobs")
 MAX_JOBS = 50
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_ORDERS = 100
+JOB_NAME_CHARS = "lower-case letters, digits and '-'"
 
 
 def parse(text: str) -> tuple[dict[str, Any], list[Problem]]:
@@ -73,14 +74,18 @@ class RepoJob:
 def jobs_of(config: dict[str, Any], repo: str) -> tuple[list[RepoJob], list[Problem]]:
     """The config's jobs and the problems of their names and triggers (the orders are checked
     when a job's document is validated)."""
-    problems: list[Problem] = []
+    label, problems = _name(config, repo)
     if "jobs" not in config:
-        name = config.get("name") if isinstance(config.get("name"), str) else flow_label(repo)
         on, found = _on(config, "on")
-        return ([RepoJob(str(name), on or DEFAULT_ON, _job_keys(config))] if not found else []), found
+        job = RepoJob(label, on or DEFAULT_ON, {**_job_keys(config), "name": label})
+        return ([job] if not found else []), problems + found
     raw = config["jobs"]
-    if "orders" in config or "on" in config:
-        problems.append(Problem(None, "jobs", "give either one job (orders, on) or several under jobs, not both"))
+    # beside jobs:, a job's key belongs to no job: a top-level env or timeout would be dropped unseen
+    beside = [k for k in JOB_KEYS if k in config]
+    if beside:
+        problems.append(Problem(None, "jobs", f"give either one job or several under jobs, not both: "
+                                              f"{', '.join(beside)} beside jobs apply to no job; move them into each "
+                                              f"job of jobs"))
     if not isinstance(raw, dict) or not raw:
         return [], problems + [Problem(None, "jobs", "must be a mapping of job names to jobs")]
     if len(raw) > MAX_JOBS:
@@ -89,7 +94,7 @@ def jobs_of(config: dict[str, Any], repo: str) -> tuple[list[RepoJob], list[Prob
     for name, body in raw.items():
         where = f"jobs.{str(name)[:64]}"
         if not isinstance(name, str) or not re.match(JOB_NAME_RE, name) or len(name) > 63:
-            problems.append(Problem(None, where, "a job name is lower-case letters, digits and '-'"))
+            problems.append(Problem(None, where, f"a job name is {JOB_NAME_CHARS}"))
             continue
         if not isinstance(body, dict):
             problems.append(Problem(None, where, "must be a mapping with 'on' and 'orders'"))
@@ -120,6 +125,20 @@ def jobs_of(config: dict[str, Any], repo: str) -> tuple[list[RepoJob], list[Prob
         problems.append(Problem(None, f"jobs.{cycle[0]}.on.after", "the jobs trigger each other in a loop: "
                                                                  + " -> ".join(cycle)))
     return jobs, problems
+
+
+def _name(config: dict[str, Any], repo: str) -> tuple[str, list[Problem]]:
+    """The one job's name, the repository's when none is given. A name given as something other
+    than text is a problem, not a quiet fall-back to the repository's; the job still takes the
+    repository's, so its orders are checked too and every problem is listed at once. A text name
+    is checked with the job (``Job.name``)."""
+    if "name" not in config:
+        return flow_label(repo), []
+    given = config["name"]
+    if isinstance(given, str) and given:
+        return given, []
+    return flow_label(repo), [Problem(None, "name", f"must be a job name, as text: {JOB_NAME_CHARS} (leave it out "
+                                                    "for the repository's name)")]
 
 
 def _job_keys(body: dict[str, Any]) -> dict[str, Any]:
