@@ -21,11 +21,14 @@ certificate in.
 
 Rotation has two steps, both ``rotate-intermediate --apply`` (a dry run by default):
 
-1. a new intermediate, every active client certificate re-issued under it with the same public key
-   and expiry, the truststore trusting both; the old intermediate becomes ``retiring`` and its
-   certificates ``superseded``, still accepted for the grace period (``--grace-days``, 7);
+1. a new intermediate, every active client certificate that has not expired re-issued under it with
+   the same public key and expiry, the truststore trusting both; the old intermediate becomes
+   ``retiring`` (with its ``retire_after``) and its certificates ``superseded``, accepted until the
+   grace period ends (``--grace-days``, 7) and refused by the API from then on, step 2 or not. An
+   expired certificate is not re-issued (its expiry would come before its start): it stays with the
+   old intermediate and is retired with it;
 2. after the grace period, the old intermediate is retired: removed from the truststore, its
-   certificates refused, its key deleted.
+   certificates marked retired, its key deleted.
 
 ``checkpoint(point)`` is called at each named point (tests crash there).
 """
@@ -43,10 +46,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography import x509
+
 from iac_ci.certs import authority
 from iac_ci.certs.store import CertStore, StoreError
 from lambda_runtime.aws.clients import is_conditional_failure
 from lambda_runtime.certs.records import (
+    STATE_PK,
     CaRecord,
     CaState,
     CaStatus,
@@ -60,11 +66,25 @@ from lambda_runtime.certs.records import (
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 GRACE_DAYS = 7
+INTERMEDIATE_WARN_DAYS = 30  # time enough to rotate and hand every client its re-issued certificate
+ROOT_WARN_DAYS = 90  # a new root means a new certificate for every client
 Checkpoint = Callable[[str], None]
 
 
 class CertsError(Exception):
-    """Refused: bad input, or a state the command cannot act on; nothing was changed."""
+    """Refused: bad input, or a state the command cannot act on; nothing was changed (or, for a rotation,
+    nothing that the next ``rotate-intermediate --apply`` does not finish)."""
+
+
+@contextlib.contextmanager
+def _certificates(what: str) -> Iterator[None]:
+    """``cryptography`` refuses what it cannot make or read (a validity that ends before it starts, a
+    stored key or certificate that does not parse) with ValueError: a refusal naming ``what``, not a
+    traceback."""
+    try:
+        yield
+    except ValueError as exc:
+        raise CertsError(f"{what}: {exc}") from None
 
 
 def _date(epoch: float) -> str:
@@ -73,6 +93,12 @@ def _date(epoch: float) -> str:
 
 def _short(serial: str) -> str:
     return serial[:12]
+
+
+def _expiry(not_after: float, now: float) -> str:
+    if not_after <= now:
+        return f"expired {_date(not_after)}"
+    return f"expires {_date(not_after)} (in {(not_after - now) / 86_400:.0f} days)"
 
 
 def check_name(name: str) -> None:
@@ -116,6 +142,7 @@ class Authority:
                  checkpoint: Checkpoint | None = None):
         self.store, self.clock = store, clock
         self._checkpoint = checkpoint
+        self.warnings: list[str] = []  # API Gateway's truststoreWarnings, as each new version is given to it
 
     def checkpoint(self, point: str) -> None:
         if self._checkpoint is not None:
@@ -133,6 +160,12 @@ class Authority:
         if ca is None:
             raise StoreError(f"the certificates table names CA {serial} but holds no record of it")
         return ca
+
+    def _signer(self, ca: CaRecord) -> tuple[x509.Certificate, authority.PrivateKey]:
+        """``ca``'s certificate and its private key (from SSM), ready to sign with."""
+        key_pem = self.store.get_key(ca.key_parameter)
+        with _certificates(f"CA {_short(ca.serial)} (key {ca.key_parameter}) cannot be used"):
+            return authority.load_cert(ca.cert_pem), authority.load_key(key_pem)
 
     def expected_truststore(self, state: CaState, cas: dict[str, CaRecord] | None = None) -> str:
         """The root and every trusted intermediate, oldest first (so staging a rotation and completing it
@@ -163,7 +196,7 @@ class Authority:
                               f"intermediate{'s' if len(state.trusted) > 1 else ''} {names}",
                               lambda: self._publish(expected)))
         elif self.store.resources.domain_name and current.version is not None and \
-                self.store.domain_truststore_version() != current.version:
+                self.store.domain_truststore().version != current.version:
             steps.append(self._domain_step(current.version))
         for ca in cas.values():
             if not ca.status.trusted and self.store.key_exists(ca.key_parameter):
@@ -205,7 +238,8 @@ class Authority:
         domain = self.store.resources.domain_name
 
         def run() -> None:
-            self.store.set_domain_truststore_version(version)
+            warnings = self.store.set_domain_truststore_version(version)
+            self.warnings.extend(f"API Gateway domain {domain}: {warning}" for warning in warnings)
             self.checkpoint("converge:domain-updated")
 
         told = f"truststoreVersion {version}" if version else f"truststoreUri {self.store.resources.truststore_uri}"
@@ -215,17 +249,19 @@ class Authority:
         self.store.delete_key(ca.key_parameter)
         self.checkpoint("converge:key-deleted")
 
-    def _commit(self, items: list[dict[str, Any]], applied: Callable[[], bool]) -> None:
+    def _commit(self, items: list[dict[str, Any]], applied: Callable[[], bool],
+                refused: Callable[[], str] | None = None) -> None:
         """The transaction, or (refused) whether our own earlier attempt already applied it: an SDK
-        retry of a write whose answer was lost is refused by its own condition."""
+        retry of a write whose answer was lost is refused by its own condition. ``refused`` says why
+        a refusal that is not ours happened."""
         try:
             self.store.transact(items)
         except Exception as exc:
             if is_conditional_failure(exc) and applied():
                 return
             if is_conditional_failure(exc):
-                raise CertsError("the certificate authority was changed by another command meanwhile; "
-                                 "nothing was committed: run this one again") from None
+                raise CertsError(refused() if refused else "the certificate authority was changed by another "
+                                 "command meanwhile; nothing was committed: run this one again") from None
             raise
 
     # ---- init -----------------------------------------------------------------------------------
@@ -246,9 +282,10 @@ class Authority:
         now = self.clock()
         root_key, intermediate_key = authority.new_key(), authority.new_key()
         organization = self.store.resources.organization
-        root_cert = authority.root_ca(root_key, organization=organization, now=now, days=root_days)
-        inter_cert = authority.intermediate_ca(intermediate_key.public_key(), root=root_cert, root_key=root_key,
-                                               now=now, days=intermediate_days)
+        with _certificates("creating the CA"):
+            root_cert = authority.root_ca(root_key, organization=organization, now=now, days=root_days)
+            inter_cert = authority.intermediate_ca(intermediate_key.public_key(), root=root_cert,
+                                                   root_key=root_key, now=now, days=intermediate_days)
         root = self._ca_record(root_cert, "root", CaStatus.CURRENT, now, issuer=None)
         inter = self._ca_record(inter_cert, "intermediate", CaStatus.CURRENT, now, issuer=root.serial)
         with self._staged_keys() as staged:
@@ -331,14 +368,18 @@ class Authority:
             if path is not None and path.exists():
                 raise CertsError(f"{path} exists: move it away first (a key is never overwritten)")
         issuer = self._ca(state.current)
-        issuer_cert = authority.load_cert(issuer.cert_pem)
-        issuer_key = authority.load_key(self.store.get_key(issuer.key_parameter))
+        now = self.clock()
+        if issuer.not_after <= now:
+            raise CertsError(f"the intermediate CA {_short(issuer.serial)} expired {_date(issuer.not_after)}: "
+                             "`iac-ci certs rotate-intermediate --apply` makes a new one")
+        issuer_cert, issuer_key = self._signer(issuer)
         if public_key is None:
             private_key = authority.new_key()
             public_key = private_key.public_key()
-        now = self.clock()
-        cert = authority.client_cert(public_key, name=name, issuer=issuer_cert, issuer_key=issuer_key,
-                                     not_before=now - authority.BACKDATE_SECONDS, not_after=now + days * authority.DAY)
+        with _certificates(f"issuing '{name}'"):
+            cert = authority.client_cert(public_key, name=name, issuer=issuer_cert, issuer_key=issuer_key,
+                                         not_before=now - authority.BACKDATE_SECONDS,
+                                         not_after=now + days * authority.DAY)
         record = self._cert_record(cert, name, issuer.serial, now, "csr" if csr is not None else "generated")
         out_dir.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
@@ -352,8 +393,9 @@ class Authority:
             stale = {":stale": claim.serial} if claim else {":stale": "-"}
             self._commit([self.store.put(record, condition="attribute_not_exists(pk)"),
                           self.store.put(NameClaim(name=name, serial=record.serial),
-                                         condition="attribute_not_exists(pk) OR serial = :stale", values=stale)],
-                         applied=self._written(record))
+                                         condition="attribute_not_exists(pk) OR serial = :stale", values=stale),
+                          self._unchanged(state)],
+                         applied=self._written(record), refused=lambda: self._issue_refused(name, state))
         except Exception:
             if self.store.cert(record.serial) is None:  # not committed: the files name nothing
                 for path in written:
@@ -375,6 +417,22 @@ class Authority:
         """Whether ``record`` is in the table as this command wrote it (its writer nonce)."""
         return lambda: getattr(self.store.cert(record.serial), "writer", None) == record.writer
 
+    def _unchanged(self, state: CaState) -> dict[str, Any]:
+        """A transaction item holding the commit to the CA state it was made from: a certificate signed
+        by an intermediate that a rotation started meanwhile would never be re-issued."""
+        return self.store.check(STATE_PK, condition="generation = :g AND attribute_not_exists(#next)",
+                                values={":g": state.generation})
+
+    def _issue_refused(self, name: str, read: CaState) -> str:
+        """Why the commit of ``issue`` was refused: the CA state it read is gone, or the name is taken."""
+        current = self.store.state()
+        if current is None or current.generation != read.generation:
+            return (f"'{name}' was not issued: the certificate authority changed meanwhile (an intermediate "
+                    "rotation, or `certs init --force`), and nothing was written; run `iac-ci certs issue` again"
+                    + (" after `iac-ci certs rotate-intermediate --apply` finishes the rotation"
+                       if current is not None and current.next else ""))
+        return f"'{name}' was not issued: another command took the name meanwhile, and nothing was written"
+
     # ---- rotate-intermediate --------------------------------------------------------------------
     def plan_rotation(self, *, grace_days: float = GRACE_DAYS, force: bool = False,
                       intermediate_days: int = authority.INTERMEDIATE_DAYS) -> RotationPlan:
@@ -392,9 +450,10 @@ class Authority:
             remaining = self._to_reissue(state, certs)
             plan = RotationPlan("resume", state, reissue=remaining, grace_seconds=grace_days * 86_400)
             plan.lines = [f"finish the interrupted rotation to intermediate CA {_short(state.next)}:",
-                          *self._reissue_lines(remaining),
+                          *self._reissue_lines(remaining, self._expired(state, certs)),
                           f"  - intermediate {_short(state.next)} becomes the signing one; {_short(state.current)} "
-                          f"is trusted until {_date(now + plan.grace_seconds)}, then retired by the next --apply",
+                          f"is trusted until {_date(now + plan.grace_seconds)} (its certificates are refused after "
+                          "that), then retired by the next --apply",
                           self._truststore_line(state, [state.current, state.next]),
                           *[f"  - {line}" for line in domain]]
             return plan
@@ -424,28 +483,51 @@ class Authority:
         plan = RotationPlan("rotate", state, reissue=active, grace_seconds=grace_days * 86_400,
                             intermediate_days=intermediate_days)
         root = cas[state.root]
+        if root.not_after <= now:
+            plan.blocked = (f"root CA {_short(root.serial)} expired {_date(root.not_after)}: no intermediate it "
+                            "signs can be valid; `iac-ci certs init --force` makes a new root and intermediate "
+                            "(every certificate issued so far stops working), then `iac-ci certs issue NAME` "
+                            "again for each client")
         until = min(now + intermediate_days * authority.DAY, root.not_after)
         plan.lines = ["rotate the intermediate CA (step 1 of 2; nothing stops working yet):",
                       f"  - create a new intermediate CA signed by root {_short(root.serial)}, valid until "
                       f"{_date(until)}; its key in SSM under {res.parameter_prefix}",
-                      *self._reissue_lines(active),
+                      *self._reissue_lines(active, self._expired(state, certs)),
                       f"  - intermediate {_short(current.serial)} stays trusted, with the certificates it issued, "
-                      f"until {_date(now + plan.grace_seconds)} ({grace_days:g} days); the next "
-                      "`rotate-intermediate --apply` after that retires it",
+                      f"until {_date(now + plan.grace_seconds)} ({grace_days:g} days): the API refuses them after "
+                      "that, and the next `rotate-intermediate --apply` retires it",
                       self._truststore_line(state, [state.current, "<new>"]),
                       *[f"  - {line}" for line in domain]]
         return plan
 
-    def _to_reissue(self, state: CaState, certs: list[CertRecord] | None = None) -> list[CertRecord]:
+    def _signing_active(self, state: CaState, certs: list[CertRecord] | None) -> list[CertRecord]:
         certs = certs if certs is not None else self.store.certs()
         return [c for c in certs if c.status is CertStatus.ACTIVE and c.issuer == state.current]
 
-    def _reissue_lines(self, certs: list[CertRecord]) -> list[str]:
+    def _to_reissue(self, state: CaState, certs: list[CertRecord] | None = None) -> list[CertRecord]:
+        """The active certificates of the signing intermediate that have not expired (re-issued with
+        their expiry, an expired one would end before it starts)."""
+        now = self.clock()
+        return [c for c in self._signing_active(state, certs) if not c.expired(now)]
+
+    def _expired(self, state: CaState, certs: list[CertRecord] | None = None) -> list[CertRecord]:
+        """The active certificates of the signing intermediate that have expired: left on it, and retired
+        with it."""
+        now = self.clock()
+        return [c for c in self._signing_active(state, certs) if c.expired(now)]
+
+    def _reissue_lines(self, certs: list[CertRecord], expired: list[CertRecord]) -> list[str]:
         if not certs:
-            return ["  - re-issue no client certificate (none is active)"]
-        return [f"  - re-issue {len(certs)} active client certificate{'s' if len(certs) > 1 else ''} under it, same "
-                "public key and expiry (clients swap the certificate, not the key):",
-                *[f"      {c.name}: serial {_short(c.serial)}, valid until {_date(c.not_after)}" for c in certs]]
+            lines = [f"  - re-issue no client certificate (none is active{' and unexpired' if expired else ''})"]
+        else:
+            lines = [f"  - re-issue {len(certs)} active client certificate{'s' if len(certs) > 1 else ''} under it, "
+                     "same public key and expiry (clients swap the certificate, not the key):",
+                     *[f"      {c.name}: serial {_short(c.serial)}, valid until {_date(c.not_after)}" for c in certs]]
+        if expired:
+            lines += ["  - expired, not re-issued (they stay with the old intermediate and are retired with it; "
+                      "`iac-ci certs revoke NAME`, then `iac-ci certs issue NAME`, gives a client a new one):",
+                      *[f"      {c.name}: serial {_short(c.serial)}, expired {_date(c.not_after)}" for c in expired]]
+        return lines
 
     def _truststore_line(self, state: CaState, after: list[str]) -> str:
         def names(serials: list[str]) -> str:
@@ -478,11 +560,11 @@ class Authority:
         before any client gets a certificate it signed."""
         now = self.clock()
         root = self._ca(state.root)
-        root_cert = authority.load_cert(root.cert_pem)
-        root_key = authority.load_key(self.store.get_key(root.key_parameter))
+        root_cert, root_key = self._signer(root)
         key = authority.new_key()
-        cert = authority.intermediate_ca(key.public_key(), root=root_cert, root_key=root_key, now=now,
-                                         days=plan.intermediate_days)
+        with _certificates(f"creating a new intermediate CA under root {_short(root.serial)}"):
+            cert = authority.intermediate_ca(key.public_key(), root=root_cert, root_key=root_key, now=now,
+                                             days=plan.intermediate_days)
         record = self._ca_record(cert, "intermediate", CaStatus.NEXT, now, issuer=root.serial)
         staged_state = replace(state, next=record.serial, generation=state.generation + 1, updated_at=now)
         with self._staged_keys() as staged:
@@ -505,11 +587,14 @@ class Authority:
             done.append(f"truststore {self.store.resources.truststore_uri}: + intermediate {_short(state.next)}")
         self.checkpoint("rotate:truststore-published")
         new = self._ca(state.next)
-        new_cert, new_key = authority.load_cert(new.cert_pem), authority.load_key(self.store.get_key(new.key_parameter))
+        new_cert, new_key = self._signer(new)
         for old in self._to_reissue(state):
             now = self.clock()
-            cert = authority.reissue(authority.load_cert(old.cert_pem), name=old.name, issuer=new_cert,
-                                     issuer_key=new_key, now=now)
+            with _certificates(f"re-issuing '{old.name}' (serial {_short(old.serial)}); the rotation is staged "
+                               f"(nothing stops working): `iac-ci certs revoke {old.name}`, then "
+                               "`rotate-intermediate --apply` finishes it without this certificate"):
+                cert = authority.reissue(authority.load_cert(old.cert_pem), name=old.name, issuer=new_cert,
+                                         issuer_key=new_key, now=now)
             record = self._cert_record(cert, old.name, new.serial, now, "reissued", replaces=old.serial)
             self._commit([
                 self.store.put(record, condition="attribute_not_exists(pk)"),
@@ -532,12 +617,14 @@ class Authority:
         self._commit([
             self.store.put(final, condition="generation = :g", values={":g": state.generation}),
             self.store.update(ca_pk(state.next), {"status": CaStatus.CURRENT.value}, condition="attribute_exists(pk)"),
-            self.store.update(ca_pk(state.current), {"status": CaStatus.RETIRING.value},
+            self.store.update(ca_pk(state.current), {"status": CaStatus.RETIRING.value,
+                                                     "retire_after": final.retire_after},
                               condition="attribute_exists(pk)"),
         ], applied=lambda: getattr(self.store.state(), "current", None) == final.current)
         self.checkpoint("rotate:committed")
         done.append(f"intermediate CA {_short(final.current)} signs from now on; {_short(state.current)} is trusted "
-                    f"until {_date(final.retire_after or now)}, then retired by the next `rotate-intermediate --apply`")
+                    f"until {_date(final.retire_after or now)} (the API refuses its certificates after that), then "
+                    "retired by the next `rotate-intermediate --apply`")
         return done + self._run(self.pending(final))
 
     def _retire(self, state: CaState) -> list[str]:
@@ -551,6 +638,33 @@ class Authority:
         ], applied=lambda: getattr(self.store.state(), "retiring", "") is None)
         self.checkpoint("retire:committed")
         return [f"intermediate CA {_short(state.retiring)} retired", *self._run(self.pending(final))]
+
+    # ---- what needs attention ---------------------------------------------------------------------
+    def checkup(self) -> list[str]:
+        """What needs an operator soon, each with the command that fixes it (``certs list`` prints them):
+        nothing in the CA acts on a date by itself. Nothing before ``init``."""
+        state = self.store.state()
+        if state is None:
+            return []
+        now = self.clock()
+        root, current = self._ca(state.root), self._ca(state.current)
+        found = []
+        if current.not_after <= now + INTERMEDIATE_WARN_DAYS * authority.DAY:
+            found.append(f"intermediate CA {_short(current.serial)} {_expiry(current.not_after, now)}: "
+                         "`iac-ci certs rotate-intermediate --apply` makes a new one and re-issues the client "
+                         "certificates under it")
+        if root.not_after <= now + ROOT_WARN_DAYS * authority.DAY:
+            found.append(f"root CA {_short(root.serial)} {_expiry(root.not_after, now)}, and no intermediate "
+                         "outlives it: `iac-ci certs init --force` makes a new root and intermediate (every "
+                         "certificate issued so far stops working), then `iac-ci certs issue NAME` for each client")
+        if state.retiring and state.retire_after is not None and state.retire_after <= now:
+            found.append(f"the grace period of intermediate CA {_short(state.retiring)} ended "
+                         f"{_date(state.retire_after)}: the API refuses its certificates; `iac-ci certs "
+                         "rotate-intermediate --apply` retires it and removes it from the truststore")
+        if self.store.resources.domain_name:
+            found += [f"API Gateway domain {self.store.resources.domain_name}: {warning}"
+                      for warning in self.store.domain_truststore().warnings]
+        return found
 
     # ---- revoke ---------------------------------------------------------------------------------
     def revoke(self, name: str) -> list[str]:

@@ -91,6 +91,21 @@ class Truststore:
     version: str | None
 
 
+@dataclass(frozen=True)
+class DomainTruststore:
+    """What API Gateway says of the domain's truststore: the version it uses and the warnings it found
+    reading it (a certificate it could not use: mutual TLS stays on, and some clients are refused)."""
+
+    version: str | None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_response(cls, resp: Mapping[str, Any]) -> DomainTruststore:
+        """From a GetDomainName or UpdateDomainName response (the same shape)."""
+        mtls = resp.get("mutualTlsAuthentication") or {}
+        return cls(mtls.get("truststoreVersion"), tuple(str(w) for w in mtls.get("truststoreWarnings") or ()))
+
+
 class CertStore:
     def __init__(self, clients: AwsClients, resources: CertResources):
         self.clients, self.resources = clients, resources
@@ -176,13 +191,22 @@ class CertStore:
         expression = ("SET " + ", ".join(sets) if sets else "") + (" REMOVE " + ", ".join(removes) if removes else "")
         attr_values = {f":f{i}": value(v) for i, v in enumerate(fields.values())}
         attr_values.update({k: value(v) for k, v in (values or {}).items()})
-        names.update({f"#{word}": word for word in re.findall(r"#([a-z_]+)", condition)})  # #status: reserved
+        names.update(_condition_names(condition))
         update: dict[str, Any] = {"TableName": self.resources.table, "Key": {"pk": value(pk)},
                                   "UpdateExpression": expression.strip(), "ConditionExpression": condition,
                                   "ExpressionAttributeNames": names}
         if attr_values:
             update["ExpressionAttributeValues"] = attr_values
         return {"Update": update}
+
+    def check(self, pk: str, *, condition: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A transaction item writing nothing: the transaction applies only while ``condition`` holds."""
+        check: dict[str, Any] = {"TableName": self.resources.table, "Key": {"pk": value(pk)},
+                                 "ConditionExpression": condition,
+                                 "ExpressionAttributeValues": {k: value(v) for k, v in values.items()}}
+        if names := _condition_names(condition):
+            check["ExpressionAttributeNames"] = names
+        return {"ConditionCheck": check}
 
     def delete(self, pk: str, *, condition: str, values: Mapping[str, Any]) -> dict[str, Any]:
         return {"Delete": {"TableName": self.resources.table, "Key": {"pk": value(pk)},
@@ -239,19 +263,21 @@ class CertStore:
         version = resp.get("VersionId")
         return None if version in (None, "null") else str(version)
 
-    def domain_truststore_version(self) -> str | None:
-        """The truststore version API Gateway uses for the domain (None: none recorded)."""
+    def domain_truststore(self) -> DomainTruststore:
+        """The truststore version API Gateway uses for the domain (None: none recorded), and its warnings."""
         assert self.resources.domain_name
         resp = self.clients.client("apigateway").get_domain_name(domainName=self.resources.domain_name)
-        return (resp.get("mutualTlsAuthentication") or {}).get("truststoreVersion")
+        return DomainTruststore.from_response(resp)
 
-    def set_domain_truststore_version(self, version: str | None) -> None:
-        """``version`` of the truststore object; None (an unversioned bucket): its URI, read anew."""
+    def set_domain_truststore_version(self, version: str | None) -> tuple[str, ...]:
+        """``version`` of the truststore object; None (an unversioned bucket): its URI, read anew. Returns
+        the warnings API Gateway found in it: it accepts a truststore with unusable certificates."""
         assert self.resources.domain_name
         patch = ({"op": "replace", "path": TRUSTSTORE_VERSION_PATH, "value": version} if version is not None
                  else {"op": "replace", "path": TRUSTSTORE_URI_PATH, "value": self.resources.truststore_uri})
-        self.clients.client("apigateway").update_domain_name(domainName=self.resources.domain_name,
-                                                             patchOperations=[patch])
+        resp = self.clients.client("apigateway").update_domain_name(domainName=self.resources.domain_name,
+                                                                    patchOperations=[patch])
+        return DomainTruststore.from_response(resp).warnings
 
     # ---- the embedded AWS -----------------------------------------------------------------------
     def ensure_embedded(self) -> list[str]:
@@ -285,3 +311,8 @@ class CertStore:
                 kms.create_alias(AliasName=self.resources.kms_key, TargetKeyId=arn)
                 created.append(f"KMS key {self.resources.kms_key}")
         return created
+
+
+def _condition_names(condition: str) -> dict[str, str]:
+    """``#status``, ``#next``: attribute names DynamoDB reserves, written with a ``#`` in conditions."""
+    return {f"#{word}": word for word in re.findall(r"#([a-z_]+)", condition)}

@@ -16,12 +16,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from iac_ci.cli.main import EXIT_FAILED, EXIT_INVALID, main, region_option
+
+if TYPE_CHECKING:
+    from lambda_runtime.certs.records import CertRecord
 
 RESOURCE_OPTIONS = ("table", "truststore_bucket", "truststore_key", "ca_parameter_prefix", "kms_key", "domain_name")
 
@@ -130,6 +133,11 @@ def _say(lines: list[str]) -> None:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
+def _warn(lines: list[str]) -> None:
+    """On stderr, each line marked: what the command did is done, and this needs attention."""
+    _say([f"warning: {line}" for line in lines])
+
+
 def _write_truststore(authority: Any, path: Path | None) -> None:
     """A local copy of the truststore the table implies (``iac-ci serve --client-ca``)."""
     if path is None:
@@ -158,6 +166,7 @@ def init_command(force: bool, truststore_out: Path | None, **opts: Any) -> None:
     truststore (S3; API Gateway told its version). Refused over an existing CA without --force."""
     authority = _authority(opts, create=opts["endpoint_url"] is not None)
     _say(_run(lambda: authority.init(force=force)))
+    _warn(authority.warnings)
     _run(lambda: _write_truststore(authority, truststore_out))
 
 
@@ -215,6 +224,7 @@ def rotate_command(apply_: bool, grace_days: float, force: bool, out_dir: Path, 
             _say([f"--apply would be refused: {plan.blocked}"])
         return
     _say(_run(lambda: authority.apply_rotation(plan, force=force, out_dir=out_dir)))
+    _warn(authority.warnings)
     if plan.kind in ("resume", "converge"):
         _say(["finished what an earlier run left; run rotate-intermediate again for its next step"])
     _run(lambda: _write_truststore(authority, truststore_out))
@@ -234,22 +244,32 @@ def revoke_command(name: str, **opts: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the certificates as JSON on stdout.")
 @_target_options
 def list_command(show_all: bool, as_json: bool, **opts: Any) -> None:
-    """The client certificates: name, serial, status, expiry, issuing intermediate."""
+    """The client certificates: name, serial, status (an active one past its expiry: expired), expiry,
+    issuing intermediate; then what needs attention (a CA about to expire, a grace period over, API
+    Gateway's truststore warnings)."""
     from rich.table import Table
 
     authority = _authority(opts)
     found = [c for c in _run(authority.store.certs) if show_all or c.status.value == "active"]
+    now = authority.clock()
     if as_json:
         click.echo(json.dumps({"certificates": [
-            {"name": c.name, "serial": c.serial, "status": c.status.value, "not_after": c.not_after,
+            {"name": c.name, "serial": c.serial, "status": _status(c, now), "not_after": c.not_after,
              "issuer": c.issuer, "fingerprint": c.fingerprint} for c in found]}))
-        return
-    table = Table(title=f"{len(found)} certificate{'s' if len(found) != 1 else ''}", title_justify="left")
-    for column in ("name", "serial", "status", "valid until", "issuer"):
-        table.add_column(column, overflow="fold")
-    for c in found:
-        table.add_row(c.name, c.serial[:12], c.status.value, _date(c.not_after), c.issuer[:12])
-    Console(stderr=True).print(table)
+    else:
+        table = Table(title=f"{len(found)} certificate{'s' if len(found) != 1 else ''}", title_justify="left")
+        for column in ("name", "serial", "status", "valid until", "issuer"):
+            table.add_column(column, overflow="fold")
+        for c in found:
+            table.add_row(c.name, c.serial[:12], _status(c, now), _date(c.not_after), c.issuer[:12])
+        Console(stderr=True).print(table)
+    _warn(_run(authority.checkup))
+
+
+def _status(cert: CertRecord, now: float) -> str:
+    """``expired`` for an active certificate past its expiry: the table still says active (nothing writes
+    at expiry), and the handshake refuses it."""
+    return "expired" if cert.status.value == "active" and cert.expired(now) else cert.status.value
 
 
 def _date(epoch: float) -> str:

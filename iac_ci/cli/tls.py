@@ -79,7 +79,8 @@ _SERVER_OPTIONS = (
     _server_option("--tls-key", "The private key of --tls-cert."),
     _server_option("--client-ca", "Mutual TLS: the truststore (root + intermediates, PEM; `iac-ci certs init "
                    "--truststore-out`) client certificates must chain to; each request's certificate is then "
-                   "also checked against --certs-table, as a deployed stack checks it."),
+                   "also checked against --certs-table, as a deployed stack checks it. Read once, at start-up: "
+                   "after `iac-ci certs rotate-intermediate --apply --truststore-out FILE`, restart serve."),
     click.option("--certs-table", default="iac-ci-certificates", show_default=True,
                  help="With --client-ca: the certificates table of `iac-ci certs --endpoint-url`."),
 )

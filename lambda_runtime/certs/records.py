@@ -34,7 +34,7 @@ NAME_PREFIX = "name#"
 
 class CertStatus(enum.StrEnum):
     """A client certificate's life: ``active`` (the name's certificate), ``superseded`` (re-issued under
-    a new intermediate; still accepted while its own intermediate is trusted), ``revoked`` (by
+    a new intermediate; still accepted until its own intermediate's ``retire_after``), ``revoked`` (by
     ``iac-ci certs revoke``), ``retired`` (its intermediate was retired)."""
 
     ACTIVE = "active"
@@ -143,9 +143,15 @@ class CaRecord(_Record):
     key_parameter: str  # SSM SecureString holding its private key (PKCS#8 PEM)
     created_at: float
     issuer: str | None = None  # an intermediate's root
+    retire_after: float | None = None  # a retiring intermediate: when its grace period ends
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", CaStatus(self.status))
+
+    def grace_over(self, now: float) -> bool:
+        """A retiring intermediate past ``retire_after``: the API refuses its certificates from then on,
+        whether or not ``rotate-intermediate --apply`` has retired it yet (nothing runs that on time)."""
+        return self.status is CaStatus.RETIRING and self.retire_after is not None and self.retire_after <= now
 
     @property
     def pk(self) -> str:
@@ -176,6 +182,10 @@ class CertRecord(_Record):
     @property
     def pk(self) -> str:
         return cert_pk(self.serial)
+
+    def expired(self, now: float) -> bool:
+        """Past ``not_after``: refused in the handshake whatever ``status`` says (no write follows expiry)."""
+        return self.not_after <= now
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,12 @@ intake function in the proxy event (``requestContext.identity.clientCert``: ``cl
 - the certificate's serial names a ``cert#`` item of the certificates table, and the SHA-256 of the
   certificate presented is the fingerprint recorded there (a certificate nobody issued through
   ``iac-ci certs`` is unknown, whatever CA signed it);
-- its status is ``active`` or ``superseded`` (re-issued under a new intermediate, accepted while
-  the old one is trusted), not ``revoked`` or ``retired``, and it has not expired;
+- its status is ``active`` or ``superseded`` (re-issued under a new intermediate, accepted during
+  the rotation's grace period), not ``revoked`` or ``retired``, and it has not expired;
 - the intermediate that signed it is still trusted (``ca#<serial>``: not ``retired``), so retiring
-  an intermediate refuses its certificates at once, whatever an old truststore still says.
+  an intermediate refuses its certificates at once, whatever an old truststore still says;
+- and, if that intermediate is ``retiring``, its grace period (``retire_after``) has not ended: the
+  grace period is a limit, not advice, even when nobody runs ``rotate-intermediate --apply`` on time.
 
 Anything else is a 403 naming the reason, before the route (and so before the HMAC signature is
 even looked at). Lookups are cached for ``cache_seconds`` (5 s by default, like ``SecretCache`` for
@@ -127,11 +129,16 @@ class ClientCertCheck:
             return "unknown client certificate: it is not the certificate issued with this serial number"
         if not cert.status.accepted:
             return f"client certificate '{cert.name}' is {cert.status.value}"
-        if cert.not_after <= self._clock():
+        now = self._clock()
+        if cert.expired(now):
             return f"client certificate '{cert.name}' has expired"
-        issuer = self._get(ca_pk(cert.issuer))
-        if issuer is None or not CaRecord.from_item(issuer).status.trusted:
+        item = self._get(ca_pk(cert.issuer))
+        issuer = CaRecord.from_item(item) if item is not None else None
+        if issuer is None or not issuer.status.trusted:
             return f"client certificate '{cert.name}' was issued by an intermediate CA that is retired"
+        if issuer.grace_over(now):
+            return (f"client certificate '{cert.name}' is {cert.status.value} and the grace period of the "
+                    "intermediate CA that issued it has ended")
         return None
 
     def _get(self, pk: str) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ would send for each certificate (``apigw.client_cert_context``), against the sam
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -16,9 +17,11 @@ import shlex
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import botocore.handlers
 import pytest
 from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
@@ -52,8 +55,6 @@ class Killed(BaseException):
 
 class Clock:
     def __init__(self) -> None:
-        import time
-
         self.now = time.time()
 
     def __call__(self) -> float:
@@ -181,7 +182,7 @@ def test_init_issue_rotate_revoke(aws, clients, resources, store, tmp_path) -> N
 
     # rotate, dry run: says what it would do, changes nothing
     before = snapshot(store, clients)
-    dry = certs_cli(aws, resources, "rotate-intermediate", "--grace-days", "0", "--out-dir", str(out))
+    dry = certs_cli(aws, resources, "rotate-intermediate", "--grace-days", "1", "--out-dir", str(out))
     assert dry.exit_code == 0, dry.output
     assert "dry run: nothing was changed" in dry.output
     assert "re-issue 2 active client certificates" in dry.output
@@ -192,7 +193,7 @@ def test_init_issue_rotate_revoke(aws, clients, resources, store, tmp_path) -> N
     assert (out / "ci.pem").read_text() == chain
 
     # rotate --apply: a new intermediate; both certificates re-issued with the same keys; both trusted
-    applied = certs_cli(aws, resources, "rotate-intermediate", "--apply", "--grace-days", "0", "--out-dir", str(out))
+    applied = certs_cli(aws, resources, "rotate-intermediate", "--apply", "--grace-days", "1", "--out-dir", str(out))
     assert applied.exit_code == 0, applied.output
     rotated = store.state()
     assert rotated.retiring == state.current and rotated.current != state.current
@@ -206,11 +207,12 @@ def test_init_issue_rotate_revoke(aws, clients, resources, store, tmp_path) -> N
     assert (verdict(check, chain), verdict(check, new_chain), verdict(check, (out / "laptop.pem").read_text())) == (
         "ok", "ok", "ok")
 
-    # the next --apply retires the old intermediate (its grace was 0 days): its certificates are refused
+    # the next --apply retires the old intermediate (--force: before its day of grace ends): its certificates
+    # are refused
     dry = certs_cli(aws, resources, "rotate-intermediate")
     assert f"retire intermediate CA {state.current[:12]}" in dry.output
     assert f"certificate 'ci' (serial {record.serial[:12]}, superseded) stops working" in dry.output
-    retired = certs_cli(aws, resources, "rotate-intermediate", "--apply")
+    retired = certs_cli(aws, resources, "rotate-intermediate", "--apply", "--force")
     assert retired.exit_code == 0, retired.output
     assert truststore_certs(store) == [state.root, rotated.current]
     assert store.ca(state.current).status is CaStatus.RETIRED
@@ -282,13 +284,22 @@ class FakeDomain:
     """API Gateway's side of UpdateDomainName and GetDomainName: moto implements neither for mutual TLS,
     so the requests are taken at the wire (botocore's before-send) and answered as API Gateway answers."""
 
-    def __init__(self, apigw: Any, uri: str):
+    def __init__(self, apigw: Any, uri: str, *, warnings: tuple[str, ...] = ()):
         self.apigw, self.sent = apigw, []
-        self.domain = {"domainName": "ci.example.com",
-                       "mutualTlsAuthentication": {"truststoreUri": uri, "truststoreVersion": "deployed"}}
+        self.domain: dict[str, Any] = {"domainName": "ci.example.com", "mutualTlsAuthentication": {
+            "truststoreUri": uri, "truststoreVersion": "deployed"}}
+        if warnings:  # what API Gateway answers for a truststore holding a certificate it cannot use
+            self.domain["mutualTlsAuthentication"]["truststoreWarnings"] = list(warnings)
 
     def __enter__(self) -> FakeDomain:
         self.apigw.meta.events.register("before-send.api-gateway", self._answer)
+        return self
+
+    def everywhere(self, monkeypatch: pytest.MonkeyPatch) -> FakeDomain:
+        """Also for the clients a CLI command makes itself: each new botocore session registers the
+        built-in handlers."""
+        monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
+                            [*botocore.handlers.BUILTIN_HANDLERS, ("before-send.api-gateway", self._answer)])
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -361,6 +372,182 @@ class _Raw:
         yield self._data
 
 
+# ---- what expires, and what is about to ----------------------------------------------------------------
+def test_an_expired_certificate_is_left_out_of_a_rotation_instead_of_stopping_it(aws, resources, store,
+                                                                                  tmp_path) -> None:
+    """An active certificate past its expiry (nothing writes at expiry) cannot be re-issued with its expiry:
+    the rotation re-issues the others and leaves it to be retired with the old intermediate."""
+    out = tmp_path / "clients"
+    assert certs_cli(aws, resources, "init").exit_code == 0
+    Authority(store, clock=lambda: time.time() - 3 * 86_400).issue("old", days=1, out_dir=out)  # expired 2 days ago
+    valid = {name: Authority(store).issue(name, out_dir=out) for name in ("a", "b")}
+    keys = {name: authority.load_cert(issued.cert_path.read_text()).public_key() for name, issued in valid.items()}
+    old = store.claim("old").serial
+    listed = certs_cli(aws, resources, "list", "--json")
+    assert {c["name"]: c["status"] for c in json.loads(listed.stdout)["certificates"]} == {
+        "a": "active", "b": "active", "old": "expired"}
+    [row] = [line for line in certs_cli(aws, resources, "list").output.splitlines() if " old " in line]
+    assert "expired" in row and "active" not in row
+
+    dry = certs_cli(aws, resources, "rotate-intermediate", "--out-dir", str(out))
+    assert dry.exit_code == 0, dry.output
+    assert "re-issue 2 active client certificates" in dry.output
+    assert "expired, not re-issued" in dry.output and f"old: serial {old[:12]}, expired " in dry.output
+    assert "--apply would be refused" not in dry.output
+
+    state = store.state()
+    applied = certs_cli(aws, resources, "rotate-intermediate", "--apply", "--out-dir", str(out))
+    assert applied.exit_code == 0, applied.output
+    rotated = store.state()
+    assert rotated.next is None and rotated.retiring == state.current and rotated.current != state.current
+    active = {c.name: c for c in store.certs() if c.status is CertStatus.ACTIVE}
+    assert {name: c.issuer for name, c in active.items()} == {
+        "a": rotated.current, "b": rotated.current, "old": state.current}  # the expired one is not carried over
+    for name, issued in valid.items():
+        assert active[name].replaces == issued.serial
+        chain = authority.load_cert((out / f"{name}.pem").read_text())
+        assert authority.info(chain).serial == active[name].serial and chain.public_key() == keys[name]
+    assert certs_cli(aws, resources, "issue", "c", "--out-dir", str(out)).exit_code == 0  # nothing half done
+
+    retired = certs_cli(aws, resources, "rotate-intermediate", "--apply", "--force")
+    assert retired.exit_code == 0, retired.output
+    assert store.cert(old).status is CertStatus.RETIRED and store.claim("old") is None  # retired with its CA
+    settled(Authority(store))
+
+
+def test_a_ca_key_that_does_not_parse_is_a_refusal_not_a_traceback(aws, clients, resources, store,
+                                                                   tmp_path) -> None:
+    Authority(store).init()
+    inter = store.ca(store.state().current)
+    clients.ssm.put_parameter(Name=inter.key_parameter, Value="not a key", Type="SecureString", Overwrite=True)
+    before = snapshot(store, clients)
+    result = certs_cli(aws, resources, "issue", "ci", "--out-dir", str(tmp_path))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"refused: CA {inter.serial[:12]} (key {inter.key_parameter}) cannot be used: " in result.output
+    assert snapshot(store, clients) == before and list(tmp_path.iterdir()) == []
+
+
+def test_an_expired_intermediate_is_a_refusal_that_names_the_rotation(aws, resources, store, tmp_path) -> None:
+    Authority(store, clock=lambda: time.time() - 3 * 86_400).init(intermediate_days=1)
+    expired = store.state().current
+    refused = certs_cli(aws, resources, "issue", "ci", "--out-dir", str(tmp_path))
+    assert refused.exit_code == 2 and isinstance(refused.exception, SystemExit), refused.output
+    assert f"refused: the intermediate CA {expired[:12]} expired " in refused.output
+    assert "`iac-ci certs rotate-intermediate --apply` makes a new one" in refused.output
+    assert list(tmp_path.iterdir()) == []
+    listed = certs_cli(aws, resources, "list")
+    assert f"warning: intermediate CA {expired[:12]} expired " in listed.output
+    assert certs_cli(aws, resources, "rotate-intermediate", "--apply").exit_code == 0
+    assert certs_cli(aws, resources, "issue", "ci", "--out-dir", str(tmp_path)).exit_code == 0
+
+
+def test_an_expired_root_is_a_refusal_that_names_init_force(aws, clients, resources, store, tmp_path) -> None:
+    Authority(store, clock=lambda: time.time() - 3 * 86_400).init(root_days=1)
+    root = store.state().root
+    dry = certs_cli(aws, resources, "rotate-intermediate")
+    assert dry.exit_code == 0 and f"--apply would be refused: root CA {root[:12]} expired " in dry.output
+    before = snapshot(store, clients)
+    applied = certs_cli(aws, resources, "rotate-intermediate", "--apply")
+    assert applied.exit_code == 2 and isinstance(applied.exception, SystemExit), applied.output
+    assert f"refused: root CA {root[:12]} expired " in applied.output
+    assert "`iac-ci certs init --force`" in applied.output
+    assert snapshot(store, clients) == before
+    listed = certs_cli(aws, resources, "list")
+    assert f"warning: root CA {root[:12]} expired " in listed.output
+    assert certs_cli(aws, resources, "init", "--force").exit_code == 0
+    assert certs_cli(aws, resources, "issue", "ci", "--out-dir", str(tmp_path)).exit_code == 0
+
+
+@pytest.mark.parametrize(("root_days", "intermediate_days", "warned"), [
+    (91, 31, []), (89, 31, ["root"]), (91, 29, ["intermediate"])])
+def test_list_warns_of_a_ca_about_to_expire_with_the_command_that_fixes_it(
+        aws, resources, store, root_days: int, intermediate_days: int, warned: list[str]) -> None:
+    Authority(store).init(root_days=root_days, intermediate_days=intermediate_days)
+    state = store.state()
+    listed = certs_cli(aws, resources, "list")
+    assert listed.exit_code == 0, listed.output
+    warnings = [line for line in listed.stderr.splitlines() if line.startswith("warning:")]
+    expected = {
+        "intermediate": (f"warning: intermediate CA {state.current[:12]} expires ", f"(in {intermediate_days} days): "
+                         "`iac-ci certs rotate-intermediate --apply` makes a new one"),
+        "root": (f"warning: root CA {state.root[:12]} expires ", f"(in {root_days} days), and no intermediate "
+                 "outlives it: `iac-ci certs init --force` makes a new root and intermediate"),
+    }
+    assert len(warnings) == len(warned)
+    for line, kind in zip(warnings, warned, strict=True):
+        start, middle = expected[kind]
+        assert line.startswith(start) and middle in line
+
+
+def test_the_grace_period_ends_on_time_even_before_the_old_intermediate_is_retired(clients, store,
+                                                                                   tmp_path) -> None:
+    clock = Clock()
+    ca = Authority(store, clock=clock)
+    ca.init()
+    old = ca.issue("ci", out_dir=tmp_path).cert_path.read_text()
+    ca.apply_rotation(ca.plan_rotation(grace_days=7), out_dir=tmp_path / "new")
+    new = (tmp_path / "new" / "ci.pem").read_text()
+    state = store.state()
+    assert store.ca(state.retiring).retire_after == state.retire_after == clock.now + 7 * 86_400
+    check = ClientCertCheck(clients.dynamodb, store.resources.table, cache_seconds=0, clock=clock)
+    clock.now = state.retire_after - 60
+    assert (verdict(check, old), verdict(check, new)) == ("ok", "ok")
+    assert ca.checkup() == []
+    clock.now = state.retire_after + 1  # nobody ran the second --apply
+    assert verdict(check, old) == ("client certificate 'ci' is superseded and the grace period of the intermediate "
+                                   "CA that issued it has ended")
+    assert verdict(check, new) == "ok"
+    assert state.retiring in truststore_certs(store)  # still trusted in the handshake: the table refuses it
+    [warning] = ca.checkup()
+    assert warning.startswith(f"the grace period of intermediate CA {state.retiring[:12]} ended ")
+    assert "`iac-ci certs rotate-intermediate --apply` retires it and removes it from the truststore" in warning
+    ca.apply_rotation(ca.plan_rotation())  # not blocked: the grace period is over
+    clock.now += 1  # past the lookups cached at the last instant
+    assert verdict(check, old) == "client certificate 'ci' is retired"
+    assert state.retiring not in truststore_certs(store) and ca.checkup() == []
+
+
+@pytest.mark.parametrize("rotation", ["staged", "completed"])
+def test_a_rotation_between_the_read_and_the_commit_of_an_issue_refuses_the_issue(store, tmp_path,
+                                                                                  rotation: str) -> None:
+    """``issue`` signs with the intermediate it read; a rotation started meanwhile would never re-issue
+    that certificate. The commit is conditioned on the CA state it read: refused, and nothing is left."""
+    Authority(store).init()
+
+    def rotate_meanwhile(point: str) -> None:
+        if point != "issue:files-written":
+            return
+        rotating = Authority(store, checkpoint=crash_at("rotate:staged") if rotation == "staged" else None)
+        with contextlib.suppress(Killed):
+            rotating.apply_rotation(rotating.plan_rotation(), out_dir=tmp_path / "rotated")
+
+    with pytest.raises(CertsError) as refused:
+        Authority(store, checkpoint=rotate_meanwhile).issue("ci", out_dir=tmp_path / "ci")
+    message = str(refused.value)
+    assert message.startswith("'ci' was not issued: the certificate authority changed meanwhile")
+    assert "nothing was written" in message
+    assert ("after `iac-ci certs rotate-intermediate --apply` finishes the rotation" in message) == (
+        rotation == "staged")
+    assert store.claim("ci") is None and [c for c in store.certs() if c.name == "ci"] == []
+    assert list((tmp_path / "ci").iterdir()) == []
+
+
+def test_api_gateways_truststore_warnings_are_printed(aws, clients, resources, monkeypatch) -> None:
+    """API Gateway takes a truststore it cannot fully use (mutual TLS stays on; some clients are refused)
+    and says so only in ``truststoreWarnings``; the CLI passes them on."""
+    warning = "Certificate 2 of 2 in the truststore is not a valid CA certificate"  # a list of strings: its shape
+    domain = ["--domain-name", "ci.example.com"]
+    api_gateway = FakeDomain(clients.client("apigateway"), resources.truststore_uri,
+                             warnings=(warning,)).everywhere(monkeypatch)
+    init = certs_cli(aws, resources, "init", *domain)
+    assert init.exit_code == 0, init.output
+    assert api_gateway.patches == [[{"op": "replace", "path": "/mutualTlsAuthentication/truststoreVersion",
+                                     "value": CertStore(clients, resources).truststore().version}]]
+    assert f"warning: API Gateway domain ci.example.com: {warning}" in init.stderr.splitlines()
+    listed = certs_cli(aws, resources, "list", *domain)  # GetDomainName: the warnings stand until a new truststore
+    assert listed.exit_code == 0 and f"warning: API Gateway domain ci.example.com: {warning}" in listed.stderr
+
+
 # ---- a crash at each checkpoint, then the run that recovers ----------------------------------------------
 def crash_at(point: str, *, nth: int = 1):
     seen = {"n": 0}
@@ -405,12 +592,12 @@ def test_a_rotation_killed_midway_keeps_every_client_working_and_the_next_apply_
     check = ClientCertCheck(clients.dynamodb, store.resources.table, cache_seconds=0)
     dying = Authority(store, checkpoint=crash_at(point, nth=nth))
     with pytest.raises(Killed):
-        dying.apply_rotation(dying.plan_rotation(grace_days=0), out_dir=tmp_path / "new")
+        dying.apply_rotation(dying.plan_rotation(grace_days=1), out_dir=tmp_path / "new")
     assert accepted_names(check, chains) == {"a", "b"}  # nobody is locked out by the crash
     with pytest.raises(CertsError, match="rotation is half done|has an active certificate"):
         setup.issue("a", out_dir=tmp_path / "late")
     recover = Authority(store)
-    plan = recover.plan_rotation(grace_days=0)
+    plan = recover.plan_rotation(grace_days=1)
     if point != "rotate:committed":  # else the rotation was complete: its next step is the retirement
         assert plan.kind == ("resume" if point != "rotate:key-stored" else "rotate")
         recover.apply_rotation(plan, out_dir=tmp_path / "new")

@@ -96,6 +96,7 @@ class World:
     http: HttpApi
     dir: Path
     server_cert: Path
+    server_key: Path
     secret: str
 
 
@@ -123,11 +124,29 @@ def world(stack, clients, shared, tmp_path) -> Iterator[World]:
     stack.api.client_certs = ClientCertCheck(clients.dynamodb, res.table, clock=clock)
     api = Counting(stack.api)
     http = HttpApi(api, ssl_context=server_context(cert, key, tmp_path / "truststore.pem")).start()
-
-    yield World(ca=ca, store=store, clock=clock, api=api, http=http, dir=tmp_path, server_cert=cert,
-                secret=stack.webhook_secret)
-    http.stop()
+    world = World(ca=ca, store=store, clock=clock, api=api, http=http, dir=tmp_path, server_cert=cert,
+                  server_key=key, secret=stack.webhook_secret)
+    yield world
+    world.http.stop()  # the latest server: serve_truststore_from_s3 replaces it
     stack.api.client_certs = None
+
+
+def serve_truststore_from_s3(world: World) -> None:
+    """The truststore object the lifecycle wrote to S3, in a fresh server: API Gateway reads the object
+    again when told its new version, while a server (``iac-ci serve --client-ca``) reads its client CA
+    once, at start-up."""
+    path = world.dir / "truststore.pem"
+    path.write_text(world.store.truststore().text or "")
+    world.http.stop()
+    world.http = HttpApi(world.api, ssl_context=server_context(world.server_cert, world.server_key, path)).start()
+
+
+def keep(world: World, name: str, as_name: str, *, alone: bool = False) -> None:
+    """A copy of ``name``'s certificate files as ``as_name``; ``alone``: the certificate without the
+    intermediate after it, so the server can only chain it through its truststore."""
+    chain = (world.dir / f"{name}.pem").read_text()
+    (world.dir / f"{as_name}.pem").write_text(authority.info(authority.load_cert(chain)).pem if alone else chain)
+    (world.dir / f"{as_name}.key").write_text((world.dir / f"{name}.key").read_text())
 
 
 def client_context(world: World, name: str | None) -> ssl.SSLContext:
@@ -237,18 +256,31 @@ def test_a_certificate_the_ca_signed_but_never_recorded_is_refused_with_403(worl
 
 
 def test_a_rotated_certificate_is_accepted_and_the_old_one_refused_once_retired(world) -> None:
+    """After each step the server trusts the truststore the lifecycle wrote to S3. A client that sends its
+    certificate alone is chained through that truststore in the handshake; one that sends the old
+    intermediate with it (its NAME.pem) still chains to the root, which stays trusted: the certificates
+    table refuses that one, with a 403."""
     issue(world, "ci")
-    old_chain = (world.dir / "ci.pem").read_text()
-    (world.dir / "ci-old.pem").write_text(old_chain)
-    (world.dir / "ci-old.key").write_text((world.dir / "ci.key").read_text())
-    world.ca.apply_rotation(world.ca.plan_rotation(grace_days=0), out_dir=world.dir)  # rewrites ci.pem
-    assert (world.dir / "ci.pem").read_text() != old_chain
+    keep(world, "ci", "ci-old")
+    keep(world, "ci", "ci-old-alone", alone=True)
+    world.ca.apply_rotation(world.ca.plan_rotation(grace_days=1), out_dir=world.dir)  # rewrites ci.pem
+    serve_truststore_from_s3(world)
+    assert (world.dir / "ci.pem").read_text() != (world.dir / "ci-old.pem").read_text()
+    keep(world, "ci", "ci-alone", alone=True)
     world.clock.now += 6
     assert status(world, "ci")[0] == 404  # the re-issued certificate, the same key
-    assert status(world, "ci-old")[0] == 404  # the old one, during the grace period
-    world.ca.apply_rotation(world.ca.plan_rotation())  # retire the old intermediate
+    assert status(world, "ci-alone")[0] == 404  # the new intermediate is in the truststore S3 holds
+    assert status(world, "ci-old")[0] == 404 and status(world, "ci-old-alone")[0] == 404  # the grace period
+    world.clock.now = world.store.state().retire_after + 1  # over, and nobody has retired the old one yet
+    grace_over = "client certificate 'ci' is superseded and the grace period of the intermediate CA that issued it " \
+                 "has ended"
+    assert status(world, "ci-old-alone") == (403, {"error": grace_over})
+    world.ca.apply_rotation(world.ca.plan_rotation(force=True), force=True)  # retire the old intermediate
+    serve_truststore_from_s3(world)
     world.clock.now += 6
-    assert status(world, "ci")[0] == 404
+    assert status(world, "ci")[0] == 404 and status(world, "ci-alone")[0] == 404
+    refused = refused_in_handshake(world, client_context(world, "ci-old-alone"))
+    assert refused == "unable to get local issuer certificate"  # the old intermediate left the truststore
     assert status(world, "ci-old") == (403, {"error": "client certificate 'ci' is retired"})
 
 

@@ -21,10 +21,10 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from iac_ci.certs import authority
 from iac_ci.certs.lifecycle import CertsError, _write_new, check_name
-from iac_ci.certs.store import CertResources, StoreError
+from iac_ci.certs.store import CertResources, DomainTruststore, StoreError
 from iac_ci.cli import tls
 from iac_ci.embedded.apigw import client_cert_context, proxy_event
-from lambda_runtime.certs.records import CaState, CertRecord, CertStatus, normalize_serial
+from lambda_runtime.certs.records import CaRecord, CaState, CaStatus, CertRecord, CertStatus, normalize_serial
 from lambda_runtime.intake.client_certs import ClientCertSettings, PresentedCert
 from lambda_runtime.schema import deployment
 
@@ -164,6 +164,38 @@ def test_records_round_trip_through_items() -> None:
     state = CaState(root="1", current="2", next="3", retiring="4", generation=5)
     assert CaState.from_item(state.to_item()) == state and state.trusted == ("2", "3", "4")
     assert CertRecord.from_item({**cert.to_item(), "later": {"S": "a newer field"}}) == cert
+
+
+def ca_record(status: CaStatus, retire_after: float | None) -> CaRecord:
+    return CaRecord(serial="12", kind="intermediate", subject="CN=i", cert_pem="pem", fingerprint="ff", not_before=0.0,
+                    not_after=NOW + 86_400, status=status, key_parameter="/p/intermediate-12", created_at=0.0,
+                    issuer="1", retire_after=retire_after)
+
+
+@pytest.mark.parametrize(("status", "retire_after", "over"), [
+    (CaStatus.RETIRING, NOW, True), (CaStatus.RETIRING, NOW + 1, False),
+    (CaStatus.RETIRING, None, False),  # rotated before retire_after was recorded on the CA: until step 2
+    (CaStatus.CURRENT, NOW - 1, False)])
+def test_a_grace_period_is_over_at_its_retire_after(status: CaStatus, retire_after: float | None, over: bool) -> None:
+    record = ca_record(status, retire_after)
+    assert record.grace_over(NOW) is over
+    assert CaRecord.from_item(record.to_item()) == record
+
+
+def test_a_certificate_has_expired_from_its_not_after_on() -> None:
+    cert = CertRecord(serial="ab", name="ci", subject="CN=ci", fingerprint="ff", cert_pem="pem", issuer="12",
+                      not_before=1.0, not_after=NOW, status=CertStatus.ACTIVE, issued_at=1.0)
+    assert cert.expired(NOW) and not cert.expired(NOW - 1)
+
+
+def test_api_gateways_truststore_warnings_are_read_from_its_answer() -> None:
+    """The shape of GetDomainName's and UpdateDomainName's answer (``MutualTlsAuthentication``)."""
+    answer = {"domainName": "ci.example.com", "mutualTlsAuthentication": {
+        "truststoreUri": "s3://b/truststore.pem", "truststoreVersion": "v2",
+        "truststoreWarnings": ["certificate 2: not a CA", "certificate 3: expired"]}}
+    assert DomainTruststore.from_response(answer) == DomainTruststore(
+        "v2", ("certificate 2: not a CA", "certificate 3: expired"))
+    assert DomainTruststore.from_response({"domainName": "ci.example.com"}) == DomainTruststore(None, ())
 
 
 def test_the_proxy_event_carries_the_certificate_as_api_gateway_does(ca) -> None:
