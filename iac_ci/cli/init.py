@@ -8,8 +8,10 @@ hosts the schema), and then writes no schema file.
 
 It never replaces an ``.iac-ci.yml`` without ``--force``, nor a schema file that differs. A file
 is created only if it does not exist (``O_EXCL``, which a symbolic link counts as existing), and
-``--force`` replaces the link itself, never what it points to. Nothing is written when no root
-is found, when a file is in the way, or when the file would not validate.
+``--force`` replaces the link itself, never what it points to; it never replaces a directory (or
+anything else that is not a file or a link). Every target is checked before anything is written:
+nothing is written when no root is found, when a file is in the way, or when the file would not
+validate.
 
 Exit codes: 0 written (or printed, ``--dry-run``); 2 bad input: no Terraform root, a file in the
 way, an invalid option.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,7 @@ EXIT_INVALID = 2
 CONFIG_NAME = ".iac-ci.yml"
 SCHEMA_NAME = ".iac-ci.schema.json"
 SCHEMA_URL_RE = r"https?://[!-~]+"  # printable ASCII, no spaces: it ends a comment line
+_BY_GIT = " (of the files git lists: tracked, or untracked and not ignored)"
 GIT_REMOTE_RE = re.compile(r"[:/](?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+?)(?:\.git)?/?$")
 
 
@@ -82,6 +86,12 @@ def init(directory: Path, force: bool, dry_run: bool, repo: str | None, schema_u
     files = {top / CONFIG_NAME: text}
     if schema_url is None:
         files[top / SCHEMA_NAME] = repo_config_schema.text()
+    not_files = [path for path in files if _not_a_file(path)]
+    if not_files:
+        for path in not_files:
+            err.print(f"[red]error:[/] {render.printable(str(path))} exists and is not a file (a directory?): init "
+                      "replaces only files, even with --force; nothing written", soft_wrap=True)
+        sys.exit(EXIT_INVALID)
     in_the_way = [path for path, content in files.items() if not force and _in_the_way(path, content)]
     if in_the_way:
         for path in in_the_way:
@@ -133,6 +143,16 @@ def _warn_if_not_the_top(top: Path, err: Console) -> None:
                   "the dirs in it are relative to that folder", soft_wrap=True)
 
 
+def _not_a_file(path: Path) -> bool:
+    """Something ``--force`` must not replace: a directory, a FIFO, a socket... (a regular file or
+    a symbolic link is replaced; ``os.replace`` cannot put a file over a directory)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode))
+
+
 def _in_the_way(path: Path, content: str) -> bool:
     """An existing .iac-ci.yml always is; the schema file only when it differs (it is generated)."""
     if not os.path.lexists(path):
@@ -167,8 +187,9 @@ def _write(path: Path, content: str, *, replace: bool) -> None:
 
 
 def _summary(found: terraform.Discovery, err: Console) -> None:
+    how = ", as git lists them" if found.git else ""
     err.print(f"found {_count(len(found.roots), 'Terraform root')} in {render.printable(str(found.top))} "
-              f"({_count(found.searched, 'folder')} searched):", soft_wrap=True)
+              f"({_count(found.searched, 'folder')} searched{how}):", soft_wrap=True)
     width = max(len(render.label(r.path)) for r in found.roots)
     for root in found.roots:
         uses = f"; with {', '.join(root.modules)}" if root.modules else ""
@@ -200,8 +221,9 @@ def _count(n: int, what: str) -> str:
 
 def _no_roots(found: terraform.Discovery, err: Console) -> None:
     err.print(f"[red]error:[/] no Terraform root found in {render.printable(str(found.top))}: searched "
-              f"{_count(found.searched, 'folder')} for *.tf and *.tf.json files, skipping .git, .terraform, "
-              f"node_modules, hidden folders and test folders ({', '.join(sorted(terraform.TEST_NAMES))}); "
-              "nothing written",
+              f"{_count(found.searched, 'folder')}{_BY_GIT if found.git else ''} for *.tf and *.tf.json files, "
+              "skipping .git, .terraform, node_modules, hidden folders and test folders "
+              f"({', '.join(sorted(terraform.TEST_NAMES))} holding {', '.join('*' + s for s in terraform.TEST_FILES)} "
+              "files, or the tests folder of a Terraform folder); nothing written",
               soft_wrap=True)
     _listing(found, err)

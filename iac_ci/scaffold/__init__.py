@@ -2,8 +2,10 @@
 
 - ``hcl``: just enough of Terraform's language to read what matters here (module calls and their
   ``source``, ``provider`` blocks, the ``backend``/``cloud`` block) from ``*.tf`` and ``*.tf.json``;
-- ``terraform``: the walk over a repository that tells roots from modules;
+- ``terraform``: a repository's files (git's list in a work tree, else a walk), which folders are
+  roots and which modules, and each root's paths;
 - ``render``: the roots as plan and apply orders, written out as a commented ``.iac-ci.yml``.
 
-All of it is pure: it reads files and returns records; the CLI (``iac_ci.cli.init``) writes.
+None of it writes: it reads files (asking git which ones count) and returns records; the CLI
+(``iac_ci.cli.init``) writes.
 """

@@ -6,8 +6,10 @@ Each root gets the two orders of ``examples/terraform-pr``:
   is a success), its plan file kept as an artifact. ``when.paths`` are the root's folder and its
   local modules, so a change to a shared module plans every root that uses it.
 - ``apply-<root>``: ``command: apply``, run on ``/iac-ci apply`` with that plan file (``inputs``),
-  after an approving review (``apply_requirements: [approved]``). It repeats the plan's paths:
-  apply orders are selected by their own paths.
+  after an approving review of a head that is not behind its base (``apply_requirements:
+  [approved, undiverged]``, as ``examples/terraform-pr`` has it: a head behind its base would
+  apply code that lacks what was merged meanwhile). It repeats the plan's paths: apply orders are selected by
+  their own paths.
 
 Both have the root's ``dir``, so both hold its lock, ``<owner/repo>:<dir>`` (the default: written
 as a comment, not a value, so renaming the repository cannot leave a stale lock name). The
@@ -30,7 +32,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from iac_ci.scaffold.terraform import Discovery, Root
+from iac_ci.scaffold.terraform import Discovery, Root, label
 from lambda_runtime.job import yaml_text
 from lambda_runtime.job.model import MAX_ORDER_NAME
 
@@ -38,6 +40,7 @@ PLAN_TIMEOUT = 1800
 APPLY_TIMEOUT = 3600
 JOB_ENV = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0"}
 PLAN_FILE = "tfplan"
+APPLY_REQUIREMENTS = ("approved", "undiverged")
 PLAN_CMD = f"terraform plan -input=false -no-color -out={PLAN_FILE} -detailed-exitcode || test $? -eq 2"
 APPLY_CMD = f"terraform apply -input=false -no-color {PLAN_FILE}"
 INIT = "terraform init -input=false -no-color"
@@ -113,7 +116,7 @@ def config(found: Discovery, repo: str | None) -> dict[str, Any]:
         orders.append({"name": p.plan, **where, "when": when, "timeout": PLAN_TIMEOUT,
                        "cmds": [p.init, PLAN_CMD], "artifacts": [PLAN_FILE]})
         orders.append({"name": p.apply, "command": "apply", **where, "when": when, "depends_on": [p.plan],
-                       "inputs": [{"from": p.plan, "path": PLAN_FILE}], "apply_requirements": ["approved"],
+                       "inputs": [{"from": p.plan, "path": PLAN_FILE}], "apply_requirements": list(APPLY_REQUIREMENTS),
                        "timeout": APPLY_TIMEOUT, "cmds": [p.init, APPLY_CMD]})
     return {"env": dict(JOB_ENV), "orders": orders}
 
@@ -129,13 +132,13 @@ def render(found: Discovery, repo: str | None, *, schema: str) -> str:
     lines += _comment(
         f"Written by `iac-ci init` for {roots} Terraform root{'s' if roots != 1 else ''}. Each root has a plan "
         "order, run on every pull request that changes its folder or a local module it uses, and an apply order, "
-        "which applies that saved plan on `/iac-ci apply` once the pull request is approved. Both take the "
-        f"root's lock ({lock}): one pull request at a time plans and applies a root.")
+        "which applies that saved plan on `/iac-ci apply` once the pull request is approved and not behind its "
+        f"base. Both take the root's lock ({lock}): one pull request at a time plans and applies a root.")
     lines.append("#")
     width = max(len(label(p.root.path)) for p in projects(found, repo))
     for p in projects(found, repo):
-        extra = [m for m in p.root.paths if m.endswith("/**") and not m.startswith(f"{p.root.path}/")]
-        uses = f"also planned on changes to {', '.join(x.removesuffix('/**') for x in extra)}" if extra else ""
+        extra = [m.removesuffix("/**") for m in p.root.other_paths]
+        uses = f"also planned on changes to {', '.join(extra)}" if extra else ""
         lines.append(printable(f"#   {label(p.root.path):<{width}}  {uses}".rstrip()))
     if found.modules:
         lines.append("#")
@@ -201,7 +204,8 @@ def _project(found: Discovery, p: Project, repo_known: bool) -> list[str]:
         _line(4, f"depends_on: {plan}"),
         _line(4, f"inputs: [{{from: {_scalar(p.plan, flow=True)}, path: {PLAN_FILE}}}]",
               "the plan file of the pull request's plan run"),
-        _line(4, "apply_requirements: [approved]", "an approving review of the head commit first"),
+        _line(4, f"apply_requirements: {_flow(list(APPLY_REQUIREMENTS))}",
+              "an approving review of the head commit, and a head not behind its base"),
         _line(4, f"timeout: {APPLY_TIMEOUT}"),
         _line(4, "# environment: prod", "a protected environment of the policy, with the apply role"),
         _line(4, "# aws_role: arn:aws:iam::<account>:role/<the apply role>"),
@@ -220,11 +224,6 @@ def _line(indent: int, text: str, comment: str | None = None) -> str:
     if max(len(line), COMMENT_COLUMN - 1) + len(comment) + 3 > WIDTH + 20:
         return f"{' ' * indent}# {printable(comment)}\n{line}"
     return f"{line:<{COMMENT_COLUMN - 1}} # {printable(comment)}"
-
-
-def label(path: str) -> str:
-    """A folder as the comments name it."""
-    return "the top folder" if path == "." else path
 
 
 def _command(cmd: str) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.github_flow import git
 from support.paths import FIXTURES, REPO_ROOT
 
 from iac_ci.cli.main import main
@@ -30,6 +31,8 @@ MONOREPO = FIXTURES / "terraform-monorepo"
 ROOTS = ["envs/dev", "envs/prod", "stacks/dns"]
 SHARED = ["modules/legacy-tags/**", "modules/network/**"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+BACKEND = 'terraform {\n  backend "s3" {}\n}\n'
+ROOT_LIKE = 'provider "aws" {}\n' + BACKEND
 
 
 def copy_of_monorepo(tmp_path: Path) -> Path:
@@ -50,6 +53,37 @@ def write(path: Path, text: str) -> Path:
 
 def files_under(top: Path) -> dict[str, bytes]:
     return {str(p.relative_to(top)): p.read_bytes() for p in sorted(top.rglob("*")) if p.is_file()}
+
+
+def committed(top: Path, files: dict[str, str], links: dict[str, str] | None = None) -> Path:
+    """A real git repository at ``top`` with ``files`` (path -> text) and symbolic ``links``
+    (path -> target), all committed."""
+    top.mkdir(parents=True, exist_ok=True)
+    git(top, "init", "-q")
+    for path, text in files.items():
+        write(top / path, text)
+    for path, target in (links or {}).items():
+        (top / path).parent.mkdir(parents=True, exist_ok=True)
+        (top / path).symlink_to(target)
+    git(top, "add", "-A")
+    git(top, "commit", "-q", "-m", "initial")
+    return top
+
+
+def module_call(name: str, source: str) -> str:
+    return f'module "{name}" {{\n  source = "{source}"\n}}\n'
+
+
+def init_config(top: Path) -> str:
+    """``iac-ci init`` run for real on ``top``: the .iac-ci.yml it wrote."""
+    result = CliRunner().invoke(main, ["init", str(top)])
+    assert result.exit_code == 0, result.output
+    return (top / ".iac-ci.yml").read_text(encoding="utf-8")
+
+
+def planned(config_text: str, *changed: str) -> list[str]:
+    """The plan orders a pull request changing ``changed`` runs (the engine's own selection)."""
+    return selection.select(job_of(config_text), command="plan", event="synchronize", changed=list(changed)).names
 
 
 def job_of(config_text: str) -> Any:
@@ -172,6 +206,7 @@ def test_working_folders_hidden_folders_and_test_fixtures_are_not_searched(tmp_p
     write(top / ".github/scratch/main.tf", root_like)
     write(top / "node_modules/pkg/main.tf", root_like)
     write(top / "test/fixtures/basic/main.tf", root_like)
+    write(top / "test/basic_test.go", "package test\n")  # Terratest's: what makes test/ a test folder
     found = terraform.discover(top)
     assert [r.path for r in found.roots] == ROOTS
     assert {s.path for s in found.skipped} == {".github", "test", "modules/network/tests"}
@@ -181,8 +216,10 @@ def test_a_module_in_a_skipped_folder_is_still_read_when_a_root_uses_it(tmp_path
     write(tmp_path / "app/main.tf", 'provider "aws" {}\nmodule "x" {\n  source = "../tests/helpers"\n}\n')
     write(tmp_path / "tests/helpers/main.tf", 'module "y" {\n  source = "../../lib"\n}\n')
     write(tmp_path / "lib/main.tf", 'variable "a" {}\n')
+    write(tmp_path / "tests/helpers_test.go", "package test\n")  # tests/ is a test folder
     found = terraform.discover(tmp_path)
     assert [(r.path, r.paths) for r in found.roots] == [("app", ("app/**", "lib/**", "tests/helpers/**"))]
+    assert found.skipped == (terraform.Skipped("tests", "test folder"),)
 
 
 def test_unused_modules_and_plain_folders(tmp_path: Path) -> None:
@@ -221,6 +258,128 @@ def test_modules_that_call_each_other_end(tmp_path: Path) -> None:
     assert [(r.path, r.paths) for r in found.roots] == [("root", ("root/**", "a/**", "b/**"))]
 
 
+def test_a_folder_named_test_is_a_root_unless_it_holds_tests(tmp_path: Path) -> None:
+    write(tmp_path / "envs/test/main.tf", BACKEND + module_call("net", "../../modules/net"))
+    write(tmp_path / "envs/test/main.tftest.hcl", 'run "plan" {}\n')  # tested, and a root all the same: a backend
+    write(tmp_path / "modules/net/main.tf", 'variable "cidr" {}\n')
+    write(tmp_path / "qa/fixtures/main.tf", 'provider "aws" {}\n')  # named like a test folder, holding no tests
+    write(tmp_path / "modules/net/tests/setup/main.tf", 'provider "aws" {}\n')  # terraform test's, beside a module
+    write(tmp_path / "test/helper/main.tf", ROOT_LIKE)
+    write(tmp_path / "test/helper_test.go", "package test\n")  # Terratest's
+    found = terraform.discover(tmp_path)
+    assert [(r.path, r.paths) for r in found.roots] == [("envs/test", ("envs/test/**", "modules/net/**")),
+                                                       ("qa/fixtures", ("qa/fixtures/**",))]
+    assert found.skipped == (terraform.Skipped("modules/net/tests", "test folder"),
+                             terraform.Skipped("test", "test folder"))
+    assert planned(init_config(tmp_path), "modules/net/main.tf") == ["plan-envs-test"]
+
+
+def test_a_root_holding_other_roots_leaves_their_changes_to_them(tmp_path: Path) -> None:
+    write(tmp_path / "infra/main.tf", BACKEND + module_call("m", "./modules/m"))
+    write(tmp_path / "infra/modules/m/main.tf", 'variable "a" {}\n')
+    write(tmp_path / "infra/files/policy.json", "{}\n")
+    write(tmp_path / "infra/sub/main.tf", BACKEND)
+    write(tmp_path / "infra/deep/common.tfvars", 'region = "eu-west-1"\n')  # infra's: deep itself is no root
+    write(tmp_path / "infra/deep/x/main.tf", BACKEND)
+    found = terraform.discover(tmp_path)
+    assert {r.path: r.paths for r in found.roots} == {
+        "infra": ("infra/*", "infra/deep/*", "infra/files/**", "infra/modules/**"),
+        "infra/deep/x": ("infra/deep/x/**",), "infra/sub": ("infra/sub/**",)}
+    text = init_config(tmp_path)
+    assert planned(text, "infra/sub/main.tf") == ["plan-infra-sub"]  # neither planned nor locked with infra
+    assert planned(text, "infra/deep/x/main.tf") == ["plan-infra-deep-x"]
+    for change in ("infra/main.tf", "infra/files/policy.json", "infra/modules/m/main.tf", "infra/deep/common.tfvars"):
+        assert planned(text, change) == ["plan-infra"], change
+
+
+def test_only_what_git_lists_is_searched(tmp_path: Path) -> None:
+    top = committed(tmp_path / "repo", {".gitignore": "build/\nvendor/\ncdktf.out/\n", "app/main.tf": ROOT_LIKE})
+    write(top / "build/main.tf", ROOT_LIKE)
+    write(top / "vendor/acme/main.tf", ROOT_LIKE)
+    write(top / "cdktf.out/stacks/app/cdk.tf.json", json.dumps({"terraform": {"backend": {"s3": {}}}}))
+    write(top / "scratch/main.tf", ROOT_LIKE)
+    write(top / ".git/info/exclude", "scratch/\n")  # ignored too, if only here
+    write(top / "envs/new/main.tf", ROOT_LIKE)  # untracked, not ignored: a root before its first commit
+    write(top / "app/.terraform/modules/m/main.tf", ROOT_LIKE)  # not ignored, and never searched all the same
+    committed(top / "other", {"main.tf": ROOT_LIKE})  # a repository of its own inside this one
+    found = terraform.discover(top)
+    assert [r.path for r in found.roots] == ["app", "envs/new"] and found.git
+    assert "other: another git repository inside this one; not searched" in found.notes
+    result = CliRunner().invoke(main, ["init", str(top), "--dry-run"])
+    assert result.exit_code == 0 and "folders searched, as git lists them" in result.stderr
+    shutil.rmtree(top / ".git")  # outside a git work tree: every folder
+    assert [r.path for r in terraform.discover(top).roots] == ["app", "build", "cdktf.out/stacks/app", "envs/new",
+                                                               "other", "scratch", "vendor/acme"]
+
+
+def test_a_root_git_ignores_is_none(tmp_path: Path) -> None:
+    top = committed(tmp_path / "repo", {".gitignore": "build/\n", "README.md": "# infra\n"})
+    write(top / "build/main.tf", ROOT_LIKE)
+    result = CliRunner().invoke(main, ["init", str(top)])
+    assert result.exit_code == 2 and not (top / ".iac-ci.yml").exists()
+    assert "searched 1 folder (of the files git lists: tracked, or untracked and not ignored) for *.tf" \
+        in result.stderr
+
+
+def test_symbolic_links_are_named_as_git_reports_them(tmp_path: Path) -> None:
+    """A linked .tf file changes at its target, a linked module folder at its real folder (and
+    at the link); a folder holding only link targets is no root."""
+    top = committed(tmp_path / "repo", {
+        "envs/dev/main.tf": BACKEND + module_call("net", "../../modules/net"),
+        "shared/providers.tf": 'provider "aws" {}\n',
+        "common/net/main.tf": 'variable "cidr" {}\n',
+    }, links={"envs/dev/providers.tf": "../../shared/providers.tf", "modules/net": "../common/net"})
+    found = terraform.discover(top)
+    (root,) = found.roots
+    assert (root.path, root.providers) == ("envs/dev", ("aws",))  # the linked file is read as its own
+    assert root.paths == ("envs/dev/**", "common/net/**", "modules/net", "shared/providers.tf")
+    assert [(m.path, m.used_by) for m in found.modules] == [("common/net", ("envs/dev",))]
+    assert "shared: its Terraform files are the targets of symbolic links in envs/dev; not taken as a root" \
+        in found.notes
+    text = init_config(top)
+    for change in ("shared/providers.tf", "common/net/main.tf", "modules/net"):
+        assert planned(text, change) == ["plan-envs-dev"], change
+
+
+def test_a_linked_file_outside_the_repository_is_not_followed(tmp_path: Path) -> None:
+    outside = write(tmp_path / "elsewhere/providers.tf", 'provider "google" {}\n')
+    top = committed(tmp_path / "repo", {"app/main.tf": BACKEND}, links={"app/providers.tf": str(outside)})
+    found = terraform.discover(top)
+    assert [(r.path, r.paths, r.providers) for r in found.roots] == [("app", ("app/**",), ())]
+    assert "app/providers.tf: a symbolic link to outside repo; not read" in found.notes
+
+
+def test_module_folders_past_what_when_paths_takes_are_named_by_their_parent(tmp_path: Path) -> None:
+    calls = [module_call(f"a{i}", f"../modules/a/m{i:02}") for i in range(60)]
+    calls += [module_call(f"b{i}", f"../modules/b/m{i:02}") for i in range(60)]
+    write(tmp_path / "app/main.tf", BACKEND + "".join(calls))
+    for group in "ab":
+        for i in range(60):
+            write(tmp_path / f"modules/{group}/m{i:02}/main.tf", 'variable "a" {}\n')
+    (root,) = terraform.discover(tmp_path).roots
+    # the deepest parent first, and only as many as it takes
+    assert root.paths == ("app/**", "modules/a/**", *(f"modules/b/m{i:02}/**" for i in range(60)))
+    assert terraform.MAX_PATHS == 100  # read from lambda_runtime.job.model.When.paths
+
+
+@pytest.mark.parametrize(("count", "collapsed"), [(99, False), (120, True)])
+def test_a_root_using_many_modules_is_scaffolded(tmp_path: Path, count: int, collapsed: bool) -> None:
+    calls = "".join(module_call(f"m{i}", f"../modules/m{i:03}") for i in range(count))
+    write(tmp_path / "app/main.tf", BACKEND + calls)
+    for i in range(count):
+        write(tmp_path / f"modules/m{i:03}/main.tf", 'variable "a" {}\n')
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    paths = yaml_text.load((tmp_path / ".iac-ci.yml").read_text(encoding="utf-8"))["orders"][0]["when"]["paths"]
+    said = "app uses 120 module folders: more paths than when.paths takes (100), so it names those under modules " \
+           "by modules/**"
+    if collapsed:
+        assert paths == ["app/**", "modules/**"] and said in result.stderr
+    else:
+        assert len(paths) == 100 and "more paths than when.paths takes" not in result.stderr
+    assert planned((tmp_path / ".iac-ci.yml").read_text(encoding="utf-8"), "modules/m042/main.tf") == ["plan-app"]
+
+
 # ---- the file ----------------------------------------------------------------------------------
 def test_init_on_the_monorepo_writes_three_root_projects(tmp_path: Path) -> None:
     """The issue's "done": three roots and a shared module, three root projects, valid."""
@@ -238,6 +397,7 @@ def test_init_on_the_monorepo_writes_three_root_projects(tmp_path: Path) -> None
         assert plan["when"] == apply["when"]  # an apply order is selected by its own paths
         assert plan["artifacts"] == ["tfplan"] and apply["inputs"] == [{"from": plan["name"], "path": "tfplan"}]
         assert apply["command"] == "apply" and apply["depends_on"] == [plan["name"]]
+        assert apply["apply_requirements"] == ["approved", "undiverged"]  # as examples/terraform-pr has it
     assert orders["plan-envs-dev"]["when"]["paths"] == ["envs/dev/**", *SHARED]
     # the backend decides what init is told: dev's is partial, prod's complete
     assert '-backend-config="key=envs/dev/terraform.tfstate"' in orders["plan-envs-dev"]["cmds"][0]
@@ -287,6 +447,29 @@ def test_the_top_folder_as_a_root_names_its_lock(tmp_path: Path) -> None:
     job = job_of(text)
     assert selection.select(job, command="plan", event="opened", changed=["modules/net/main.tf"]).names == ["plan"]
     assert selection.select(job, command="plan", event="opened", changed=["docs/index.md"]).names == []
+
+
+def test_the_top_folder_as_a_root_answers_to_the_top_folders_no_other_root_holds(tmp_path: Path) -> None:
+    write(tmp_path / "main.tf", BACKEND + module_call("net", "./modules/net")
+          + 'resource "aws_iam_policy" "p" {\n  policy = templatefile("${path.module}/files/policy.json", {})\n}\n')
+    write(tmp_path / "files/policy.json", "{}\n")
+    write(tmp_path / "templates/user_data.sh.tpl", "#!/bin/sh\n")
+    write(tmp_path / "modules/net/main.tf", 'variable "cidr" {}\n')
+    write(tmp_path / "stacks/dns/main.tf", BACKEND)
+    write(tmp_path / ".github/workflows/ci.yml", "on: push\n")
+    # what other roots and modules own, through symbolic links too, is not the top folder's
+    write(tmp_path / "main.tf", (tmp_path / "main.tf").read_text() + module_call("again", "./lib/net"))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/net").symlink_to("../modules/net")
+    write(tmp_path / "shared/providers.tf", 'provider "aws" {}\n')
+    (tmp_path / "stacks/dns/providers.tf").symlink_to("../../shared/providers.tf")
+    paths = {r.path: r.paths for r in terraform.discover(tmp_path).roots}
+    assert paths == {".": (*terraform.ROOT_FILES, "files/**", "templates/**", "modules/net/**", "lib/net"),
+                     "stacks/dns": ("stacks/dns/**", "shared/providers.tf")}
+    text = init_config(tmp_path)
+    assert planned(text, "files/policy.json") == planned(text, "templates/user_data.sh.tpl") == ["plan"]
+    assert planned(text, "stacks/dns/main.tf") == ["plan-stacks-dns"]
+    assert planned(text, ".github/workflows/ci.yml") == []
 
 
 @pytest.mark.parametrize("name", ["my env", "a #b", "true", "-x", "'q'", "[x]", "a: b", "prød", "x$y", "%{z}"])
@@ -349,6 +532,18 @@ def test_a_second_init_overwrites_nothing_without_force(tmp_path: Path) -> None:
     assert "plan-stacks-mail" in (top / ".iac-ci.yml").read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize("name", [".iac-ci.yml", ".iac-ci.schema.json"])
+def test_a_directory_in_the_way_is_refused_even_with_force(tmp_path: Path, name: str) -> None:
+    """Every target is checked first: the other file is not written either."""
+    top = copy_of_monorepo(tmp_path)
+    (top / name).mkdir()
+    before = files_under(top)
+    result = CliRunner().invoke(main, ["init", str(top), "--force"])
+    assert result.exit_code == 2, result.output
+    assert f"{top / name} exists and is not a file (a directory?)" in result.stderr and "Traceback" not in result.output
+    assert files_under(top) == before and (top / name).is_dir()
+
+
 def test_an_edited_schema_file_is_not_overwritten_and_the_same_one_is_no_conflict(tmp_path: Path) -> None:
     top = copy_of_monorepo(tmp_path)
     write(top / ".iac-ci.schema.json", repo_config_schema.text())
@@ -371,6 +566,7 @@ def test_schema_url_points_at_a_hosted_schema_and_writes_no_file(tmp_path: Path)
 def test_no_root_exits_2_says_what_was_searched_and_writes_nothing(tmp_path: Path) -> None:
     write(tmp_path / "modules/unused/main.tf", 'variable "a" {}\n')
     write(tmp_path / "tests/fixture/main.tf", 'provider "aws" {}\n')
+    write(tmp_path / "tests/fixture_test.go", "package test\n")
     before = files_under(tmp_path)
     result = CliRunner().invoke(main, ["init", str(tmp_path)])
     assert result.exit_code == 2
