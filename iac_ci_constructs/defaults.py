@@ -13,6 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from lambda_runtime.schema import retention
 from lambda_runtime.schema.tables import TableDef
 
 ATTRIBUTE_TYPES = {
@@ -22,7 +23,6 @@ ATTRIBUTE_TYPES = {
 }
 DEAD_LETTER_RETENTION = Duration.days(14)
 MAX_RECEIVE_COUNT = 5
-NONCURRENT_VERSION_DAYS = 7
 ABORT_MULTIPART_DAYS = 1
 ACCESS_LOG_DAYS = 365
 
@@ -92,12 +92,7 @@ def bucket(
         **_BUCKET_BASELINE,
         server_access_logs_bucket=access_logs,
         server_access_logs_prefix=f"{id}/" if access_logs is not None else None,
-        lifecycle_rules=[
-            s3.LifecycleRule(
-                id="AbortIncompleteUploads", abort_incomplete_multipart_upload_after=Duration.days(ABORT_MULTIPART_DAYS)
-            ),
-            *lifecycle_rules,
-        ],
+        lifecycle_rules=_lifecycle_rules(lifecycle_rules),
         removal_policy=removal_policy,
     )
 
@@ -109,24 +104,34 @@ def access_logs_bucket(scope: Construct, id: str, *, removal_policy: RemovalPoli
         scope,
         id,
         **_BUCKET_BASELINE,
-        lifecycle_rules=[
-            s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(ACCESS_LOG_DAYS),
-                             noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS)),
-            s3.LifecycleRule(id="AbortIncompleteUploads",
-                             abort_incomplete_multipart_upload_after=Duration.days(ABORT_MULTIPART_DAYS)),
-        ],
+        lifecycle_rules=_lifecycle_rules([expiring("", ACCESS_LOG_DAYS, rule_id="ExpireAccessLogs")]),
         removal_policy=removal_policy,
     )
 
 
 def expiring(prefix: str, days: int, *, rule_id: str | None = None) -> s3.LifecycleRule:
-    """Objects under ``prefix`` (every object: "") expire after ``days``; their noncurrent versions a week later."""
+    """Objects under ``prefix`` (every object: "") expire after ``days``; the versions that are no longer
+    current a day after they became so (``retention.NONCURRENT_VERSION_DAYS``): the buckets are versioned,
+    and without it an expired object would stay as long again as a noncurrent version."""
     return s3.LifecycleRule(
         id=rule_id or "Expire" + construct_id(prefix.strip("/")),
         prefix=prefix or None,
         expiration=Duration.days(days),
-        noncurrent_version_expiration=Duration.days(NONCURRENT_VERSION_DAYS),
+        noncurrent_version_expiration=Duration.days(retention.NONCURRENT_VERSION_DAYS),
     )
+
+
+def _lifecycle_rules(rules: Sequence[s3.LifecycleRule]) -> list[s3.LifecycleRule]:
+    """``rules`` with what every bucket gets: incomplete multipart uploads aborted after a day and, once
+    anything in the bucket expires, the delete markers left with no version behind them removed. S3
+    removes those by itself only once they are as old as a rule's ``Days`` (8 for ``runs/``), and refuses
+    ``ExpiredObjectDeleteMarker`` in a rule that has ``Days``: hence a rule of its own."""
+    abort = s3.LifecycleRule(id="AbortIncompleteUploads",
+                             abort_incomplete_multipart_upload_after=Duration.days(ABORT_MULTIPART_DAYS))
+    out = [abort, *rules]
+    if any(r.expiration is not None for r in rules):
+        out.append(s3.LifecycleRule(id="RemoveExpiredDeleteMarkers", expired_object_delete_marker=True))
+    return out
 
 
 def queue(scope: Construct, id: str, *, visibility_timeout: Duration | None = None,

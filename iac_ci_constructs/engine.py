@@ -109,6 +109,7 @@ def settings(props: IacCiPipelineProps, *, stack: Stack, storage: Storage, worke
         allowed_source_buckets=tuple(b.bucket_name for b in props.allowed_source_buckets),
         watchdog_grace_seconds=props.watchdog_grace_seconds,
         run_retention_days=props.run_retention_days,
+        max_run_days=props.max_run_days,
         event_ttl_days=props.event_retention_days,
         github_webhook_secret_id=props.github_webhook_secret.secret_arn if props.github_webhook_secret else "",
         github_token_secret_id=props.github_token_secret.secret_arn if props.github_token_secret else "",

@@ -173,19 +173,25 @@ class IacCiPipelineProps:
     it expired, and its order events stay (``event_retention_days``)."""
 
     internal_object_retention_days: int = retention.INTERNAL_OBJECT_RETENTION_DAYS
-    """Days after which the internal bucket's objects expire (noncurrent versions: 7 days later): job
-    submissions, webhook deliveries and worker callbacks this many days after they are written; a run's
-    bundles, logs and artifacts (``runs/``) this many days after the longest a run can last (a job's
-    ``timeout``, at most 7 days: S3 counts from an object's creation, and a run needs its objects until it
-    ends). Default: 1 day (``runs/``: 8 days)."""
+    """Days after which the internal bucket's objects expire: job submissions, webhook deliveries and
+    worker callbacks this many days after they are written; a run's bundles, logs and artifacts
+    (``runs/``) this many days after the longest a run can last (``max_run_days``: S3 counts from an
+    object's creation, and a run needs its objects until it ends). An expired (or deleted, or
+    overwritten) object's noncurrent version goes a day later. Default: 1 day (``runs/``: 8 days)."""
 
     done_object_retention_days: int = retention.DONE_OBJECT_RETENTION_DAYS
     """Days after which the final run summaries (the done bucket's ``<run_id>/done`` objects, written when
-    a run ends) expire. Default: 1 day."""
+    a run ends) expire; their noncurrent versions go a day later. Default: 1 day."""
 
     event_retention_days: int = retention.EVENT_RETENTION_DAYS
     """Days the order events (the audit trail: every transition, approval and lock change) are kept
-    (DynamoDB TTL). Default: 90 days. The state bucket has no expiry: Terraform state is kept for good."""
+    (DynamoDB TTL). Default: 90 days. The state bucket has no expiry, and is retained whatever
+    ``removal_policy`` says: Terraform state is kept for good."""
+
+    max_run_days: int = retention.MAX_RUN_DAYS
+    """The longest a run may last, in days: intake refuses a job whose ``timeout`` is longer, and a run's
+    own objects (``runs/``) expire ``internal_object_retention_days`` after that. Default: 7 days (the
+    most a job's ``timeout`` allows); between 1 and 7."""
 
     vpc: ec2.IVpc | None = None
     """VPC for the workers (worker function and CodeBuild project). Default: workers run outside any VPC."""
@@ -443,10 +449,15 @@ class IacCiPipelineProps:
         for name in ("run_retention_days", "internal_object_retention_days", "done_object_retention_days"):
             out += _int_problems(name, getattr(self, name), 1, retention.MAX_RETENTION_DAYS)
         out += _int_problems("event_retention_days", self.event_retention_days, 1, retention.MAX_RETENTION_DAYS)
+        out += _int_problems("max_run_days", self.max_run_days, 1, retention.MAX_RUN_DAYS)
         if isinstance(self.event_retention_days, int) and isinstance(self.run_retention_days, int) \
                 and self.event_retention_days < self.run_retention_days:
             out.append(f"event_retention_days ({self.event_retention_days}) must be at least run_retention_days "
                        f"({self.run_retention_days}): a run's audit trail must outlive the run")
+        if isinstance(self.internal_object_retention_days, int) and isinstance(self.run_retention_days, int) \
+                and 1 <= self.internal_object_retention_days < self.run_retention_days:
+            out.append(f"run_retention_days ({self.run_retention_days}) must be at most internal_object_retention_days "
+                       f"({self.internal_object_retention_days}): a run's logs and artifacts must outlive the run")
         out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
         out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,
                              None)

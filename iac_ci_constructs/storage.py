@@ -1,7 +1,8 @@
 """The ``Storage`` namespace: the engine's state (tables, buckets, the sops key, the HMAC secrets).
 
-Everything here outlives a run and, with the default ``RemovalPolicy.RETAIN``, the stack; its
-logical ids are those of ``Storage/...`` paths since the first release, so they are never moved.
+Everything here outlives a run and, with the default ``RemovalPolicy.RETAIN``, the stack (the state
+bucket whatever ``removal_policy`` says); its logical ids are those of ``Storage/...`` paths since the
+first release, so they are never moved.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -54,15 +56,15 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
         lifecycle_rules=[  # everything the engine writes there: submissions and callbacks, then runs
             *(defaults.expiring(prefix, props.internal_object_retention_days)
               for prefix in dict.fromkeys(deployment.NOTIFICATIONS)),
-            # a run needs its own objects until it ends, up to a job's longest timeout after they were written
-            defaults.expiring(layout.RUNS_PREFIX, retention.run_object_days(props.internal_object_retention_days)),
+            # a run needs its own objects until it ends, up to the longest a run lasts after they were written
+            defaults.expiring(layout.RUNS_PREFIX,
+                              retention.run_object_days(props.internal_object_retention_days, props.max_run_days)),
         ],
     )
     done = defaults.bucket(
         group, "DoneBucket", removal_policy=removal, access_logs=access_logs,
         lifecycle_rules=[defaults.expiring("", props.done_object_retention_days, rule_id="ExpireDone")])
-    # no expiry: Terraform state (and its noncurrent versions) is kept for good
-    state = defaults.bucket(group, "StateBucket", removal_policy=removal, access_logs=access_logs)
+    state = _state_bucket(group, access_logs=access_logs)
     kms_key: kms.IKey = props.existing_kms_key or kms.Key(
         group, "SopsKey", description="iac-ci: sops-encrypted secrets of order bundles",
         enable_key_rotation=True, removal_policy=removal,
@@ -83,3 +85,13 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
                    state_bucket=state, kms_key=kms_key, webhook_secret=webhook_secret,
                    log_link_secret=log_link_secret,
                    certificates=build_certificates(group, props, access_logs=access_logs))
+
+
+def _state_bucket(scope: Construct, *, access_logs: s3.IBucket) -> s3.Bucket:
+    """The Terraform state of what the orders applied: no expiry (its noncurrent versions, the state's
+    history, are kept too) and always ``RemovalPolicy.RETAIN``, whatever ``removal_policy`` says. That
+    property is for the engine's own records, which a test stack may drop; the state describes
+    infrastructure that outlives the stack, and without it Terraform can neither change nor destroy that
+    infrastructure. For the same reason no auto-delete of its objects is ever set up: removing it is a
+    deliberate step of the teardown (README, Tearing down)."""
+    return defaults.bucket(scope, "StateBucket", removal_policy=RemovalPolicy.RETAIN, access_logs=access_logs)

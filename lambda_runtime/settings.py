@@ -94,6 +94,9 @@ class Settings(BaseModel):
     # retention (``schema.retention``): a final run's items expire this many days after it ends; its
     # order events this many days after they are written
     run_retention_days: int = Field(default=retention.RUN_RETENTION_DAYS, ge=1)
+    # the longest a run may last here: caps a job's ``timeout``, so a run's objects (which expire
+    # ``run_object_days`` after they are written) outlive it
+    max_run_days: int = Field(default=retention.MAX_RUN_DAYS, ge=1, le=retention.MAX_RUN_DAYS)
     event_ttl_days: int = Field(default=retention.EVENT_RETENTION_DAYS, ge=1)
     max_body_bytes: int = 1_000_000
     # caps on one fetched source (git checkout or extracted zip; the zip object and the fetched
@@ -169,6 +172,7 @@ class Settings(BaseModel):
             branch=branch,
             withhold_credentials=withhold_credentials,
             images=self.image_allow_list(),
+            max_job_timeout=retention.max_job_timeout(self.max_run_days),
         )
 
     @property

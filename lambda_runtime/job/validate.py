@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from lambda_runtime.job import dag, matrix
 from lambda_runtime.job.model import (
+    MAX_JOB_TIMEOUT,
     GitSource,
     Job,
     Order,
@@ -26,6 +27,7 @@ from lambda_runtime.job.model import (
 )
 from lambda_runtime.policy.model import Environment, Policy, TriggerEvent, permissive_policy
 from lambda_runtime.schema.images import ImageAllowList
+from lambda_runtime.schema.retention import DAY_SECONDS
 
 MAX_ORDERS = 5000
 
@@ -85,6 +87,9 @@ class ValidationPolicy:
     # a config's job checked as a whole (no run yet): the jobs it follows (``on: after``) and their
     # orders (None: another repository's, unknown here), whose artifacts its inputs may name
     followed: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
+    # the longest ``timeout`` the deployment takes (its ``max_run_days``): a run's objects expire on a
+    # clock that assumes no run outlives it
+    max_job_timeout: int = MAX_JOB_TIMEOUT
 
     def environments(self) -> Policy:
         if self.deployment is not None:
@@ -124,6 +129,10 @@ def parse_job(raw: Any, policy: ValidationPolicy | None = None) -> Job:
     if not policy.internal:
         problems.extend(Problem(None, k, "is set by iac-ci only") for k in ("plan_run", "context", "upstream")
                         if k in raw)
+    if job is not None and job.timeout > policy.max_job_timeout:
+        problems.append(Problem(None, "timeout", f"{job.timeout} seconds is longer than this deployment lets a run "
+                                                 f"last: at most {policy.max_job_timeout} (max_run_days "
+                                                 f"{policy.max_job_timeout // DAY_SECONDS})"))
     job_sources = [("source", job.source)] if job and job.source else _job_source(raw)
     problems.extend(_policy_problems(orders, job_sources, policy))
     if problems:

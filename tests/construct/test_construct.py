@@ -14,9 +14,9 @@ from aws_cdk.assertions import Capture, Match, Template
 from iac_ci_constructs import IacCiPipeline
 from iac_ci_constructs.monitoring import TIMED_OUT_STATE
 from lambda_runtime import watchdog
-from lambda_runtime.schema import deployment, layout, retention
+from lambda_runtime.schema import deployment, layout
 from lambda_runtime.schema.contract import BUILDSPEC_COMMAND
-from lambda_runtime.schema.tables import ORDERS, TABLES
+from lambda_runtime.schema.tables import ORDER_EVENTS, ORDERS, TABLES
 from lambda_runtime.settings import Settings
 
 EXTRA_ROUTE = ("POST", "/webhooks/example")
@@ -137,22 +137,38 @@ def _lifecycle(stack: Stack, resources: dict[str, Any], bucket: Any) -> list[dic
     return list(resources[logical_id(stack, bucket)]["Properties"].get("LifecycleConfiguration", {}).get("Rules", []))
 
 
+ABORT_UPLOADS = {"Id": "AbortIncompleteUploads", "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                 "Status": "Enabled"}
+DELETE_MARKERS = {"Id": "RemoveExpiredDeleteMarkers", "ExpiredObjectDeleteMarker": True, "Status": "Enabled"}
+
+
+def expire(rule_id: str, prefix: str | None, days: int) -> dict[str, Any]:
+    """An expiring rule as synthesized: its noncurrent versions go a day after they stop being current."""
+    rule = {"Id": rule_id, "ExpirationInDays": days, "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+            "Status": "Enabled"}
+    return rule | ({"Prefix": prefix} if prefix is not None else {})
+
+
 def test_retention_defaults_follow_the_design(built) -> None:
     """A day for a final run's items, its done summary and the transient objects; a run's own objects a day
-    after the longest run; 90 days of order events; the state bucket never expires."""
+    after the longest run; each expired object's noncurrent version a day later; 90 days of order events;
+    the state bucket never expires."""
     stack, pipeline, template = built
     resources = template.to_json()["Resources"]
-    rules = _lifecycle(stack, resources, pipeline.internal_bucket)
-    expiring = {r["Prefix"]: r["ExpirationInDays"] for r in rules if "ExpirationInDays" in r}
-    assert expiring == {**dict.fromkeys(deployment.NOTIFICATIONS, 1), layout.RUNS_PREFIX: 1 + retention.MAX_RUN_DAYS}
-    assert {layout.JOBS_PREFIX, layout.CALLBACKS_PREFIX, layout.WEBHOOKS_PREFIX} <= set(expiring)
-    assert all(r.get("NoncurrentVersionExpiration") for r in rules if "ExpirationInDays" in r)
-    done = [r for r in _lifecycle(stack, resources, pipeline.done_bucket) if "ExpirationInDays" in r]
-    assert [(r.get("Prefix"), r["ExpirationInDays"]) for r in done] == [(None, 1)]  # every object
-    state = _lifecycle(stack, resources, pipeline.state_bucket)
-    assert state and not [r for r in state if "ExpirationInDays" in r or "NoncurrentVersionExpiration" in r]
-    orders = resources[logical_id(stack, pipeline.tables[ORDERS.logical_name])]["Properties"]
-    assert orders["TimeToLiveSpecification"] == {"AttributeName": "expire_at", "Enabled": True}
+    assert _lifecycle(stack, resources, pipeline.internal_bucket) == [
+        ABORT_UPLOADS, expire("ExpireJobs", "jobs/", 1), expire("ExpireWebhooks", "webhooks/", 1),
+        expire("ExpireCallbacks", "callbacks/", 1), expire("ExpireRuns", "runs/", 8), DELETE_MARKERS]
+    assert set(deployment.NOTIFICATIONS) | {layout.RUNS_PREFIX} == {r.get("Prefix") for r in _lifecycle(
+        stack, resources, pipeline.internal_bucket)} - {None}  # every prefix the engine writes expires
+    assert _lifecycle(stack, resources, pipeline.done_bucket) == [
+        ABORT_UPLOADS, expire("ExpireDone", None, 1), DELETE_MARKERS]
+    assert _lifecycle(stack, resources, pipeline.access_logs_bucket) == [
+        ABORT_UPLOADS, expire("ExpireAccessLogs", None, 365), DELETE_MARKERS]
+    # Terraform state and its history: nothing expires, not even a noncurrent version
+    assert _lifecycle(stack, resources, pipeline.state_bucket) == [ABORT_UPLOADS]
+    for table in (ORDERS, ORDER_EVENTS):  # TTL written by the runtime: a day after the run ends, 90 days
+        ttl = resources[logical_id(stack, pipeline.tables[table.logical_name])]["Properties"]
+        assert ttl["TimeToLiveSpecification"] == {"AttributeName": "expire_at", "Enabled": True}
     assert (pipeline.settings.run_retention_days, pipeline.settings.event_ttl_days) == (1, 90)
 
 

@@ -24,6 +24,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Match, Template
 
 from iac_ci_constructs import IacCiPipeline, IacCiPipelineProps, IacCiPipelinePropsError
+from lambda_runtime.job.validate import JobValidationError, parse_job
 from lambda_runtime.schema import deployment, retention
 
 KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -55,6 +56,9 @@ def test_vpc_subnets_without_vpc() -> None:
     ("run_retention_days", 0, "run_retention_days must be between 1 and 3650, got 0"),
     ("done_object_retention_days", 4000, "done_object_retention_days must be between 1 and 3650, got 4000"),
     ("event_retention_days", 1.5, "event_retention_days must be an integer, got 1.5"),
+    ("max_run_days", 0, "max_run_days must be between 1 and 7, got 0"),
+    ("max_run_days", 8, "max_run_days must be between 1 and 7, got 8"),
+    ("max_run_days", "7", "max_run_days must be an integer, got '7'"),
     ("api_throttling_rate_limit_per_second", 0, "api_throttling_rate_limit_per_second must be at least 1, got 0"),
     ("api_throttling_burst_limit", True, "api_throttling_burst_limit must be an integer, got True"),
 ])
@@ -166,7 +170,7 @@ def custom() -> tuple[App, Stack, IacCiPipeline, Template]:
         existing_access_logs_bucket=s3.Bucket.from_bucket_name(stack, "Logs", "org-access-logs"),
         alarm_topic=sns.Topic(stack, "Alarms"),
         watchdog_grace_seconds=120, internal_object_retention_days=30, run_retention_days=3,
-        done_object_retention_days=5, event_retention_days=30,
+        done_object_retention_days=5, event_retention_days=30, max_run_days=2,
         api_throttling_rate_limit_per_second=50, api_throttling_burst_limit=100, api_cloud_watch_role=False,
     )
     return app, stack, pipeline, Template.from_stack(stack)
@@ -187,10 +191,22 @@ def test_x86_64_everywhere(custom) -> None:
 
 
 def test_destroy_removal_policy_applies_to_stateful_resources(custom) -> None:
-    _, _, _, template = custom
+    _, stack, pipeline, template = custom
+    state = stack.resolve(pipeline.state_bucket.node.default_child.logical_id)
     for typ in ("AWS::DynamoDB::Table", "AWS::S3::Bucket", "AWS::Logs::LogGroup"):
-        for res in template.find_resources(typ).values():
-            assert res["DeletionPolicy"] == "Delete", typ
+        for logical_id, res in template.find_resources(typ).items():
+            if logical_id != state:
+                assert res["DeletionPolicy"] == "Delete", typ
+
+
+def test_the_state_bucket_is_retained_whatever_the_removal_policy(custom) -> None:
+    """With ``RemovalPolicy.DESTROY`` the state bucket and its objects stay, and none of its objects or
+    noncurrent versions ever expires."""
+    _, stack, pipeline, template = custom
+    bucket = template.to_json()["Resources"][stack.resolve(pipeline.state_bucket.node.default_child.logical_id)]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert [r["Id"] for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]] == ["AbortIncompleteUploads"]
+    assert not template.find_resources("Custom::S3AutoDeleteObjects")
 
 
 def test_existing_key_secret_and_log_bucket_are_used_not_created(custom) -> None:
@@ -215,7 +231,7 @@ def test_alarms_notify_the_topic(custom) -> None:
         assert len(alarm["Properties"]["AlarmActions"]) == 1 and len(alarm["Properties"]["OKActions"]) == 1
 
 
-def test_sizes_retention_throttling_and_lifecycle(custom) -> None:
+def test_sizes_log_retention_and_throttling(custom) -> None:
     _, stack, pipeline, template = custom
     resources = template.to_json()["Resources"]
     worker = resources[stack.resolve(pipeline.worker_function.node.default_child.logical_id)]["Properties"]
@@ -225,18 +241,58 @@ def test_sizes_retention_throttling_and_lifecycle(custom) -> None:
     template.has_resource_properties("AWS::ApiGateway::Stage", {"MethodSettings": [Match.object_like(
         {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100})]})
     template.resource_count_is("AWS::ApiGateway::Account", 0)
-    internal = resources[stack.resolve(pipeline.internal_bucket.node.default_child.logical_id)]["Properties"]
-    days = {r["Prefix"]: r["ExpirationInDays"] for r in internal["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
-    assert days == {"jobs/": 30, "webhooks/": 30, "callbacks/": 30, "runs/": 30 + retention.MAX_RUN_DAYS}
-    done = resources[stack.resolve(pipeline.done_bucket.node.default_child.logical_id)]["Properties"]
-    assert [r["ExpirationInDays"] for r in done["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r] == [5]
     assert (pipeline.settings.run_retention_days, pipeline.settings.event_ttl_days) == (3, 30)
+    # max_run_days=2 reaches intake: a job may not outlast the objects its run keeps
+    assert pipeline.settings.max_run_days == 2
+    policy = pipeline.settings.validation_policy()
+    assert policy.max_job_timeout == 2 * retention.DAY_SECONDS
+    job = {"name": "long", "orders": [{"name": "a", "cmds": ["true"]}]}
+    assert parse_job({**job, "timeout": 2 * retention.DAY_SECONDS}, policy).timeout == 2 * retention.DAY_SECONDS
+    with pytest.raises(JobValidationError) as refused:
+        parse_job({**job, "timeout": 2 * retention.DAY_SECONDS + 1}, policy)
+    assert [str(p) for p in refused.value.problems] == [
+        "job: timeout: 172801 seconds is longer than this deployment lets a run last: at most 172800 (max_run_days 2)"]
+
+
+def expirations(stack: Stack, resources: dict[str, Any], bucket: s3.IBucket) -> dict[str, tuple[int, int]]:
+    """Rule id -> (ExpirationInDays, NoncurrentDays) of a bucket's expiring rules."""
+    rules = resources[stack.resolve(bucket.node.default_child.logical_id)]["Properties"]["LifecycleConfiguration"]
+    return {r["Id"]: (r["ExpirationInDays"], r["NoncurrentVersionExpiration"]["NoncurrentDays"])
+            for r in rules["Rules"] if "ExpirationInDays" in r}
+
+
+def test_lifecycle_follows_the_retention_props(custom) -> None:
+    """Each prefix its own retention, ``runs/`` that many days after ``max_run_days``; a noncurrent version a
+    day after it stops being current, whatever the retention."""
+    _, stack, pipeline, template = custom
+    resources = template.to_json()["Resources"]
+    assert expirations(stack, resources, pipeline.internal_bucket) == {
+        "ExpireJobs": (30, 1), "ExpireWebhooks": (30, 1), "ExpireCallbacks": (30, 1), "ExpireRuns": (30 + 2, 1)}
+    assert expirations(stack, resources, pipeline.done_bucket) == {"ExpireDone": (5, 1)}
+
+
+@pytest.mark.parametrize("max_run_days", range(1, retention.MAX_RUN_DAYS + 1))
+def test_a_run_at_the_longest_timeout_ends_before_its_objects_expire(max_run_days: int) -> None:
+    """The cap intake applies to a job's ``timeout`` and the ``runs/`` expiry come from the same days."""
+    longest = retention.max_job_timeout(max_run_days)
+    assert longest == max_run_days * retention.DAY_SECONDS
+    assert retention.run_object_days(1, max_run_days) * retention.DAY_SECONDS == longest + retention.DAY_SECONDS
+    assert retention.max_job_timeout() == retention.MAX_JOB_TIMEOUT
 
 
 def test_events_must_outlive_runs() -> None:
     with pytest.raises(IacCiPipelinePropsError) as info:
         IacCiPipeline(Stack(App(), "S"), "IacCi", run_retention_days=10, event_retention_days=5)
     assert "event_retention_days (5) must be at least run_retention_days (10)" in str(info.value)
+
+
+def test_a_run_is_never_kept_longer_than_its_logs() -> None:
+    """A run's objects (logs, artifacts) expire at least internal_object_retention_days after it ends: a run
+    kept longer would show in status with its logs gone."""
+    with pytest.raises(IacCiPipelinePropsError) as info:
+        IacCiPipeline(Stack(App(), "S"), "IacCi", run_retention_days=3, internal_object_retention_days=2)
+    assert ("run_retention_days (3) must be at most internal_object_retention_days (2): a run's logs and "
+            "artifacts must outlive the run") in str(info.value)
 
 
 # ---- the constructor's signature is the props ------------------------------------------------------
