@@ -172,6 +172,7 @@ class Notifier:
             attempt=order.attempt,
             exit_code=order.exit_code,
             reason=clip(redact_credentials(order.reason)) if order.reason else None,
+            trace=order.trace or None,
         )
 
     def run_change(self, summary: RunSummary, status: RunStatus, *, final: bool, now: float) -> RunStateChange:

@@ -3,11 +3,12 @@
 The orchestrator decides every state change, so it is the one writer. A metric is recorded only
 for a transition whose conditional write succeeded (``Orchestrator._write``, the finalize that
 won), so a wake-up that loses its lease, or a message delivered twice, never counts anything
-twice: the second attempt finds the order already moved and writes nothing. What one wake-up
-recorded is written once, when it ends (``collecting``), as CloudWatch Embedded Metric Format
-documents built by Powertools' EMF provider: on Lambda to stdout, which CloudWatch Logs turns
-into metrics; in embedded mode to a JSON-lines file (``EmfWriter.to_file``), never the CLI's
-stdout.
+twice: the second attempt finds the order already moved and writes nothing. Each document is
+written the moment it is recorded, right after the write it counts (``collecting``, ``record``),
+so a wake-up that dies (a Lambda timeout, a crash) loses at most the documents of the write it
+was in the middle of: a transition is counted at most once. Documents are CloudWatch Embedded
+Metric Format, built by Powertools' EMF provider: on Lambda on stdout, which CloudWatch Logs turns
+into metrics; in embedded mode in a JSON-lines file (``EmfWriter.to_file``), never the CLI's stdout.
 
 Every value comes from the records' own timestamps (``schema.records``), in seconds:
 
@@ -15,9 +16,10 @@ Every value comes from the records' own timestamps (``schema.records``), in seco
 - ``RunDuration``: accepted (``created_at``) to final (the time the run was finalized).
 - ``OrdersDispatched`` (Count; ``Target``): an order moved to ``running`` and was handed to its worker.
 - ``QueueWait``: ready to dispatched. Ready is the latest of: the end of packaging (``packaged_at``),
-  the end (``finished_at``) of each dependency, and for an order behind an environment's rules
-  the moment they passed (the last approval, the end of the wait timer). So it measures the engine
-  (its wake-ups, its concurrency caps, its locks), not the time a reviewer took.
+  the end (``finished_at``) of each dependency (a skipped one ends when it is skipped), and for an
+  order behind an environment's rules the moment they passed (the last approval, the end of the
+  wait timer). So it measures the engine (its wake-ups, its concurrency caps, its locks), not the
+  time a reviewer took.
 - ``DispatchLatency``: dispatched (``dispatched_at``) to the worker's start (``started_at`` as the
   worker reported it); absent when no worker reported a start (the watchdog spoke for it).
 - ``OrderDuration``: the worker's start to its end (``started_at`` to ``finished_at``; the dispatch
@@ -72,6 +74,9 @@ TIMINGS = (QUEUE_WAIT, DISPATCH_LATENCY, ORDER_DURATION, RUN_DURATION)
 # CloudWatch drops EMF timestamps more than 14 days old or 2 hours ahead; a margin inside both
 MAX_AGE_SECONDS = 13 * 86400
 MAX_AHEAD_SECONDS = 3600
+# runs ``ReadyTimes`` keeps: at least twice the snapshot cache's (``orchestrator.snapshots.CACHED_RUNS``,
+# 256), with room for wake-ups that read side by side (see ``ReadyTimes``)
+READY_RUNS = 1024
 
 Property = str | int | float
 
@@ -190,7 +195,8 @@ def document(obs: Observation, *, namespace: str, service: str, now: float | Non
 
 
 class EmfWriter:
-    """Where a wake-up's documents go, one JSON line each, in one write."""
+    """Where a wake-up's documents go, one JSON line each; the documents of one ``write`` in one
+    call of ``out``, so a line is never split between two writers."""
 
     def __init__(self, out: Callable[[str], None], *, namespace: str = DEFAULT_NAMESPACE, service: str = SERVICE):
         self.namespace = namespace
@@ -234,31 +240,31 @@ class EmfWriter:
         return len(text)
 
 
-_BATCH: ContextVar[list[Observation] | None] = ContextVar("iac_ci_metrics", default=None)
+_WRITER: ContextVar[EmfWriter | None] = ContextVar("iac_ci_metrics", default=None)
 
 
 @contextmanager
-def collecting(writer: EmfWriter) -> Iterator[list[Observation]]:
-    """Collect what this thread records inside the block; write it once at the end, whatever
-    ended the block (what was recorded did happen). A failed write is logged, never raised."""
-    batch: list[Observation] = []
-    token = _BATCH.set(batch)
+def collecting(writer: EmfWriter) -> Iterator[None]:
+    """Inside the block, what this thread records goes to ``writer`` at once: a wake-up killed by
+    its Lambda's timeout has already written the documents of every write it finished."""
+    token = _WRITER.set(writer)
     try:
-        yield batch
+        yield
     finally:
-        _BATCH.reset(token)
-        if batch:
-            try:
-                writer.write(batch)
-            except Exception:
-                logger.exception("could not write metrics", extra={"documents": len(batch)})
+        _WRITER.reset(token)
 
 
 def record(observation: Observation) -> None:
-    """Add to the current ``collecting`` block (none: dropped, e.g. a test calling a method directly)."""
-    batch = _BATCH.get()
-    if batch is not None:
-        batch.append(observation)
+    """Write one document to the current ``collecting`` block's writer (none: dropped, e.g. a test
+    calling a method directly). A failed write is logged, never raised: the transition it counts
+    was written, and the wake-up goes on."""
+    writer = _WRITER.get()
+    if writer is None:
+        return
+    try:
+        writer.write([observation])
+    except Exception:
+        logger.exception("could not write metrics", extra={"documents": 1})
 
 
 @dataclass
@@ -271,9 +277,17 @@ class ReadyTimes:
     """What ``QueueWait`` needs from earlier reads: when the run was packaged and when each order
     ended. The orchestrator's cached reads (``orchestrator.snapshots``) leave both out, as neither
     changes again, so they are kept here from the full read that precedes any cached one and from
-    the transitions written since (bounded like that cache)."""
+    the transitions written since.
 
-    def __init__(self, capacity: int = 256):
+    It must know a run for as long as that cache can serve it a read, or the run's orders lose
+    their ``QueueWait``. The cache keeps the runs of its last full reads of running runs (oldest
+    out first). So this keeps running runs only (a run in any other status dispatches nothing),
+    refreshed by every read, and evicts the one read longest ago: while the cache still holds a
+    run, every other run read since was in the cache beside it or entered it after it, fewer than
+    twice the cache's capacity in all, so with ``capacity`` at least that the run is still here.
+    """
+
+    def __init__(self, capacity: int = READY_RUNS):
         self._runs: OrderedDict[str, _RunTimes] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
@@ -281,14 +295,10 @@ class ReadyTimes:
     def observe(self, snap: RunSnapshot, names: Iterable[str] | None = None) -> None:
         """Remember what ``snap`` says (only about ``names``, when given)."""
         run = snap.run
-        if run is None:
+        if run is None or run.status is not RunStatus.RUNNING or not snap.orders:
             return
         with self._lock:
-            times = self._runs.get(run.run_id)
-            if times is None:
-                times = self._runs[run.run_id] = _RunTimes()
-                while len(self._runs) > self._capacity:
-                    self._runs.popitem(last=False)
+            times = self._touch(run.run_id)
             if run.packaged_at is not None:
                 times.packaged_at = float(run.packaged_at)
             orders = snap.orders.values() if names is None else (snap.orders[n] for n in names)
@@ -296,6 +306,17 @@ class ReadyTimes:
             for order in orders:
                 if order.finished_at is not None and order.name not in known:
                     known[order.name] = float(order.finished_at)
+
+    def _touch(self, run_id: str) -> _RunTimes:
+        """The run's times, now the most recently read (the lock is held)."""
+        times = self._runs.get(run_id)
+        if times is not None:
+            self._runs.move_to_end(run_id)
+            return times
+        times = self._runs[run_id] = _RunTimes()
+        while len(self._runs) > self._capacity:
+            self._runs.popitem(last=False)
+        return times
 
     def ready_at(self, run_id: str, order: OrderRecord) -> float | None:
         with self._lock:

@@ -114,7 +114,7 @@ class Orchestrator:
         """Evaluate ``run_id`` until no wake-up is left pending; returns what happened.
 
         One wake-up is one leg of the run (its own trace on every log line and event it writes,
-        one X-Ray segment) and writes its metrics once, when it ends."""
+        one X-Ray segment) and writes each metric document right after the write it counts."""
         owner = uuid.uuid4().hex
         with log_keys(run_id=run_id, lease_owner=owner), self.legs.leg("orchestrator", run_id) as leg, \
                 metrics.collecting(self.emf):
@@ -216,7 +216,9 @@ class Orchestrator:
         assert run is not None
         try:
             moved = self.store.transition_many(run.run_id, [s.transition for s in steps], fence=fence,
-                                               slots=self.slots)
+                                               slots=self.slots, order_traces={
+                                                   s.transition.name: snap.orders[s.transition.name].trace
+                                                   for s in steps})
         except SlotsFull:
             return False  # another run took the slots first: decide again with the new count
         written = [s for s in steps if s.transition.name in moved]

@@ -134,7 +134,7 @@ def plan(
         for step in (*rejected, *stopped):
             status[step.transition.name] = step.transition.to
         decision.settle += stopped
-        skips, ready = _advance(snap, status)
+        skips, ready = _advance(snap, status, now)
         awaiting, released = _gate(snap, ready, now)
         decision.settle += rejected + skips + awaiting
         startable = released + [n for n in ready if not snap.orders[n].gated]
@@ -226,13 +226,16 @@ def _stop_all(
     return steps
 
 
-def _advance(snap: RunSnapshot, status: Mapping[str, OrderStatus]) -> tuple[list[Step], list[str]]:
+def _advance(snap: RunSnapshot, status: Mapping[str, OrderStatus], now: float) -> tuple[list[Step], list[str]]:
+    """The skip cascade and the ready set. A skip ends its order ``now`` (``finished_at``): an order
+    behind it (``run_if: always``) is ready from then, not from the end of packaging (``QueueWait``)."""
     cascade = dag.plan({n: _node(o, status[n]) for n, o in snap.orders.items()})
     skips = []
     for n, b in cascade.skip.items():
         why = cascade.unneeded.get(n)
         reason = f"not needed: {why}" if why else f"dependency '{b}' did not succeed"
-        skips.append(Step(Transition(n, (OrderStatus.QUEUED,), OrderStatus.SKIPPED, {"reason": reason},
+        skips.append(Step(Transition(n, (OrderStatus.QUEUED,), OrderStatus.SKIPPED,
+                                     {"reason": reason, "finished_at": now},
                                      {"blocked_by": b, **({"unneeded": True} if why else {})})))
     return skips, cascade.ready
 
@@ -254,7 +257,8 @@ def _fail_fast(snap: RunSnapshot, status: Mapping[str, OrderStatus], now: float)
         reason = f"matrix instance '{cause}' failed (fail_fast)"
         st = status[name]
         if st is OrderStatus.QUEUED:
-            steps.append(Step(Transition(name, (st,), OrderStatus.SKIPPED, {"reason": reason}, {"blocked_by": cause})))
+            steps.append(Step(Transition(name, (st,), OrderStatus.SKIPPED, {"reason": reason, "finished_at": now},
+                                         {"blocked_by": cause})))
         elif st is OrderStatus.RUNNING:
             steps.append(Step(Transition(name, (st,), OrderStatus.CANCELLED, {"reason": reason, "finished_at": now},
                                          {"reason": reason}), Effect.STOP_WORKER))

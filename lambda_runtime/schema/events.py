@@ -99,6 +99,10 @@ class OrderStateChange(EventDetail):
     reason: str | None = Field(default=None, description=(
         'Why it ended this way, when the engine knows (a dependency that did not succeed, a '
         "cancellation, a timeout, a worker's error), cut to 2,000 characters. Never a log tail."))
+    trace: str | None = Field(default=None, description=(
+        "The order's own leg trace, ``<run id>:<epoch>`` (the epoch: when it was packaged): what its "
+        "commands see as ``IAC_CI_TRACE_ID`` and the ``leg_trace`` of its X-Ray segment, to follow the "
+        "change to the order's own logs. None for an order packaged before orders had one."))
 
 
 class RunStateChange(EventDetail):

@@ -9,7 +9,7 @@ only if its transition happened.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -78,8 +78,12 @@ class RunStore:
 
     # ---- events -------------------------------------------------------------------------
     def event_put(
-        self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None, **attrs: Any
+        self, run_id: str, subject: str, event_type: str, detail: dict[str, Any] | None = None, *,
+        order_trace: str | None = None, **attrs: Any
     ) -> dict[str, Any]:
+        """The Put of one event item. ``trace`` is the leg that writes it; an order's event also names
+        ``order_trace``, the order's own leg (what its commands see as ``IAC_CI_TRACE_ID``), so a
+        move is found from the order's logs as well as from the wake-up that wrote it."""
         now = self._clock()
         ms = int(now * 1000)
         item = {
@@ -98,6 +102,8 @@ class RunStore:
         trace = current_trace()  # the leg that writes it (``observability.legs``)
         if trace is not None:
             item["trace"] = trace
+        if order_trace:
+            item["order_trace"] = order_trace
         return {"Put": {"TableName": self.events_table, "Item": to_item(item)}}
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -206,14 +212,15 @@ class RunStore:
 
     def transition_many(
         self, run_id: str, moves: Sequence[Transition], *, fence: LeaseFence | None = None,
-        slots: DeploymentSlots | None = None,
+        slots: DeploymentSlots | None = None, order_traces: Mapping[str, str] | None = None,
     ) -> set[str]:
         """Apply many conditional transitions (each with its event) in as few transactions as
         possible; returns the orders that moved. An order whose condition no longer holds (it
         was moved by someone else) is dropped and the rest retried; a failed fence raises
         ``LeaseLost`` because nothing this holder writes may land any more. With ``slots``, each
         transaction also moves the deployment's running counter by what it starts and ends, and
-        raises ``SlotsFull`` when a start would exceed the cap."""
+        raises ``SlotsFull`` when a start would exceed the cap. ``order_traces``: each order's own
+        leg trace (``OrderRecord.trace``), for its events' ``order_trace``."""
         moved: set[str] = set()
         offset = (1 if fence else 0) + (1 if slots else 0)
         per_tx = (MAX_TRANSACT_ITEMS - offset) // 2
@@ -230,7 +237,8 @@ class RunStore:
                     items.append(
                         self._status_update(run_id, order_sk(m.name), m.from_status, {"status": m.to.value, **m.fields})
                     )
-                    items.append(self.event_put(run_id, m.name, transitions.order_event(m.to), m.detail))
+                    items.append(self.event_put(run_id, m.name, transitions.order_event(m.to), m.detail,
+                                                order_trace=(order_traces or {}).get(m.name)))
                 try:
                     self._ddb.transact_write_items(TransactItems=items)
                     moved.update(m.name for m in batch)

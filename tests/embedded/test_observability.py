@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import sys
@@ -25,6 +26,7 @@ from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.logs import logger
 from lambda_runtime.observability import trace
 from lambda_runtime.observability.xray import DAEMON_ADDRESS_ENV, HEADER
+from lambda_runtime.schema.events import ORDER_STATE_CHANGE
 
 pytestmark = pytest.mark.slow
 
@@ -235,6 +237,29 @@ def test_emf_goes_beside_the_events_log_never_to_stdout(observed) -> None:
     assert "CloudWatchMetrics" not in observed["stdout"] and '"_aws"' not in observed["stdout"]
 
 
+def test_an_order_behind_a_skipped_one_waits_from_the_skip_not_from_packaging(observed) -> None:
+    """``a`` fails after 4 s, ``b`` (after ``a``) is skipped, ``c`` (after ``b``, ``run_if: always``)
+    runs: it was ready when ``b`` was skipped, so its queue wait is the engine's, not ``a``'s 4 s."""
+    stack = observed["stack"]
+    job = {"username": "tester", "name": "skipped-dependency", "orders": [
+        {"name": "a", "target": "lambda", "cmds": ["sleep 4", "exit 1"]},
+        {"name": "b", "target": "lambda", "depends_on": ["a"], "cmds": ["true"]},
+        {"name": "c", "target": "lambda", "depends_on": ["b"], "run_if": "always", "cmds": ["true"]}]}
+    code, body = stack.submit(job)
+    assert code == 202, body
+    done = stack.wait(body["run_id"], timeout=90)
+    run_id = done["run_id"]
+    assert {n: o["status"] for n, o in done["orders"].items()} == {"a": "failed", "b": "skipped", "c": "succeeded"}
+    docs = wait_for(lambda: (d := emf_documents(stack, run_id)) and measured(d, "RunsFinished") and d,
+                    what="the run's metrics", timeout=10)
+    orders = stack.store.load(run_id).orders
+    assert orders["b"].finished_at is not None  # a skip ends its order
+    assert orders["a"].finished_at <= orders["b"].finished_at <= orders["c"].dispatched_at
+    (c_wait,) = [d["QueueWait"][0] for d in measured(docs, "QueueWait") if d["order"] == "c"]
+    assert c_wait == pytest.approx(orders["c"].dispatched_at - orders["b"].finished_at, abs=1e-5)
+    assert c_wait < 2.0  # well below a's 4 s: measured from the skip, not from the end of packaging
+
+
 # ---- traces ------------------------------------------------------------------------------------------
 def test_every_leg_sends_one_segment_to_the_runs_one_trace(observed) -> None:
     run_id, orders, daemon = observed["run_id"], observed["orders"], observed["daemon"]
@@ -273,6 +298,34 @@ def test_each_order_sees_its_own_legs_trace(observed) -> None:
     assert len({o.trace for o in orders.values()}) == len(orders)
 
 
+def printed_traces(observed) -> dict[str, str]:
+    """The ``IAC_CI_TRACE_ID`` each tracing order's command printed (``echo "leg=..."``)."""
+    shape = r"leg=([A-Za-z0-9_-]+:\d+(?:\.\d+)?)\b"  # the value, not the echoed command
+    found = {n: re.search(shape, observed["done"]["orders"][n]["log_tail"]) for n in ("build", "test")}
+    assert all(found.values()), found
+    return {n: m.group(1) for n, m in found.items() if m is not None}
+
+
+def test_order_state_change_events_carry_the_orders_own_trace(observed) -> None:
+    printed, orders = printed_traces(observed), observed["orders"]
+    events = observed["stack"].wait_events(observed["run_id"])  # events.jsonl, as a rule delivered them
+    changes = [e["detail"] for e in events if e["detail-type"] == ORDER_STATE_CHANGE]
+    assert {d["order"] for d in changes} == set(orders)
+    for name, seen in printed.items():
+        assert {d["trace"] for d in changes if d["order"] == name} == {seen}  # queued -> running -> succeeded
+    assert all(d["trace"] == orders[d["order"]].trace for d in changes)
+
+
+def test_order_event_items_carry_the_orders_trace_beside_the_writers(observed) -> None:
+    printed, orders = printed_traces(observed), observed["orders"]
+    items = [e for e in observed["events"] if e["event_type"].startswith("order_")]
+    assert {e["order_name"] for e in items} == set(orders)
+    for name, seen in printed.items():
+        assert {e.get("order_trace") for e in items if e["order_name"] == name} == {seen}
+    assert all(e.get("order_trace") == orders[e["order_name"]].trace != e["trace"] for e in items)
+    assert not [e for e in observed["events"] if e["event_type"].startswith("job_") and "order_trace" in e]
+
+
 def test_events_and_log_lines_carry_the_trace_of_the_leg_that_wrote_them(observed) -> None:
     segments = observed["daemon"].segments(observed["run_id"])
     legs = {s["annotations"]["leg_trace"]: s["annotations"]["leg"] for s in segments}
@@ -304,7 +357,7 @@ def test_a_wake_up_that_fails_after_writing_and_is_retried_counts_nothing_twice(
     finally:
         observed["seam"].crash = None
     assert crash.crashed["state_written"] == 1 and done["status"] == "succeeded"
-    # written when the last wake-up ends, a moment after the done object
+    # written right after the finalize that won, a moment after the done object
     docs = wait_for(lambda: (d := emf_documents(stack, done["run_id"])) and measured(d, "RunsFinished") and d,
                     what="the last wake-up's metrics", timeout=10)
     assert Counter(d["order"] for d in measured(docs, "OrdersFinished")) == Counter({"build": 1, "ship": 1})

@@ -268,7 +268,7 @@ def test_without_fail_fast_a_failed_instance_skips_the_dependent_and_leaves_its_
     assert moves(d) == {PY[0]: S.FAILED, "report": S.SKIPPED}
     assert stopped(d) == set() and d.finalize is None
     (skip,) = [s for s in d.settle if s.transition.name == "report"]
-    assert skip.transition.fields == {"reason": f"dependency '{PY[0]}' did not succeed"}
+    assert skip.transition.fields == {"reason": f"dependency '{PY[0]}' did not succeed", "finished_at": NOW}
     # the siblings finish; the run fails
     d = step(job, {PY[0]: S.FAILED, PY[1]: S.RUNNING, PY[2]: S.RUNNING, "report": S.SKIPPED},
              {PY[1]: S.SUCCEEDED, PY[2]: S.SUCCEEDED})
@@ -285,7 +285,8 @@ def test_with_fail_fast_a_failed_instance_cancels_running_and_skips_queued_sibli
     reason = f"matrix instance '{PY[0]}' failed (fail_fast)"
     assert by_name[PY[1]].fields == {"reason": reason, "finished_at": NOW}
     assert by_name[PY[1]].from_status == (S.RUNNING,)
-    assert by_name[PY[2]].fields == {"reason": reason} and by_name[PY[2]].detail == {"blocked_by": PY[0]}
+    assert by_name[PY[2]].fields == {"reason": reason, "finished_at": NOW}
+    assert by_name[PY[2]].detail == {"blocked_by": PY[0]}
 
 
 @pytest.mark.parametrize(

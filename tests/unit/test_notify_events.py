@@ -171,7 +171,8 @@ def test_order_and_run_details(clients, bus) -> None:
     notifier = Notifier(clients.events, name, "prod", clock=lambda: 1000.5)
     run = run_record(run_id="r-1", upstream_run_id="r-0")
     failed = OrderRecord("plan", status=OrderStatus.FAILED, attempt=1, exit_code=3, log_tail="TOKEN=hunter2-tail",
-                         reason="x" * 10_000, secret_refs=({"env": "TOKEN", "ssm": "/iac-ci/t"},))
+                         reason="x" * 10_000, secret_refs=({"env": "TOKEN", "ssm": "/iac-ci/t"},),
+                         trace="r-1:990.250001")
     assert notifier.order_changes(run, [(failed, OrderStatus.RUNNING)]) == 1
     summary = {"run_id": "r-1", "status": "failed", "name": "deploy", "repo": "acme/infra", "commit": "abc123",
                "pr_number": 7, "trigger": "pull_request", "upstream_run_id": "r-0", "created_at": 990.0,
@@ -185,7 +186,7 @@ def test_order_and_run_details(clients, bus) -> None:
         "schema_version": 1, "event_id": "r-1:plan:failed:1", "deployment": "prod", "run_id": "r-1", "job": "deploy",
         "repo": "acme/infra", "commit": "abc123", "pr_number": 7, "trigger": "pull_request", "time": 1000.5,
         "order": "plan", "status": "failed", "previous": "running", "attempt": 1, "exit_code": 3,
-        "reason": detail["reason"]}
+        "reason": detail["reason"], "trace": "r-1:990.250001"}  # the order's own leg
     assert len(detail["reason"]) == schema.REASON_MAX_CHARS and detail["reason"].endswith("[truncated]")
     assert run_event["detail"] == {
         "schema_version": 1, "event_id": "r-1:#run:failed:0", "deployment": "prod", "run_id": "r-1", "job": "deploy",
@@ -197,6 +198,8 @@ def test_order_and_run_details(clients, bus) -> None:
                                   RunStatus.RUNNING, final=False, now=5.0)
     assert (started.event_id, started.final, started.duration_s, started.orders) == (
         "r-1:#run:running:0", False, None, {"queued": 1})
+    packaged_before_traces = OrderRecord("old", status=OrderStatus.SKIPPED)  # trace ""
+    assert notifier.order_change(run, packaged_before_traces, OrderStatus.QUEUED, 5.0).trace is None
 
 
 def test_an_oversized_reason_is_cut_to_fit(clients, bus) -> None:

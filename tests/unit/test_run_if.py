@@ -200,9 +200,10 @@ def test_failure_is_not_needed_when_all_succeed_and_the_run_succeeds() -> None:
     assert moves(d) == {"deploy": S.SUCCEEDED, "notify": S.SKIPPED, "page": S.SKIPPED}
     assert d.start == [] and d.finalize is R.SUCCEEDED
     notify, page = transition(d, "notify"), transition(d, "page")
-    assert notify.fields == {"reason": "not needed: run_if: failure, and every dependency succeeded"}
+    assert notify.fields == {"reason": "not needed: run_if: failure, and every dependency succeeded",
+                             "finished_at": NOW}
     assert notify.detail == {"blocked_by": "deploy", "unneeded": True}
-    assert page.fields == {"reason": "not needed: it follows 'notify', which was not needed"}
+    assert page.fields == {"reason": "not needed: it follows 'notify', which was not needed", "finished_at": NOW}
     assert page.detail == {"blocked_by": "notify", "unneeded": True}
 
 
@@ -228,13 +229,14 @@ def test_drifted_runs_only_after_a_drifted_dependency() -> None:
 def test_drifted_is_not_needed_without_drift() -> None:
     d = step(DRIFT, {"plan": S.RUNNING}, {"plan": S.SUCCEEDED})
     assert moves(d) == {"plan": S.SUCCEEDED, "issue": S.SKIPPED} and d.finalize is R.SUCCEEDED
-    assert transition(d, "issue").fields == {"reason": "not needed: run_if: drifted, and no dependency found drift"}
+    assert transition(d, "issue").fields == {"reason": "not needed: run_if: drifted, and no dependency found drift",
+                                              "finished_at": NOW}
 
 
 def test_drifted_is_skipped_after_a_failed_plan() -> None:
     d = step(DRIFT, {"plan": S.RUNNING}, {"plan": S.FAILED})
     assert moves(d) == {"plan": S.FAILED, "issue": S.SKIPPED} and d.finalize is R.FAILED
-    assert transition(d, "issue").fields == {"reason": "dependency 'plan' did not succeed"}
+    assert transition(d, "issue").fields == {"reason": "dependency 'plan' did not succeed", "finished_at": NOW}
 
 
 def test_a_drifted_plan_makes_the_run_drifted() -> None:

@@ -1,11 +1,13 @@
 """Leg traces, the X-Ray ids and segments built from them, the leg context (log keys, events) and
-the EMF documents of runs and orders: the pure parts of ``lambda_runtime.observability``."""
+the EMF documents of runs and orders: the pure parts of ``lambda_runtime.observability``, and the
+two that need a table (order events' traces, ready times beside the snapshot cache) on moto."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import secrets
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +20,10 @@ from lambda_runtime.observability import legs, metrics, trace
 from lambda_runtime.observability.legs import Leg, Legs, carry, current_trace
 from lambda_runtime.observability.trace import LegClock, LegTrace, TraceError
 from lambda_runtime.observability.xray import HEADER, Segment, SegmentEmitter, daemon_address
+from lambda_runtime.orchestrator.snapshots import CACHED_RUNS, SnapshotCache
 from lambda_runtime.schema.records import OrderRecord, RunRecord, RunSnapshot
 from lambda_runtime.schema.status import OrderStatus, RunStatus
+from lambda_runtime.store.runs import RunStore, Transition
 
 RUN = "3f2a9c0d1b4e5f67"
 NOW = 1_750_000_000.0
@@ -201,13 +205,26 @@ def test_a_leg_ended_by_an_error_says_so_on_its_segment() -> None:
 
 
 def test_events_carry_the_trace_of_the_leg_that_writes_them() -> None:
-    from lambda_runtime.store.runs import RunStore
-
     store = RunStore(None, "orders", "events", clock=lambda: NOW)
     assert "trace" not in store.event_put(RUN, "#job", "job_started")["Put"]["Item"]
     with Legs(clock=lambda: NOW).leg("packaging", RUN) as leg:
         item = store.event_put(RUN, "#job", "job_started")["Put"]["Item"]
-    assert item["trace"] == {"S": str(leg.trace)}
+    assert item["trace"] == {"S": str(leg.trace)} and "order_trace" not in item
+
+
+def test_an_orders_events_carry_its_own_legs_trace_beside_the_writers(clients, stack) -> None:
+    settings, _queues = stack
+    store = RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=lambda: NOW)
+    own = f"{RUN}:1749999990.250000"  # minted when it was packaged
+    put_running_run(store, RUN, [order(trace=own), OrderRecord(name="lint", target="lambda")])
+    start = {"attempt": 1, "dispatched_at": NOW}
+    moves = [Transition("plan", (OrderStatus.QUEUED,), OrderStatus.RUNNING, start),
+             Transition("lint", (OrderStatus.QUEUED,), OrderStatus.RUNNING, start)]
+    with Legs(clock=lambda: NOW).leg("orchestrator", RUN) as wake:
+        assert store.transition_many(RUN, moves, order_traces={"plan": own, "lint": ""}) == {"plan", "lint"}
+    events = {e["order_name"]: e for e in store.events(RUN)}
+    assert (events["plan"]["order_trace"], events["plan"]["trace"]) == (own, str(wake.trace))
+    assert "order_trace" not in events["lint"] and events["lint"]["trace"] == str(wake.trace)  # it has none
 
 
 # ---- metrics --------------------------------------------------------------------------------------
@@ -257,6 +274,49 @@ def test_ready_is_the_last_of_packaging_dependencies_and_the_gate() -> None:
     assert metrics.ready_at(order(), packaged_at=None, finished={}) is None
 
 
+def put_running_run(store: RunStore, run_id: str, orders: list[OrderRecord]) -> None:
+    """A run as packaging leaves it: its orders stored, then ``running`` with ``packaged_at``."""
+    assert store.create_run(RunRecord(run_id=run_id, status=RunStatus.PACKAGING, trace_id=f"{run_id}:1"))
+    assert store.put_orders(run_id, orders)
+    assert store.transition_run(run_id, from_status=RunStatus.PACKAGING, to=RunStatus.RUNNING,
+                                fields={"packaged_at": NOW, "order_count": len(orders)})
+
+
+def test_ready_times_outlast_the_snapshot_cache(clients, stack) -> None:
+    """The engine's pattern (read through the cache, then observe) with a cache of 3 runs: however
+    other runs are read meanwhile, a run the cache still serves from cache keeps its ready times."""
+    settings, _queues = stack
+    store = RunStore(clients.dynamodb, settings.orders_table, settings.events_table, clock=lambda: NOW)
+    cache, times = SnapshotCache(store, capacity=3), metrics.ReadyTimes(capacity=2 * 3)
+    tag = secrets.token_hex(3)
+    target, *others = [f"{tag}-{i}" for i in range(6)]
+    for run_id in (target, *others):
+        put_running_run(store, run_id, [order(status=OrderStatus.SUCCEEDED, finished_at=NOW + 4),
+                                        OrderRecord(name="apply", target="lambda", depends_on=("plan",))])
+    packaging = [f"{tag}-p{i}" for i in range(8)]  # read by the orchestrator before they run
+    for run_id in packaging:
+        assert store.create_run(RunRecord(run_id=run_id, status=RunStatus.PACKAGING, trace_id=f"{run_id}:1"))
+
+    def read(run_id: str) -> RunSnapshot:
+        snap = cache.load(run_id)
+        times.observe(snap)
+        return snap
+
+    # the cache: others[0], others[1], target (oldest first); then a read of each of those
+    for run_id in (others[0], others[1], target, others[0], others[1], *packaging):
+        read(run_id)
+    read(others[2])  # enters the cache; others[0] leaves it
+    read(others[3])  # ... and others[1]; the cache still holds target
+    cached = read(target)
+    assert cached.run is not None and cached.run.packaged_at is None  # served from cache: no times in it
+    assert cached.orders["plan"].finished_at is None
+    assert times.ready_at(target, cached.orders["apply"]) == NOW + 4
+
+
+def test_ready_times_keep_more_runs_than_twice_the_snapshot_cache() -> None:
+    assert metrics.READY_RUNS >= 2 * CACHED_RUNS
+
+
 def test_ready_times_survive_reads_that_leave_them_out() -> None:
     times = metrics.ReadyTimes()
     run = RunRecord(run_id=RUN, status=RunStatus.RUNNING, trace_id=f"{RUN}:1", packaged_at=NOW)
@@ -285,17 +345,32 @@ def test_emf_documents_have_low_cardinality_dimensions_and_the_ids_as_properties
         "attempt": 1, "OrdersDispatched": [1.0], "QueueWait": [3.0]}
 
 
-def test_a_wake_up_writes_what_it_recorded_once_at_its_end_even_when_it_fails(tmp_path: Path) -> None:
+def test_a_document_is_written_when_recorded_so_a_killed_wake_up_keeps_its_counts(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     writer = metrics.EmfWriter.to_file(path, namespace="IacCi/Test")
     run = RunRecord(run_id=RUN, name="job", created_at=NOW)
     metrics.record(metrics.run_finished(run, RunStatus.SUCCEEDED, finished_at=NOW + 1, trace=None))  # no block
+    assert not path.exists()
+
+    def outcomes() -> list[tuple[str, list[float], list[float]]]:
+        docs = [json.loads(line) for line in path.read_text().splitlines()]
+        return [(d["Outcome"], d["RunDuration"], d["RunsFinished"]) for d in docs]
+
     with pytest.raises(RuntimeError), metrics.collecting(writer):
         metrics.record(metrics.run_finished(run, RunStatus.FAILED, finished_at=NOW + 2, trace=None))
-        assert not path.exists()  # nothing before the end
+        assert outcomes() == [("failed", [2.0], [1.0])]  # already out: a Lambda timeout now loses nothing
         raise RuntimeError("lease lost")
-    docs = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(d["Outcome"], d["RunDuration"], d["RunsFinished"]) for d in docs] == [("failed", [2.0], [1.0])]
+    assert outcomes() == [("failed", [2.0], [1.0])]  # and not again when the block ends
+
+
+def test_a_document_that_cannot_be_written_is_logged_and_the_wake_up_goes_on(log_lines) -> None:
+    def broken(_text: str) -> None:
+        raise OSError("disk full")
+
+    run = RunRecord(run_id=RUN, created_at=NOW)
+    with metrics.collecting(metrics.EmfWriter(broken)):
+        metrics.record(metrics.run_finished(run, RunStatus.FAILED, finished_at=NOW, trace=None))
+    assert [line["message"] for line in log_lines()] == ["could not write metrics"]
 
 
 def test_metrics_disabled_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
