@@ -86,7 +86,7 @@ def bucket(
 
     SSE-S3 rather than SSE-KMS: workers and the watchdog reach the internal bucket through
     presigned URLs and Step Functions, which would otherwise need KMS rights of their own."""
-    return s3.Bucket(
+    return _policy_kept_with(s3.Bucket(
         scope,
         id,
         **_BUCKET_BASELINE,
@@ -94,19 +94,28 @@ def bucket(
         server_access_logs_prefix=f"{id}/" if access_logs is not None else None,
         lifecycle_rules=_lifecycle_rules(lifecycle_rules),
         removal_policy=removal_policy,
-    )
+    ), removal_policy)
 
 
 def access_logs_bucket(scope: Construct, id: str, *, removal_policy: RemovalPolicy) -> s3.Bucket:
     """The destination of server access logs: SSE-S3 (the only encryption log delivery supports),
     written through a bucket policy (ACLs disabled), logs kept for a year."""
-    return s3.Bucket(
+    return _policy_kept_with(s3.Bucket(
         scope,
         id,
         **_BUCKET_BASELINE,
         lifecycle_rules=_lifecycle_rules([expiring("", ACCESS_LOG_DAYS, rule_id="ExpireAccessLogs")]),
         removal_policy=removal_policy,
-    )
+    ), removal_policy)
+
+
+def _policy_kept_with(bucket: s3.Bucket, removal_policy: RemovalPolicy) -> s3.Bucket:
+    """A bucket's policy follows the bucket's removal policy. CDK deletes the policy of a retained bucket
+    with the stack, so what ``cdk destroy`` leaves (the Terraform state, for good) would then answer plain
+    HTTP, and the access-log bucket would refuse the deliveries S3 still sends it."""
+    if bucket.policy is not None:
+        bucket.policy.apply_removal_policy(removal_policy)
+    return bucket
 
 
 def expiring(prefix: str, days: int, *, rule_id: str | None = None) -> s3.LifecycleRule:

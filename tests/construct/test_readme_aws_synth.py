@@ -102,8 +102,10 @@ def test_every_retained_kind_has_its_removal_command(sample) -> None:
     script = "\n".join(readme.blocks(readme.section("Tearing down"), "sh"))
     loops = set(re.findall(r"\$\(names (AWS::\S+)\)", script))
     retained = {r["Type"] for r in sample["Resources"].values() if r.get("DeletionPolicy") == "Retain"}
-    # the API Gateway logging role is an account-wide setting of the region: the table says when to keep it
-    assert loops == retained - {"AWS::IAM::Role", "AWS::ApiGateway::Account"}
+    # the API Gateway logging role is an account-wide setting of the region: the table says when to keep it;
+    # a bucket's policy is deleted with its bucket
+    assert loops == retained - {"AWS::IAM::Role", "AWS::ApiGateway::Account", "AWS::S3::BucketPolicy"}
+    assert "AWS::S3::BucketPolicy" in retained  # every retained bucket keeps its TLS-only policy
 
 
 def test_the_deploy_role_reads_the_sample_apps_signing_secret(sample) -> None:

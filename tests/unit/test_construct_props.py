@@ -207,6 +207,12 @@ def test_the_state_bucket_is_retained_whatever_the_removal_policy(custom) -> Non
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
     assert [r["Id"] for r in bucket["Properties"]["LifecycleConfiguration"]["Rules"]] == ["AbortIncompleteUploads"]
     assert not template.find_resources("Custom::S3AutoDeleteObjects")
+    # its TLS-only policy stays with it; the other buckets' policies go with theirs
+    state_id = stack.resolve(pipeline.state_bucket.node.default_child.logical_id)
+    policies = {p["Properties"]["Bucket"]["Ref"]: p.get("DeletionPolicy", "Delete")
+                for p in template.find_resources("AWS::S3::BucketPolicy").values()}
+    assert policies.pop(state_id) == "Retain"
+    assert policies and set(policies.values()) == {"Delete"}
 
 
 def test_existing_key_secret_and_log_bucket_are_used_not_created(custom) -> None:
