@@ -10,15 +10,23 @@ final. The exit code is the outcome, as ``iac-ci status`` gives it: 0 succeeded,
 timed out, cancelled, did not run, or not final yet; 2 bad input, an unknown run or order, or a run
 past its retention.
 
+A follower outlives the API's short outages (``Patience``): a deployment, a throttled or failing
+function, a dropped network. Once the client's own retries are spent, it keeps asking, less and
+less often (at most ``OUTAGE_MAX_WAIT_SECONDS`` apart), saying once on stderr that the API is
+unreachable and once that it is back, and gives up (exit 1) only after ``OUTAGE_LIMIT_SECONDS``
+of outage. Without ``--follow`` one failure ends the command, as before.
+
 Registered on the ``iac-ci`` group by the import at the end of ``iac_ci.cli.main``.
 """
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -39,6 +47,11 @@ from lambda_runtime.intake.order_log import RUN_ID_RE
 from lambda_runtime.schema.status import RunStatus
 
 POLL_SECONDS = 1.0
+OUTAGE_LIMIT_SECONDS = 600.0  # how long a follower rides out an unreachable API before it gives up
+OUTAGE_MAX_WAIT_SECONDS = 30.0  # the longest wait between two tries while it is unreachable
+OUTAGE_FIRST_WAIT_SECONDS = 1.0  # doubled after each failed try, up to OUTAGE_MAX_WAIT_SECONDS
+# how ApiClient says it could not connect (a TLS refusal is a StackError too, and retrying cannot help it)
+UNREACHABLE_PREFIX = "cannot reach "
 HEADER = "==> {order} <=="
 FINAL_RUN = frozenset(s.value for s in RunStatus if s.terminal)
 
@@ -50,6 +63,88 @@ class Refused(Exception):
         super().__init__(f"{status}: {body.get('error')}")
         self.status = status
         self.body = body
+
+
+class Outage(Exception):
+    """The API stayed unreachable for longer than a follower waits (``Patience.limit``)."""
+
+
+@dataclass
+class Patience:
+    """Asks again through an outage: answers 429 or 5xx and network failures, after the client's own
+    retries. ``warn`` gets one line when the API becomes unreachable and one when it is back."""
+
+    warn: Callable[[str], None]
+    limit: float = OUTAGE_LIMIT_SECONDS
+    max_wait: float = OUTAGE_MAX_WAIT_SECONDS
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    _down_since: float | None = field(default=None, init=False)
+
+    def call(self, request: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+        """``request``'s first answer that is not an outage (a 200, or a refusal such as 404)."""
+        wait = OUTAGE_FIRST_WAIT_SECONDS
+        while True:
+            answer = _answer_or_outage(request)
+            if isinstance(answer, tuple):
+                self._back()
+                return answer
+            self._down(answer)
+            self.sleep(wait)
+            wait = min(self.max_wait, wait * 2)
+
+    def _down(self, problem: str) -> None:
+        now = self.clock()
+        if self._down_since is None:
+            self._down_since = now
+            self.warn(f"the API is unreachable ({problem}); trying again for up to {_span(self.limit)}")
+        elif now - self._down_since >= self.limit:
+            raise Outage(f"the API has been unreachable for {_span(now - self._down_since)} ({problem}); giving up")
+
+    def _back(self) -> None:
+        if self._down_since is not None:
+            self.warn(f"the API is back after {_span(self.clock() - self._down_since)}; reading on")
+            self._down_since = None
+
+
+def _answer_or_outage(request: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | str:
+    """The answer, or what made it an outage: a 429 or 5xx, or a network failure (urllib lets one
+    that happens while the answer is read, a reset or a timeout, through as it is). A refusal in the
+    TLS handshake is no outage: asking again cannot change it."""
+    from iac_ci.remote.client import StackError
+
+    try:
+        code, body = request()
+    except StackError as exc:
+        if not str(exc).startswith(UNREACHABLE_PREFIX):
+            raise
+        return str(exc)
+    except ssl.SSLError:
+        raise
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if code == 429 or code >= 500:
+        return f"HTTP {code}: {body.get('error')}"
+    return code, body
+
+
+def _span(seconds: float) -> str:
+    """``45 s``, ``10 min``: how long, as a person says it."""
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+@dataclass
+class PatientClient:
+    """The API client's ``log`` and ``status`` through ``patience``: what a follower reads with."""
+
+    client: Any  # iac_ci.remote.client.ApiClient
+    patience: Patience
+
+    def log(self, run_id: str, order: str, offset: int = 0) -> tuple[int, dict[str, Any]]:
+        return self.patience.call(lambda: self.client.log(run_id, order, offset))
+
+    def status(self, run_id: str) -> tuple[int, dict[str, Any]]:
+        return self.patience.call(lambda: self.client.status(run_id))
 
 
 @dataclass
@@ -134,7 +229,8 @@ def _write(text: str) -> None:
 @click.argument("run_id")
 @click.argument("order", required=False)
 @click.option("-f", "--follow", is_flag=True,
-              help="Keep reading while the order (without ORDER: the run) runs, until it ends.")
+              help="Keep reading while the order (without ORDER: the run) runs, until it ends; "
+                   f"rides out API outages of up to {_span(OUTAGE_LIMIT_SECONDS)}.")
 @target_options()
 def logs(run_id: str, order: str | None, follow: bool, stack: str | None, region: str | None, url: str | None,
          secret: str | None) -> None:
@@ -146,11 +242,14 @@ def logs(run_id: str, order: str | None, follow: bool, stack: str | None, region
     from iac_ci.remote.client import StackError
 
     client = _signed_client(stack, region, url, secret)
+    if follow:
+        client = PatientClient(client, Patience(lambda line: err.print(escape(line), highlight=False),
+                                                limit=OUTAGE_LIMIT_SECONDS))
     reader = LogReader(client, run_id, _write)
     try:
         code = read_order(reader, order, follow=follow, err=err) if order else read_run(
             client, reader, follow=follow, err=err)
-    except StackError as exc:  # unreachable
+    except (StackError, Outage) as exc:  # unreachable (while following: for too long)
         raise click.ClickException(str(exc)) from None
     except Refused as refused:
         if refused.status in (400, 404, 410):  # bad input, never seen, or past its retention

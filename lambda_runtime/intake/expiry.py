@@ -1,5 +1,6 @@
-"""Runs past their retention: ``GET /runs/{id}`` and the log route answer 410 saying when the run
-ended and when it expired, where a bare 404 would leave the reader wondering whether the id is wrong.
+"""Runs past their retention: ``GET /runs/{id}``, the log route and the logs page a PR's link opens
+answer 410 saying when the run ended and when it expired, where a bare 404 would leave the reader
+wondering whether the id is wrong.
 
 A final run's items in the orders table carry a TTL (``expire_at``, epoch seconds). DynamoDB deletes
 an expired item only eventually, days later, and it stays readable until then, so a run is expired

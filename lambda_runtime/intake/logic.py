@@ -338,8 +338,11 @@ class Intake:
             order = OrderRecord(name=request.order)  # its orders are not written yet: queued, no log so far
         if order is None:
             return Reply(404, {"error": f"run '{run_id}' has no order '{request.order}'"})
-        chunk = order_log.read_chunk(self.clients.s3, self.settings.internal_bucket, run_id, order, request.offset,
-                                     now=self.clock())
+        try:
+            chunk = order_log.read_chunk(self.clients.s3, self.settings.internal_bucket, run_id, order,
+                                         request.offset, now=self.clock())
+        except order_log.OffsetRefused as refused:
+            return Reply(400, {"error": "invalid log request", "problems": [str(refused)]})
         return Reply(200, chunk.as_dict())
 
     # ---- the logs page ------------------------------------------------------------------
@@ -351,8 +354,15 @@ class Intake:
         Logs are read as their last bytes only (``Range``), after one listing of the run's objects
         gives every log's size: the page's budget is shared out before anything is read, small
         logs whole and the rest evenly, so one huge log cannot crowd out the others, and the work
-        stays bounded (``MAX_INLINE_LOGS`` logs, read in parallel) within the function's timeout."""
+        stays bounded (``MAX_INLINE_LOGS`` logs, read in parallel) within the function's timeout.
+
+        A run past its retention is a 410 saying when it ended and expired, as ``status`` says it: a
+        link in an old PR comment outlives the run, and would otherwise show its logs until DynamoDB
+        deletes its items, then call it "not found"."""
         snap = self.store.load(run_id)
+        expired = self.expiry.check(run_id, snap.run)
+        if expired is not None:  # as ``GET /runs/{id}`` says it, and before "not found": its items may be gone
+            return Page(410, expired.message() + "\n")
         if snap.run is None:
             return Page(404, f"run {run_id} not found\n")
         names = execution_order(snap)

@@ -20,8 +20,17 @@ dispatched has no log, and is complete at once.
 A chunk is whole lines (a live copy always ends at a line end; a final log's last line may lack
 one), at most ``MAX_CHUNK_BYTES`` of the log and at most ``CHUNK_BUDGET`` once JSON-encoded with
 non-ASCII escaped (a Lambda response is capped at 6 MB, and a control character weighs 6 bytes
-there). Credentials in URLs and token shapes are redacted again, as on the logs page: the worker
-masked the order's own secrets, not whatever a tool printed of others.
+there). The worker redacted credentials in URLs and token shapes as it wrote each line
+(``worker.log``); they are redacted again here, as on the logs page, for a log written before it did.
+
+A request reads from a line start only (``line_start``): byte 0, or a byte after a line end. A
+redaction sees a whole credential only from its start: read from inside one (``hp_...`` after
+the ``g``, a password after its ``user:``), what is left no longer has its shape. The answers of
+this route only ever end at line ends, save one case: a line too long for one answer is cut
+(``take``), and the next request asks from the cut. A cut lies at least ``LONG_LINE_BYTES`` after
+its line's start, farther than any line the worker writes (``LINE_CAP_BYTES`` of output, each
+byte at most 3 once decoded, and a note: under 256 KiB), so an offset that deep into a line is
+taken too.
 
 The request is signed like ``GET /runs/{id}``, with its query inside the signed path
 (``signed_path``): a captured request reads that order of that run from that offset, for the
@@ -53,6 +62,12 @@ PARAMETERS = ("order", "offset")
 RUN_ID_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
 ORDER_RE = re.compile(INSTANCE_NAME_RE)
 OFFSET_RE = re.compile(r"[0-9]{1,15}")
+# an offset this far into a line is taken (the cut of a line too long for one answer; see the module
+# docstring): more than a worker's line can be (under 256 KiB), less than any cut answer carries
+# (``CHUNK_BUDGET`` // 6, as no byte weighs more than 6 escaped; ``MAX_CHUNK_BYTES`` when the line is light)
+LONG_LINE_BYTES = 512 * 1024
+NOT_A_LINE_START = ("offset: not at a line start (ask from 0 or from a next_offset, which always is; "
+                    "a line is read whole)")
 
 LogSource = Literal["final", "live", "none"]
 
@@ -122,6 +137,13 @@ def parse_request(run_id: str, params: Mapping[str, list[str]]) -> tuple[LogRequ
     return LogRequest(run_id, order, int(offset or 0)), []
 
 
+class OffsetRefused(ValueError):
+    """The request's offset is inside a line (``line_start``); its message names the field."""
+
+    def __init__(self) -> None:
+        super().__init__(NOT_A_LINE_START)
+
+
 def get_order(dynamodb: Any, table: str, run_id: str, name: str) -> OrderRecord | None:
     """One order item, strongly consistent (a follower polls one order: not the whole run)."""
     resp = dynamodb.get_item(TableName=table, Key={"run_id": value(run_id), "sk": value(order_sk(name))},
@@ -143,7 +165,7 @@ def read_chunk(s3: Any, bucket: str, run_id: str, order: OrderRecord, offset: in
             source, size, key = name, found, candidate
             break
     final = order.status.terminal and not final_log_may_follow(order, source, now)
-    data = _range(s3, bucket, key, offset, min(size, offset + MAX_CHUNK_BYTES)) if offset < size else b""
+    data = _from_line_start(s3, bucket, key, offset, min(size, offset + MAX_CHUNK_BYTES)) if offset < size else b""
     more_after = offset + len(data) < size
     # nothing more will be written to what was read: its last line may end without a line end
     settled = source == "final" or final
@@ -154,6 +176,31 @@ def read_chunk(s3: Any, bucket: str, run_id: str, order: OrderRecord, offset: in
         next_offset=next_offset, size=size, source=source, complete=final and next_offset >= size,
         text=redact_credentials(data[:taken].decode("utf-8", errors="replace")),
     )
+
+
+def _from_line_start(s3: Any, bucket: str, key: str, offset: int, end: int) -> bytes:
+    """Bytes ``offset`` up to ``end`` of the object, read with the byte before them (one request) to
+    check that ``offset`` is a line start; ``OffsetRefused`` if it is not. Only an offset after no
+    line end needs more: the ``LONG_LINE_BYTES`` before it, read to tell a long line's cut."""
+    if offset == 0:
+        return _range(s3, bucket, key, 0, end)
+    data = _range(s3, bucket, key, offset - 1, end)
+    if not data:  # gone since its size was read: nothing to show
+        return b""
+    if data[:1] != b"\n":
+        before = _range(s3, bucket, key, offset - LONG_LINE_BYTES, offset) if offset >= LONG_LINE_BYTES else b""
+        if not line_start(data[:1], before, offset):
+            raise OffsetRefused
+    return data[1:]
+
+
+def line_start(previous: bytes, before: bytes, offset: int) -> bool:
+    """Whether a read may start at ``offset``: at 0, after a line end (``previous``, the byte before),
+    or ``LONG_LINE_BYTES`` or more into a line (``before``: that many bytes before ``offset``, none
+    of them a line end), where only a long line's cut leads."""
+    if offset == 0 or previous == b"\n":
+        return True
+    return offset >= LONG_LINE_BYTES and len(before) == LONG_LINE_BYTES and b"\n" not in before
 
 
 def final_log_may_follow(order: OrderRecord, source: LogSource, now: float) -> bool:

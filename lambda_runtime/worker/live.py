@@ -3,8 +3,8 @@
 The orchestrator gives the worker one more presigned PUT URL with the others (``live_log_url``: a
 presigned PUT may be used any number of times until it expires). The worker keeps it as it keeps
 the result URL, in its own memory only (``worker.hardening``): no command can find it or write
-through it. The upload reads the worker's own ``OrderLog``, the masked lines only, so the live log
-holds exactly what the final log will hold, up to where it was taken.
+through it. The upload reads the worker's own ``OrderLog``, the masked and redacted lines only, so the
+live log holds exactly what the final log will hold, up to where it was taken.
 
 What it costs is bounded (``LivePolicy``): an upload happens only when the log changed, at most
 every ``min_interval_seconds``, and less often as it grows (after an upload of N bytes the next

@@ -6,6 +6,13 @@ reach it by name: an anonymous temporary file (``O_TMPFILE``: it never has a nam
 the worker, which is undumpable (``/proc/<worker>/fd`` is closed to other processes of its
 user), and uploads it from that handle.
 
+Every line is masked (the order's own secrets) and then has its credentials redacted
+(``redact_credentials``: ``user:password@`` in URLs, token shapes such as ``ghp_...``) as it is
+written, so the final log, the live log and the worker's own stream (CloudWatch, the CodeBuild
+console) hold the same clean text: a reader of any copy, from any offset, finds no credential a
+tool printed, whoever's it was. Masking comes first: it hides a secret whole, where a redaction
+applied first could change part of a secret's printed form and leave the rest of it unmatched.
+
 While the commands run, the same file is published as the live log (``worker.live``): a snapshot
 of its first bytes, always ending at a line end. A live log is capped (``live_cap_bytes``): the
 line that crosses the cap is followed by a note saying the live log stops there, written into the
@@ -15,18 +22,27 @@ log itself, so the live copy stays a prefix of the final log and a reader's offs
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from lambda_runtime.mask_digests import DigestMasker
-from lambda_runtime.masking import Masker
+from lambda_runtime.masking import MASK, Masker, redact_credentials
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
 
 LINE_CAP_BYTES = 64 * 1024
 NOTE_PREFIX = "[iac-ci] "
 MIB = 1024 * 1024
+# the start of a credential a line cut at the cap may end in, too short for ``redact_credentials``
+# to know it (a token's prefix with fewer than its 20 characters; a URL's user:password before its @)
+_CUT_CREDENTIAL = re.compile(
+    r"(\b(gh[pousr]_|github_pat_|glpat-)[A-Za-z0-9_-]*|\b[a-z][a-z0-9+.-]{0,30}://[^/\s]*)$", re.I
+)
+# how far from a cut line's end such a start can be: a URL's scheme, user and password as
+# ``redact_credentials`` bounds them (31 + 3, 256, 1 + 1024); looking no further bounds the search
+_CUT_CREDENTIAL_REACH = 1400
 
 
 def size_text(n: int) -> str:
@@ -34,6 +50,12 @@ def size_text(n: int) -> str:
     if n >= MIB:
         return f"{n / MIB:.3g} MiB"
     return f"{n / 1024:.3g} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def mask_cut_credential(text: str) -> str:
+    """``text`` (a line cut short) with the credential it may end inside of masked."""
+    head, tail = text[:-_CUT_CREDENTIAL_REACH], text[-_CUT_CREDENTIAL_REACH:]
+    return head + _CUT_CREDENTIAL.sub(MASK, tail)
 
 
 class OrderLog:
@@ -74,13 +96,20 @@ class OrderLog:
         return self._masker.mask(text)
 
     def line(self, text: str) -> None:
-        self._write(self._masker.mask(text))
+        self._write(self._clean(text))
 
     def truncated_line(self, text: str) -> None:
         """A line cut at the cap may end inside a secret; drop enough of its end that no fragment
-        of one survives (the longest printed form of any secret, escapes included)."""
+        of one survives (the longest printed form of any secret, escapes included), and mask a
+        credential it ends inside of (``_CUT_CREDENTIAL``), which no shape matches once cut."""
         cut = max(0, len(text) - self._longest_form)
-        self._write(self._masker.mask(text[:cut]) + f" {NOTE_PREFIX}line truncated at {LINE_CAP_BYTES} bytes")
+        shown = mask_cut_credential(self._clean(text[:cut]))
+        self._write(f"{shown} {NOTE_PREFIX}line truncated at {LINE_CAP_BYTES} bytes")
+
+    def _clean(self, text: str) -> str:
+        """What a line of output may show: the order's secrets masked, then others' credentials
+        redacted (see the module docstring for why in this order)."""
+        return redact_credentials(self._masker.mask(text))
 
     def note(self, message: str) -> None:
         self.line(NOTE_PREFIX + message)

@@ -14,6 +14,7 @@ import queue
 import re
 import secrets
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -22,8 +23,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import yaml
@@ -31,10 +33,12 @@ from click.testing import CliRunner
 from support.paths import REPO_ROOT
 from support.waiting import wait_for
 
+from iac_ci.cli import logs as logs_cli
 from iac_ci.cli.main import main
 from iac_ci.embedded.http_api import HttpApi
 from iac_ci.embedded.stack import EmbeddedStack
-from lambda_runtime.intake import order_log, signature
+from iac_ci.remote.client import ApiClient
+from lambda_runtime.intake import log_links, order_log, signature
 from lambda_runtime.schema import deployment, layout
 from lambda_runtime.schema.records import RUN_SK, order_sk
 from lambda_runtime.store.codec import value
@@ -105,13 +109,14 @@ def live_log(served: Served, run_id: str, order: str) -> str:
 
 
 class Lines:
-    """A process's stdout read line by line on a thread, so a test can wait for a line while it runs."""
+    """A process's stdout (or ``stream``) read line by line on a thread, so a test can wait for a line
+    while it runs."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], stream: IO[str] | None = None) -> None:
         self.seen: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
-        assert proc.stdout is not None
-        stdout = proc.stdout
+        stdout = stream or proc.stdout
+        assert stdout is not None
 
         def read() -> None:
             for line in stdout:
@@ -135,8 +140,15 @@ class Lines:
 
 def test_logs_follow_streams_a_running_order(served: Served, tmp_path: Path) -> None:
     gate = tmp_path / "release"
-    run_id = submit(served, tmp_path, {"name": "stream", "orders": [{"name": "stream", "target": "lambda", "cmds": [
-        "echo first-line", f"while [ ! -e {gate} ]; do sleep 0.05; done", "echo second-line"]}]})
+    token = "flw-" + secrets.token_hex(12)
+    served.stack.clients.ssm.put_parameter(Name="/iac-ci/logs/follow-token", Value=token, Type="SecureString",
+                                           Overwrite=True)  # as ``iac-ci serve --ssm NAME=VALUE`` seeds it
+    run_id = submit(served, tmp_path, {"name": "stream", "orders": [{
+        "name": "stream", "target": "lambda", "secrets": [{"env": "TOK", "ssm": "/iac-ci/logs/follow-token"}],
+        "cmds": ["echo first-line", 'echo "the token is $TOK"',
+                 # the value in two pieces, seconds apart: the worker masks whole lines, so it never shows
+                 'printf \'split %s\' "${TOK:0:5}"; sleep 3; printf \'%s\\n\' "${TOK:5}"',
+                 f"while [ ! -e {gate} ]; do sleep 0.05; done", "echo second-line"]}]})
     proc = subprocess.Popen(["iac-ci", "logs", run_id, "stream", "--follow", *served.target], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
@@ -144,11 +156,15 @@ def test_logs_follow_streams_a_running_order(served: Served, tmp_path: Path) -> 
         began = time.monotonic()
         wait_for(lambda: "first-line\n" in lines.text(), timeout=60, poll=0.05, what="the first line, live")
         seen_after = time.monotonic() - began
+        wait_for(lambda: "split ***\n" in lines.text(), timeout=60, poll=0.05, what="the split secret, live")
         # the order is still blocked on the gate: what the follower printed came from the live log
         assert not gate.exists() and proc.poll() is None
         code, status = served.stack.status(run_id)
         assert code == 200 and status["orders"]["stream"]["status"] == "running"
-        assert "second-line" not in lines.text()
+        live = lines.text()
+        assert "second-line" not in live
+        assert "the token is ***\n" in live and "split ***\n" in live
+        assert token not in live and token[5:] not in live
         gate.touch()
         assert proc.wait(timeout=60) == 0
         stderr = proc.stderr.read() if proc.stderr else ""
@@ -158,6 +174,7 @@ def test_logs_follow_streams_a_running_order(served: Served, tmp_path: Path) -> 
             proc.wait()
     out = lines.text()
     assert out == final_log(served, run_id, "stream")  # every byte once: live, then the final log from there
+    assert token not in out and token[5:] not in out
     lines_out = out.splitlines()  # output lines (the announced commands hold the same words)
     assert lines_out.count("first-line") == 1 and lines_out.count("second-line") == 1
     assert out.endswith("order succeeded\n")
@@ -261,16 +278,200 @@ def test_a_signed_log_request_reads_only_the_order_and_offset_it_was_signed_for(
     assert code == 200
 
 
+# ---- credentials: redacted in every copy, and no read from inside a line --------------------------
+
+GITHUB_TOKEN = "ghp_" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe9Dc8Ba7"
+PASSWORD = "hunter22secret"
+CREDENTIAL_URL = f"https://deployer:{PASSWORD}@git.example.com/acme/infra.git"
+
+
+def client(served: Served) -> ApiClient:
+    return ApiClient(served.url, served.secret)
+
+
+def attack_offsets(log: str) -> list[int]:
+    """Byte offsets inside the token's line and inside the URL's ``user:password``, as a stored log
+    written before the worker redacted them would hold them: from there, neither has its shape."""
+    raw = log.encode()
+    token_at = raw.index(b"token ") + len(b"token ")
+    url_at = raw.index(b"https://") + len(b"https://")
+    return [token_at, token_at + 1, url_at, url_at + len(b"deployer:")]
+
+
+def test_credentials_are_redacted_in_every_copy_of_the_log(served: Served, tmp_path: Path) -> None:
+    """The final log, the live log and the worker's own stream (the CodeBuild console; CloudWatch on
+    Lambda) are written redacted, so no offset into any of them reaches a credential."""
+    gate = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "creds", "orders": [{"name": "leak", "target": "codebuild", "cmds": [
+        f"echo 'token {GITHUB_TOKEN} and more'", f"echo 'cloning {CREDENTIAL_URL}'",
+        f"while [ ! -e {gate} ]; do sleep 0.05; done"]}]})
+    live = wait_for(lambda: (text := live_log(served, run_id, "leak")) and "cloning" in text and text,
+                    timeout=60, what="the live log")
+    gate.touch()
+    assert served.stack.wait(run_id, timeout=60)["status"] == "succeeded"
+    stream = (served.stack.log_dir / f"{run_id}-leak.out").read_text()
+    final = final_log(served, run_id, "leak")
+    for where, text in (("live", live), ("final", final), ("stream", stream)):
+        assert GITHUB_TOKEN[1:] not in text and PASSWORD not in text and "deployer" not in text, where
+        assert "token *** and more\n" in text and "cloning https://***@git.example.com/acme/infra.git\n" in text, where
+    code, body = client(served).log(run_id, "leak", 0)
+    assert code == 200 and body["text"] == final
+
+
+def test_a_read_from_inside_a_line_is_refused(served: Served, tmp_path: Path) -> None:
+    """The attack: a signed request whose offset lies inside a credential, so what the route reads no
+    longer has its shape. Against a log stored unredacted (as a worker before this one wrote it)."""
+    run_id = submit(served, tmp_path, {"name": "old-log", "orders": [{"name": "leak", "target": "lambda",
+                                                                       "cmds": ["true"]}]})
+    assert served.stack.wait(run_id, timeout=60)["status"] == "succeeded"
+    stored = f"header\ntoken {GITHUB_TOKEN} and more\ncloning {CREDENTIAL_URL}\n"
+    served.stack.clients.s3.put_object(Bucket=served.stack.settings.internal_bucket,
+                                       Key=layout.log_key(run_id, "leak"), Body=stored.encode())
+    api = client(served)
+    for offset in attack_offsets(stored):
+        code, body = api.log(run_id, "leak", offset)
+        assert code == 400 and body["problems"] == [order_log.NOT_A_LINE_START], (offset, body)
+        assert GITHUB_TOKEN[1:] not in json.dumps(body) and PASSWORD not in json.dumps(body)
+    code, body = api.log(run_id, "leak", len(b"header\n"))  # a line start: read, and redacted again here
+    assert code == 200 and body["text"] == ("token *** and more\n"
+                                            "cloning https://***@git.example.com/acme/infra.git\n")
+    proc = subprocess.run(["iac-ci", "logs", run_id, "leak", *served.target], capture_output=True, text=True,
+                          timeout=120, env=cli_env())
+    assert proc.returncode == 0 and proc.stdout == "header\n" + body["text"], proc.stderr  # asks line starts only
+
+
+# ---- following through an outage ------------------------------------------------------------------------
+
+
+class FlakyProxy:
+    """A real HTTP server in front of the API that forwards each request, or, while ``mode`` says so,
+    answers 503 (``"503"``) or closes the connection without an answer (``"drop"``)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.mode: str | None = None
+        self.failed = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                mode = proxy.mode
+                if mode is not None:
+                    proxy.failed += 1
+                    if mode == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    self._answer(503, b'{"message": "Service Unavailable"}')
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                try:
+                    with urllib.request.urlopen(urllib.request.Request(upstream + self.path, headers=headers),
+                                                timeout=30) as resp:
+                        self._answer(resp.status, resp.read())
+                except urllib.error.HTTPError as exc:
+                    self._answer(exc.code, exc.read())
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None:
+    gate = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "outage", "orders": [{"name": "o", "target": "lambda", "cmds": [
+        "echo before-outage", f"while [ ! -e {gate} ]; do sleep 0.05; done", "echo after-outage"]}]})
+    proxy = FlakyProxy(served.url)
+    proc = subprocess.Popen(["iac-ci", "logs", run_id, "o", "--follow", "--url", proxy.url, "--secret", served.secret],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        out, err = Lines(proc), Lines(proc, proc.stderr)
+        wait_for(lambda: "before-outage\n" in out.text(), timeout=60, poll=0.05, what="the first line, live")
+        proxy.mode = "503"  # the client's own retries are spent first: then the follower's patience
+        wait_for(lambda: "the API is unreachable" in err.text(), timeout=60, what="the outage noticed")
+        failed = proxy.failed
+        wait_for(lambda: proxy.failed > failed, timeout=60, what="another try through the outage")
+        proxy.mode = "drop"  # and a network failure: the connection closed without an answer
+        failed = proxy.failed
+        wait_for(lambda: proxy.failed > failed, timeout=60, what="a try met by a dropped connection")
+        assert proc.poll() is None  # still following
+        proxy.mode = None
+        wait_for(lambda: "the API is back" in err.text(), timeout=60, what="the API back")
+        gate.touch()
+        assert proc.wait(timeout=60) == 0, err.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.close()
+    stderr = " ".join(err.text().split())  # rich wraps long lines
+    assert stderr.count("the API is unreachable") == 1 and stderr.count("the API is back") == 1, stderr
+    assert "HTTP 503" in stderr and "order o: succeeded (exit code 0)" in stderr
+    assert out.text() == final_log(served, run_id, "o")  # nothing lost, nothing twice
+    assert out.text().splitlines().count("after-outage") == 1  # (the announced command holds it too)
+
+
+def test_logs_follow_gives_up_after_a_bounded_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a port nothing listens on: every connection is refused
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setattr(logs_cli, "OUTAGE_LIMIT_SECONDS", 2.0)  # OUTAGE_LIMIT_SECONDS: 10 minutes
+    began = time.monotonic()
+    proc = cli("logs", "0123456789abcdef", "a", "--follow", "--url", closed, "--secret", "s")
+    stderr = " ".join(proc.stderr.split())
+    assert proc.returncode == 1, stderr
+    assert stderr.count("the API is unreachable (cannot reach") == 1 and "trying again for up to 2 s" in stderr
+    assert "giving up" in stderr and "the API is back" not in stderr
+    assert time.monotonic() - began < 60
+    once = cli("logs", "0123456789abcdef", "a", "--url", closed, "--secret", "s")  # not following: no patience
+    assert once.returncode == 1 and "cannot reach" in once.stderr and "trying again" not in once.stderr
+
+
 # ---- expired runs ----------------------------------------------------------------------------------
+
+
+def page(url: str) -> tuple[int, str, str]:
+    """A log link opened as a browser opens it: status, content type and text."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
 def test_an_expired_run_is_answered_plainly(served: Served, tmp_path: Path) -> None:
     stack = served.stack
     run_id = submit(served, tmp_path, {"name": "old", "orders": [{"name": "a", "target": "lambda",
-                                                                   "cmds": ["echo old"]}]})
+                                                                   "cmds": ["echo old"]},
+                                                                  {"name": "b", "target": "lambda",
+                                                                   "cmds": ["echo older"]}]})
     assert stack.wait(run_id, timeout=60)["status"] == "succeeded"
     ddb, table = stack.clients.dynamodb, stack.settings.orders_table
     run_key = {"run_id": value(run_id), "sk": value(RUN_SK)}
+    order_keys = [{"run_id": value(run_id), "sk": value(order_sk(name))} for name in ("a", "b")]
+    # the engine's own finalize wrote the TTL: one day after the run ended, on the run and every order
+    run_item = ddb.get_item(TableName=table, Key=run_key, ConsistentRead=True)["Item"]
+    ttl = int(float(run_item["finished_at"]["N"])) + 86400
+    assert int(run_item["expire_at"]["N"]) == ttl
+    for key in order_keys:
+        assert int(ddb.get_item(TableName=table, Key=key, ConsistentRead=True)["Item"]["expire_at"]["N"]) == ttl
+    link = log_links.link(served.url, stack.secret(stack.settings.log_link_secret_id), run_id,
+                          expires_at=int(time.time()) + 3600)
+    assert page(link)[0] == 200  # the PR's link, while the run is kept
     # the TTL the engine writes when the run ends, already past (moto never deletes by TTL)
     now = time.time()
     ddb.update_item(TableName=table, Key=run_key, UpdateExpression="SET expire_at = :e",
@@ -286,14 +487,20 @@ def test_an_expired_run_is_answered_plainly(served: Served, tmp_path: Path) -> N
     assert logs.returncode == 2 and f"run {run_id} ended on {day}" in " ".join(logs.stderr.split())
     code, body = stack.status(run_id)
     assert code == 410 and body["expired"] is True and body["expire_at"] == int(now) - 60
+    code, content_type, text = page(link)  # the same link, now: said as status says it, not the logs
+    assert code == 410 and content_type.startswith("text/plain") and text == f"{body['error']}\n"
+    assert "old\n" not in text
 
     # DynamoDB deletes the items (eventually): the run's events, kept far longer, still tell
     ddb.delete_item(TableName=table, Key=run_key)
-    ddb.delete_item(TableName=table, Key={"run_id": value(run_id), "sk": value(order_sk("a"))})
+    for key in order_keys:
+        ddb.delete_item(TableName=table, Key=key)
     gone = cli("status", run_id, *served.target)
     assert gone.returncode == 2 and f"run {run_id} ended on {day}" in " ".join(gone.stderr.split())
     code, body = stack.status(run_id)
     assert code == 410 and body["ended_at"] == pytest.approx(float(ended), abs=2)
+    code, _, text = page(link)  # not "not found"
+    assert code == 410 and text == f"{body['error']}\n" and f"run {run_id} ended on {day}" in text
     # a run never seen has neither items nor events: still a 404
     assert stack.status("0123456789abcdef")[0] == 404
 

@@ -12,8 +12,11 @@ from lambda_runtime.intake import order_log
 from lambda_runtime.intake.expiry import Expired, expired_from_events, expired_run
 from lambda_runtime.intake.order_log import (
     CHUNK_BUDGET,
+    LONG_LINE_BYTES,
+    MAX_CHUNK_BYTES,
     final_log_may_follow,
     json_cost,
+    line_start,
     parse_request,
     signed_path,
     take,
@@ -55,6 +58,54 @@ def test_the_budget_keeps_the_answer_under_the_lambda_response_cap() -> None:
     worst = ("\x01" * (order_log.MAX_CHUNK_BYTES - 1) + "\n").encode()  # 6 bytes each once escaped
     taken = take(worst, whole=True, full=False, budget=CHUNK_BUDGET)
     assert json_cost(worst[:taken].decode()) <= CHUNK_BUDGET < 6_000_000 - 10_000
+
+
+# ---- reading from a line start only ---------------------------------------------------------------
+
+
+def window(log: bytes, offset: int) -> tuple[bytes, bytes]:
+    """What the route reads to check ``offset``: the byte before it and the ``LONG_LINE_BYTES`` before it."""
+    before = log[offset - LONG_LINE_BYTES:offset] if offset >= LONG_LINE_BYTES else b""
+    return log[offset - 1:offset] if offset else b"", before
+
+
+def test_a_read_starts_at_a_line_start_only() -> None:
+    log = b"token ***\nclone https://***@git.example.com/x.git\n"
+    second = log.index(b"clone")
+    for offset in (0, second, len(log)):
+        assert line_start(*window(log, offset), offset), offset
+    for offset in (1, 7, second + 9, second - 1):  # inside a word, a credential, before a line end
+        assert not line_start(*window(log, offset), offset), offset
+
+
+def test_deep_inside_a_long_line_is_a_cut_and_is_taken() -> None:
+    log = b"short\n" + b"x" * (LONG_LINE_BYTES + 10)
+    start = len(b"short\n")
+    assert not line_start(*window(log, start + LONG_LINE_BYTES - 1), start + LONG_LINE_BYTES - 1)
+    assert line_start(*window(log, start + LONG_LINE_BYTES), start + LONG_LINE_BYTES)
+
+
+def test_the_long_line_bound_lies_between_a_worker_line_and_a_cut() -> None:
+    from lambda_runtime.worker.log import LINE_CAP_BYTES
+
+    worker_line = 3 * LINE_CAP_BYTES + 1024  # every byte a replacement character, and a note
+    assert worker_line < 256 * 1024 < LONG_LINE_BYTES < min(CHUNK_BUDGET // 6 - 3, MAX_CHUNK_BYTES)
+
+
+@pytest.mark.parametrize("line", [b"\x01" * (2 * CHUNK_BUDGET // 6) + b"\n",  # too heavy for one answer
+                                  b"y" * (3 * MAX_CHUNK_BYTES) + b"\n"])  # too long for one
+def test_a_reader_that_asks_from_each_next_offset_is_never_refused(line: bytes) -> None:
+    """A line too long for one answer is cut; every next_offset the route gives out, cut or line end,
+    is one it takes back."""
+    log = b"first\n" + line + b"last\n"
+    offset, offsets = 0, []
+    while offset < len(log):
+        assert line_start(*window(log, offset), offset), offset
+        data = log[offset:offset + MAX_CHUNK_BYTES]
+        more_after = offset + len(data) < len(log)
+        offset += take(data, whole=not more_after, full=more_after, budget=CHUNK_BUDGET)
+        offsets.append(offset)
+    assert offset == len(log) and len(offsets) > 3
 
 
 # ---- the request -----------------------------------------------------------------------------------
