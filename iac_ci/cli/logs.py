@@ -50,8 +50,6 @@ POLL_SECONDS = 1.0
 OUTAGE_LIMIT_SECONDS = 600.0  # how long a follower rides out an unreachable API before it gives up
 OUTAGE_MAX_WAIT_SECONDS = 30.0  # the longest wait between two tries while it is unreachable
 OUTAGE_FIRST_WAIT_SECONDS = 1.0  # doubled after each failed try, up to OUTAGE_MAX_WAIT_SECONDS
-# how ApiClient says it could not connect (a TLS refusal is a StackError too, and retrying cannot help it)
-UNREACHABLE_PREFIX = "cannot reach "
 HEADER = "==> {order} <=="
 FINAL_RUN = frozenset(s.value for s in RunStatus if s.terminal)
 
@@ -111,13 +109,11 @@ def _answer_or_outage(request: Callable[[], tuple[int, dict[str, Any]]]) -> tupl
     """The answer, or what made it an outage: a 429 or 5xx, or a network failure (urllib lets one
     that happens while the answer is read, a reset or a timeout, through as it is). A refusal in the
     TLS handshake is no outage: asking again cannot change it."""
-    from iac_ci.remote.client import StackError
+    from iac_ci.remote.client import Unreachable
 
     try:
         code, body = request()
-    except StackError as exc:
-        if not str(exc).startswith(UNREACHABLE_PREFIX):
-            raise
+    except Unreachable as exc:
         return str(exc)
     except ssl.SSLError:
         raise

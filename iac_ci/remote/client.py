@@ -6,6 +6,7 @@ own AWS credentials, so access to a stack is governed by IAM (``grant_submit``).
 """
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import time
@@ -23,6 +24,11 @@ from lambda_runtime.schema.status import RunStatus
 
 class StackError(RuntimeError):
     pass
+
+
+class Unreachable(StackError):
+    """The API could not be reached or the connection broke: asking again later may succeed (a TLS
+    refusal is a plain StackError, since it cannot)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +180,13 @@ class ApiClient:
                 if isinstance(exc.reason, ssl.SSLError):  # a certificate problem: retrying cannot help
                     raise StackError(_tls_refusal(self._url, exc.reason)) from None
                 if last:
-                    raise StackError(f"cannot reach {self._url}: {exc.reason}") from None
+                    raise Unreachable(f"cannot reach {self._url}: {exc.reason}") from None
+            except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+                # the connection broke or timed out after the request went out: the API may have acted on
+                # it, so only a read or a request it recognises when sent again (Idempotency-Key) is retried
+                if last or not (method == "GET" or req.get_header("Idempotency-key")):
+                    raise Unreachable(f"cannot reach {self._url}: the connection broke "
+                                      f"({type(exc).__name__}: {exc or 'no answer'})") from None
             self._sleep(0.5 * 2 ** attempt)
         raise AssertionError("unreachable")
 
