@@ -10,7 +10,8 @@
 4. import time of each Lambda entrypoint vs a bare boto3 + pydantic + powertools import;
 5. estimated AWS cost of the control plane per 1,000 orders, from the counted calls;
 6. masking throughput and the sandbox sweep per order;
-7. pull requests: selecting a push's orders in a 1,000-root monorepo, and a lock's cost.
+7. pull requests: selecting a push's orders in a 1,000-root monorepo, and a lock's cost;
+8. operations: `iac-ci logs --follow` latency, `iac-ci init` on 200 roots, certificate rotation, EMF writes.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 import scale  # noqa: E402
 from bench_masking import run as masking  # noqa: E402
+from bench_operations import run as operations  # noqa: E402
 from bench_pipelines import run as pipelines  # noqa: E402
 from bench_pr import run as pull_requests  # noqa: E402
 from transitions import run as transitions  # noqa: E402
@@ -218,6 +220,7 @@ def main() -> int:
     sandbox_sweep()
     pull_requests(row)
     pipelines(row)
+    operations(row)
     return 0
 
 
