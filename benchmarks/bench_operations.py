@@ -2,7 +2,7 @@
 
 1. ``iac-ci logs RUN ORDER --follow`` against a real ``iac-ci serve``: an order prints ``tick <epoch>``
    every 0.25 s for ~12 s; each line's latency is the time the follower printed it minus the epoch in
-   it (the README says a running order's log appears within about two seconds), and the tail is
+   it (the README says a running order's log reaches the follower within about three seconds), and the tail is
    the time from the order's last line to the follower's exit (the order ends, its final log is
    read and its status reported).
 2. ``iac-ci init --dry-run`` on a generated git repository of 200 roots (``envs/<n>``, each with
@@ -44,7 +44,7 @@ T = TypeVar("T")
 IAC_CI = str(Path(sys.executable).with_name("iac-ci"))
 TICK = re.compile(r"^tick (\d+\.\d+)$")
 SECRET_LINE = re.compile(r"job signing secret \(X-IacCi-Signature-256\): (\S+)")
-README_LIVE_SECONDS = 2.0  # "A running order's log appears within about two seconds of being written"
+README_LIVE_SECONDS = 3.0  # "A running order's log reaches `iac-ci logs --follow` within about three seconds"
 
 
 def _p95(values: list[float]) -> float:
@@ -187,7 +187,7 @@ def logs_follow(row: Row, seconds: float = 12.0, every: float = 0.25) -> None:
         "operations",
         "logs --follow: line latency p50 / p95 / max (s)",
         f"{statistics.median(lat):.2f} / {p95:.2f} / {max(lat):.2f}",
-        f"p95 {claim} the README's 'within about two seconds of being written'",
+        f"p95 {claim} the README's 'within about three seconds of being written'",
     )
     row("operations", "logs --follow: tick lines seen", f"{len(lat)}", f"of {expected} printed every {every:g} s")
     row(
