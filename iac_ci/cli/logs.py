@@ -1,14 +1,17 @@
-"""``iac-ci logs RUN_ID [ORDER] [--follow]``: an order's full masked log, or every order's of a run,
-read through the signed log route (``GET /runs/{id}/log``, ``intake.order_log``) of a deployed stack
-(``--stack``) or an ``iac-ci serve`` (``--url``, ``--secret``).
+"""``iac-ci logs RUN_ID [ORDER] [--follow] [--prefix]``: an order's full masked log, or every order's
+of a run, read through the signed log route (``GET /runs/{id}/log``, ``intake.order_log``) of a
+deployed stack (``--stack``) or an ``iac-ci serve`` (``--url``, ``--secret``).
 
 stdout carries the log and nothing else; for a whole run, each order's log comes under a header line
 (``==> ORDER <==``), in execution order. The order's (or the run's) status goes to stderr at the end.
 ``--follow`` keeps asking while the order runs (the worker publishes its log as it writes it) until
 the order is final and its log complete; for a whole run, order after order, then until the run is
-final. The exit code is the outcome, as ``iac-ci status`` gives it: 0 succeeded, 3 drifted, 1 failed,
-timed out, cancelled, did not run, or not final yet; 2 bad input, an unknown run or order, or a run
-past its retention.
+final. ``--prefix`` puts ``[ORDER] `` before every line instead of the headers, as ``kubectl logs
+--prefix`` does; following a whole run with it, each round asks every order not yet complete for
+what it has from its offset, so the orders that run side by side show their lines as they come,
+interleaved, each line whole. The exit code is the outcome, as ``iac-ci status`` gives it: 0
+succeeded, 3 drifted, 1 failed, timed out, cancelled, did not run, or not final yet; 2 bad input, an
+unknown run or order, or a run past its retention.
 
 A follower outlives the API's short outages (``Patience``): a deployment, a throttled or failing
 function, a dropped network. Once the client's own retries are spent, it keeps asking, less and
@@ -25,8 +28,8 @@ import http.client
 import ssl
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import click
@@ -51,6 +54,7 @@ OUTAGE_LIMIT_SECONDS = 600.0  # how long a follower rides out an unreachable API
 OUTAGE_MAX_WAIT_SECONDS = 30.0  # the longest wait between two tries while it is unreachable
 OUTAGE_FIRST_WAIT_SECONDS = 1.0  # doubled after each failed try, up to OUTAGE_MAX_WAIT_SECONDS
 HEADER = "==> {order} <=="
+PREFIX = "[{order}] "
 FINAL_RUN = frozenset(s.value for s in RunStatus if s.terminal)
 
 
@@ -158,20 +162,68 @@ class LogReader:
         Returns the last answer (its ``status``, ``exit_code``, ``complete``)."""
         offset = 0
         while True:
-            code, body = self.client.log(self.run_id, order, offset)
-            if code != 200:
-                raise Refused(code, body)
-            if body.get("text"):
-                self.out(str(body["text"]))
-            advanced = int(body["next_offset"]) > offset
-            offset = int(body["next_offset"])
+            body, offset, more = self.chunk(order, offset)
             if body.get("complete"):
                 return body
-            if advanced and offset < int(body.get("size") or 0):
+            if more:
                 continue  # more is there already
             if not follow:
                 return body
             self.sleep(self.poll_seconds)
+
+    def chunk(self, order: str, offset: int) -> tuple[dict[str, Any], int, bool]:
+        """One answer from ``offset``, its text written: the answer, where to ask next, and whether
+        more is there already (the answer stopped short of the copy's end)."""
+        code, body = self.client.log(self.run_id, order, offset)
+        if code != 200:
+            raise Refused(code, body)
+        if body.get("text"):
+            self.out(str(body["text"]))
+        next_offset = int(body["next_offset"])
+        return body, next_offset, offset < next_offset < int(body.get("size") or 0)
+
+
+@dataclass
+class Prefixed:
+    """One order's text, written on as whole lines each after ``[ORDER] ``. An answer may end inside a
+    line (a line too long for one answer is cut; a final log's last line may lack its end): that part
+    waits for the rest, so no other order's line lands inside it."""
+
+    order: str
+    out: Callable[[str], None]
+    _rest: str = field(default="", init=False)
+
+    def write(self, text: str) -> None:
+        *lines, self._rest = (self._rest + text).split("\n")
+        if lines:
+            self.out(with_prefix(self.order, lines))
+
+    def close(self) -> None:
+        """Nothing more will come: the last line too, given the line end it lacks."""
+        if self._rest:
+            self.out(with_prefix(self.order, [self._rest]))
+            self._rest = ""
+
+
+def with_prefix(order: str, lines: Iterable[str]) -> str:
+    return "".join(PREFIX.format(order=order) + line + "\n" for line in lines)
+
+
+def read_log(reader: LogReader, order: str, *, follow: bool, prefix: bool) -> dict[str, Any]:
+    """``reader.read``; with ``prefix``, each line after its order's name."""
+    if not prefix:
+        return reader.read(order, follow=follow)
+    lines = Prefixed(order, reader.out)
+    body = replace(reader, out=lines.write).read(order, follow=follow)
+    lines.close()
+    return body
+
+
+def write_no_log_note(out: Callable[[str], None], order: str, body: dict[str, Any], *, prefix: bool) -> None:
+    """In a run's log, where the log of an order that never ran would be, a line that says so."""
+    if body.get("complete") and body.get("source") == "none":
+        note = f"(no log: the order is {body.get('status')}; it did not run)"
+        out(with_prefix(order, [note]) if prefix else note + "\n")
 
 
 def order_outcome(status: str) -> int:
@@ -181,8 +233,8 @@ def order_outcome(status: str) -> int:
     return EXIT_DRIFTED if status == "drifted" else EXIT_FAILED
 
 
-def read_order(reader: LogReader, order: str, *, follow: bool, err: Console) -> int:
-    body = reader.read(order, follow=follow)
+def read_order(reader: LogReader, order: str, *, follow: bool, err: Console, prefix: bool = False) -> int:
+    body = read_log(reader, order, follow=follow, prefix=prefix)
     status = str(body.get("status"))
     exit_code = "" if body.get("exit_code") is None else f" (exit code {body['exit_code']})"
     final = bool(body.get("complete"))
@@ -192,22 +244,62 @@ def read_order(reader: LogReader, order: str, *, follow: bool, err: Console) -> 
 
 
 def read_run(client: Any, reader: LogReader, *, follow: bool, err: Console,
-             sleep: Callable[[float], None] = time.sleep) -> int:
-    """Every order's log under its header, in execution order; then the run's table and outcome."""
+             sleep: Callable[[float], None] = time.sleep, prefix: bool = False) -> int:
+    """Every order's log under its header (with ``prefix``: each line after its order's name), in
+    execution order; following with ``prefix``, the orders' lines as they come. Then the run's table
+    and outcome."""
     summary = run_status(client, reader.run_id)
     while follow and not summary.get("orders") and summary.get("status") not in FINAL_RUN:
         sleep(reader.poll_seconds)  # still packaging: its orders do not exist yet
         summary = run_status(client, reader.run_id)
-    for i, name in enumerate(summary.get("orders") or {}):
-        reader.out(("\n" if i else "") + HEADER.format(order=name) + "\n")
-        body = reader.read(name, follow=follow)
-        if body.get("complete") and body.get("source") == "none":
-            reader.out(f"(no log: the order is {body.get('status')}; it did not run)\n")
+    names = list(summary.get("orders") or {})
+    if follow and prefix:
+        follow_interleaved(reader, names)
+    else:
+        read_in_turn(reader, names, follow=follow, prefix=prefix)
     summary = run_status(client, reader.run_id)
     while follow and summary.get("status") not in FINAL_RUN:
         sleep(reader.poll_seconds)
         summary = run_status(client, reader.run_id)
     return int(_report(summary, False, err))
+
+
+def read_in_turn(reader: LogReader, names: list[str], *, follow: bool, prefix: bool) -> None:
+    """Each order's log whole before the next one's: under its header, or each line prefixed."""
+    for i, name in enumerate(names):
+        if not prefix:
+            reader.out(("\n" if i else "") + HEADER.format(order=name) + "\n")
+        body = read_log(reader, name, follow=follow, prefix=prefix)
+        write_no_log_note(reader.out, name, body, prefix=prefix)
+
+
+@dataclass
+class Tail:
+    """An order of a run followed with the others: its reader (writing through ``lines``) and where
+    its log was read to."""
+
+    reader: LogReader
+    lines: Prefixed
+    offset: int = 0
+
+
+def follow_interleaved(reader: LogReader, names: list[str]) -> None:
+    """The orders' logs side by side, each line after its order's name, until every log is complete.
+    Each round asks every order not yet complete once, from where its log was read to, in execution
+    order, so a running order's lines are not held back behind another's; an order leaves the rounds
+    once its log is complete. A poll's wait between rounds, unless an answer said more is there."""
+    tails = [Tail(replace(reader, out=lines.write), lines) for lines in (Prefixed(n, reader.out) for n in names)]
+    while tails:
+        more_now = False
+        for tail in list(tails):
+            body, tail.offset, more = tail.reader.chunk(tail.lines.order, tail.offset)
+            more_now = more_now or more
+            if body.get("complete"):
+                tail.lines.close()
+                write_no_log_note(reader.out, tail.lines.order, body, prefix=True)
+                tails.remove(tail)
+        if tails and not more_now:
+            reader.sleep(reader.poll_seconds)
 
 
 def run_status(client: Any, run_id: str) -> dict[str, Any]:
@@ -227,11 +319,15 @@ def _write(text: str) -> None:
 @click.option("-f", "--follow", is_flag=True,
               help="Keep reading while the order (without ORDER: the run) runs, until it ends; "
                    f"rides out API outages of up to {_span(OUTAGE_LIMIT_SECONDS)}.")
+@click.option("--prefix", is_flag=True,
+              help="Put [ORDER] before every line instead of the headers; with --follow and without ORDER, "
+                   "the orders' lines as they come, interleaved.")
 @target_options()
-def logs(run_id: str, order: str | None, follow: bool, stack: str | None, region: str | None, url: str | None,
-         secret: str | None) -> None:
-    """Print the full masked log of ORDER of RUN_ID (without ORDER: of every order, each under a header);
-    the status goes to stderr. Exit 0 succeeded, 3 drifted, 1 failed or not final, 2 unknown or expired."""
+def logs(run_id: str, order: str | None, follow: bool, prefix: bool, stack: str | None, region: str | None,
+         url: str | None, secret: str | None) -> None:
+    """Print the full masked log of ORDER of RUN_ID (without ORDER: of every order, each under a header,
+    or with --prefix each line after its order's name); the status goes to stderr. Exit 0 succeeded,
+    3 drifted, 1 failed or not final, 2 unknown or expired."""
     err = Console(stderr=True)
     if not RUN_ID_RE.fullmatch(run_id):
         raise click.BadParameter("not a run id (letters, digits and '-', at most 64)", param_hint="RUN_ID")
@@ -243,8 +339,8 @@ def logs(run_id: str, order: str | None, follow: bool, stack: str | None, region
                                                 limit=OUTAGE_LIMIT_SECONDS))
     reader = LogReader(client, run_id, _write)
     try:
-        code = read_order(reader, order, follow=follow, err=err) if order else read_run(
-            client, reader, follow=follow, err=err)
+        code = read_order(reader, order, follow=follow, err=err, prefix=prefix) if order else read_run(
+            client, reader, follow=follow, err=err, prefix=prefix)
     except (StackError, Outage) as exc:  # unreachable (while following: for too long)
         raise click.ClickException(str(exc)) from None
     except Refused as refused:

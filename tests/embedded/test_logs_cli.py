@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -208,6 +209,87 @@ def test_a_whole_run_in_execution_order_and_its_outcome(served: Served, tmp_path
         assert one.stdout == ("" if order == "c" else final_log(served, run_id, order))
 
 
+def prefixed(order: str, text: str) -> str:
+    """``text`` as ``--prefix`` prints it: each line after ``[ORDER] ``, the last one ended."""
+    return "".join(f"[{order}] {line}\n" for line in text.splitlines())
+
+
+def own_lines(printed: list[str], order: str) -> list[str]:
+    """The lines printed for ``order`` under ``--prefix``, in the order printed, without the prefix."""
+    return [line.removeprefix(f"[{order}] ") for line in printed if line.startswith(f"[{order}] ")]
+
+
+def test_follow_prefix_prints_parallel_orders_as_their_lines_come(served: Served, tmp_path: Path) -> None:
+    """Two orders side by side: ``a`` prints a line, then waits at a gate the test opens only once the
+    follower has printed all of ``b``'s lines (b prints them 1.5 s apart). Followed one order after
+    the other, ``b`` would show only after ``a`` ended, and the gate would never open."""
+    release = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "side-by-side", "orders": [
+        {"name": "a", "target": "lambda",
+         "cmds": ["echo a-1", f"while [ ! -e {release} ]; do sleep 0.05; done", "echo a-2"]},
+        {"name": "b", "target": "lambda", "cmds": ["echo b-1", "sleep 1.5", "echo b-2", "sleep 1.5", "echo b-3"]}]})
+    proc = subprocess.Popen(["iac-ci", "logs", run_id, "--follow", "--prefix", *served.target],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        lines = Lines(proc)
+        wait_for(lambda: "[a] a-1\n" in (seen := lines.text()) and "[b] b-3\n" in seen, timeout=90, poll=0.05,
+                 what="a's first line and all of b's, while a runs")
+        assert not release.exists() and proc.poll() is None  # a is still held at its gate
+        code, status = served.stack.status(run_id)
+        assert code == 200 and status["orders"]["a"]["status"] == "running"
+        assert "[a] a-2\n" not in lines.text()
+        release.touch()
+        assert proc.wait(timeout=60) == 0
+        stderr = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = lines.text()
+    printed = out.splitlines()
+    assert all(line.startswith(("[a] ", "[b] ")) for line in printed), out  # no headers, no line cut in two
+    assert printed.index("[b] b-1") < printed.index("[b] b-3") < printed.index("[a] a-2")
+    for order in ("a", "b"):  # every line once, in its own order
+        assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
+    assert f"run {run_id}: succeeded" in stderr and "order a:" not in stderr  # the run's table, as without --prefix
+
+
+def test_prefix_without_follow_on_a_finished_run(served: Served, tmp_path: Path) -> None:
+    run_id = submit(served, tmp_path, {"name": "prefixed", "orders": [
+        {"name": "a", "target": "lambda", "cmds": ["echo a-out"]},
+        {"name": "b", "target": "lambda", "depends_on": ["a"], "cmds": ["echo b-out", "exit 4"]},
+        {"name": "c", "target": "lambda", "depends_on": ["b"], "cmds": ["echo never"]}]})
+    assert served.stack.wait(run_id, timeout=60)["status"] == "failed"
+    whole = cli("logs", run_id, "--prefix", *served.target)
+    assert whole.returncode == 1, whole.stderr[-2000:]  # the run's outcome: b failed
+    logs = {order: final_log(served, run_id, order) for order in ("a", "b")}
+    assert whole.stdout == (prefixed("a", logs["a"]) + prefixed("b", logs["b"])
+                            + "[c] (no log: the order is skipped; it did not run)\n")  # in execution order
+    assert f"run {run_id}: failed" in whole.stderr and "skipped" in whole.stderr
+    one = cli("logs", run_id, "b", "--prefix", *served.target)  # with ORDER: that order's lines, prefixed
+    assert one.returncode == 1 and "order b: failed (exit code 4)" in one.stderr
+    assert one.stdout == prefixed("b", logs["b"]) and "[b] b-out\n" in one.stdout
+
+
+def test_prefix_keeps_a_line_whole_across_answers(served: Served, tmp_path: Path) -> None:
+    """A line longer than one answer holds comes in pieces (the route cuts it), and a final log's last
+    line may lack its end: ``--prefix`` still prints each line once, whole, after one prefix."""
+    run_id = submit(served, tmp_path, {"name": "long-line", "orders": [{"name": "long", "target": "lambda",
+                                                                         "cmds": ["true"]}]})
+    assert served.stack.wait(run_id, timeout=60)["status"] == "succeeded"
+    long_line = "x" * (order_log.MAX_CHUNK_BYTES + order_log.LONG_LINE_BYTES)
+    stored = f"first\n{long_line}\nno line end"
+    served.stack.clients.s3.put_object(Bucket=served.stack.settings.internal_bucket,
+                                       Key=layout.log_key(run_id, "long"), Body=stored.encode())
+    code, body = client(served).log(run_id, "long", len(b"first\n"))
+    assert code == 200 and body["text"] == "x" * order_log.MAX_CHUNK_BYTES  # the route cuts the line
+    expected = f"[long] first\n[long] {long_line}\n[long] no line end\n"
+    for args in (("long",), (), ("--follow",)):  # one order; the run in turn; the run followed, side by side
+        proc = cli("logs", run_id, *args, "--prefix", *served.target)
+        assert proc.returncode == 0, (args, proc.stderr[-2000:])
+        assert proc.stdout == expected, (args, proc.stdout[:200], proc.stdout[-200:])
+
+
 def test_bad_input_unknown_runs_and_orders_exit_2(served: Served, tmp_path: Path) -> None:
     run_id = submit(served, tmp_path, {"name": "known", "orders": [{"name": "a", "target": "lambda",
                                                                      "cmds": ["true"]}]})
@@ -350,6 +432,7 @@ class FlakyProxy:
     def __init__(self, upstream: str) -> None:
         self.mode: str | None = None
         self.failed = 0
+        self.answered: list[tuple[str, dict[str, Any]]] = []  # each forwarded request answered 200: path, body
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -367,7 +450,9 @@ class FlakyProxy:
                 try:
                     with urllib.request.urlopen(urllib.request.Request(upstream + self.path, headers=headers),
                                                 timeout=30) as resp:
-                        self._answer(resp.status, resp.read())
+                        body = resp.read()
+                        proxy.answered.append((self.path, json.loads(body)))
+                        self._answer(resp.status, body)
                 except urllib.error.HTTPError as exc:
                     self._answer(exc.code, exc.read())
 
@@ -423,6 +508,54 @@ def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None
     assert "HTTP 503" in stderr and "order o: succeeded (exit code 0)" in stderr
     assert out.text() == final_log(served, run_id, "o")  # nothing lost, nothing twice
     assert out.text().splitlines().count("after-outage") == 1  # (the announced command holds it too)
+
+
+def test_follow_prefix_rides_out_an_outage_asking_each_order_once_a_round(served: Served, tmp_path: Path) -> None:
+    """The side-by-side follower reads through the same patience; and it asks each open order once a
+    round, in execution order, and an order no more once its log is complete."""
+    gate = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "outage-both", "orders": [
+        {"name": "a", "target": "lambda", "cmds": ["echo a-before", f"while [ ! -e {gate} ]; do sleep 0.05; done",
+                                                   "echo a-after"]},
+        {"name": "b", "target": "lambda", "cmds": ["echo b-before", f"while [ ! -e {gate} ]; do sleep 0.05; done",
+                                                   "sleep 2", "echo b-after"]}]})
+    proxy = FlakyProxy(served.url)
+    proc = subprocess.Popen(["iac-ci", "logs", run_id, "--follow", "--prefix", "--url", proxy.url,
+                             "--secret", served.secret],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        out, err = Lines(proc), Lines(proc, proc.stderr)
+        wait_for(lambda: "[a] a-before\n" in (seen := out.text()) and "[b] b-before\n" in seen, timeout=60,
+                 poll=0.05, what="both orders' first lines, live")
+        proxy.mode = "503"
+        wait_for(lambda: "the API is unreachable" in err.text(), timeout=60, what="the outage noticed")
+        failed = proxy.failed
+        wait_for(lambda: proxy.failed > failed, timeout=60, what="another try through the outage")
+        assert proc.poll() is None  # still following
+        proxy.mode = None
+        wait_for(lambda: "the API is back" in err.text(), timeout=60, what="the API back")
+        gate.touch()
+        assert proc.wait(timeout=60) == 0, err.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.close()
+    stderr = " ".join(err.text().split())  # rich wraps long lines
+    assert stderr.count("the API is unreachable") == 1 and stderr.count("the API is back") == 1, stderr
+    assert f"run {run_id}: succeeded" in stderr
+    printed = out.text().splitlines()
+    for order in ("a", "b"):  # nothing lost, nothing twice
+        assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
+    reads = [(parse_qs(urlsplit(path).query)["order"][0], body["complete"]) for path, body in proxy.answered
+             if urlsplit(path).path.endswith("/log")]
+    first_done = next(i for i, (_, complete) in enumerate(reads) if complete)
+    asked = [order for order, _ in reads]
+    assert asked[:first_done + 1] == [("a", "b")[i % 2] for i in range(first_done + 1)], asked  # a round: a, b
+    remaining = {"a": "b", "b": "a"}[asked[first_done]]
+    assert len(asked) > first_done + 1, asked  # (b sleeps 2 s after the gate: asked on alone)
+    assert asked[first_done + 1:] == [remaining] * (len(asked) - first_done - 1), asked  # the done one: not again
+    assert reads[-1] == (remaining, True)
 
 
 def test_logs_follow_gives_up_after_a_bounded_outage(monkeypatch: pytest.MonkeyPatch) -> None:
