@@ -454,10 +454,6 @@ class IacCiPipelineProps:
                 and self.event_retention_days < self.run_retention_days:
             out.append(f"event_retention_days ({self.event_retention_days}) must be at least run_retention_days "
                        f"({self.run_retention_days}): a run's audit trail must outlive the run")
-        if isinstance(self.internal_object_retention_days, int) and isinstance(self.run_retention_days, int) \
-                and 1 <= self.internal_object_retention_days < self.run_retention_days:
-            out.append(f"run_retention_days ({self.run_retention_days}) must be at most internal_object_retention_days "
-                       f"({self.internal_object_retention_days}): a run's logs and artifacts must outlive the run")
         out += _int_problems("watchdog_grace_seconds", self.watchdog_grace_seconds, 1, MAX_WATCHDOG_GRACE_SECONDS)
         out += _int_problems("api_throttling_rate_limit_per_second", self.api_throttling_rate_limit_per_second, 1,
                              None)

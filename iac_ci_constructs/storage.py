@@ -56,9 +56,10 @@ def build_storage(scope: Construct, props: IacCiPipelineProps) -> Storage:
         lifecycle_rules=[  # everything the engine writes there: submissions and callbacks, then runs
             *(defaults.expiring(prefix, props.internal_object_retention_days)
               for prefix in dict.fromkeys(deployment.NOTIFICATIONS)),
-            # a run needs its own objects until it ends, up to the longest a run lasts after they were written
-            defaults.expiring(layout.RUNS_PREFIX,
-                              retention.run_object_days(props.internal_object_retention_days, props.max_run_days)),
+            # a run needs its own objects until it ends, up to the longest a run lasts after they were written,
+            # and its logs and artifacts as long as the run itself is kept
+            defaults.expiring(layout.RUNS_PREFIX, retention.run_object_days(
+                max(props.internal_object_retention_days, props.run_retention_days), props.max_run_days)),
         ],
     )
     done = defaults.bucket(

@@ -293,12 +293,15 @@ def test_events_must_outlive_runs() -> None:
 
 
 def test_a_run_is_never_kept_longer_than_its_logs() -> None:
-    """A run's objects (logs, artifacts) expire at least internal_object_retention_days after it ends: a run
-    kept longer would show in status with its logs gone."""
-    with pytest.raises(IacCiPipelinePropsError) as info:
-        IacCiPipeline(Stack(App(), "S"), "IacCi", run_retention_days=3, internal_object_retention_days=2)
-    assert ("run_retention_days (3) must be at most internal_object_retention_days (2): a run's logs and "
-            "artifacts must outlive the run") in str(info.value)
+    """A run's objects (logs, artifacts) outlive the run itself: kept 30 days, its runs/ objects are kept 30
+    days after the longest run, whatever the (shorter) retention of the other internal objects."""
+    stack = Stack(App(), "S")
+    pipeline = IacCiPipeline(stack, "IacCi", run_retention_days=30, internal_object_retention_days=2,
+                             event_retention_days=30, max_run_days=3)
+    resources = Template.from_stack(stack).to_json()["Resources"]
+    rules = expirations(stack, resources, pipeline.internal_bucket)
+    assert rules["ExpireRuns"] == (33, 1)
+    assert {days for rule, (days, _) in rules.items() if rule != "ExpireRuns"} == {2}
 
 
 # ---- the constructor's signature is the props ------------------------------------------------------
