@@ -123,6 +123,7 @@ def api_calls(sizes: list[int]) -> Counter:
                 last["_wru"] = counted.write_units
                 last["_sqs_polling"] = counted.polling()
                 last["_n"] = n
+            stack.remove_own_files()
         n = last["_n"]
         for (service, action), count in sorted(((k, v) for k, v in last.items() if isinstance(k, tuple)),
                                                key=lambda kv: -kv[1]):
@@ -148,6 +149,7 @@ def intake_latency(orders: int = 500, submissions: int = 30) -> None:
             code, _ = stack.submit(job)
             times.append((time.perf_counter() - t) * 1000)
             assert code == 202
+        stack.remove_own_files()
     finally:
         aws.stop()
     times.sort()

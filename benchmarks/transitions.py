@@ -50,6 +50,7 @@ def run(row: Any, *, layers: int = 10, width: int = 10, target: str = "lambda") 
             wall = time.perf_counter() - began
             assert done["status"] == "succeeded", done
             snap = stack.store.load(body["run_id"])
+        stack.remove_own_files()
     finally:
         aws.stop()
     legs = layer_breakdown(snap.orders, layers, width)

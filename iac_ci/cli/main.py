@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -36,6 +35,10 @@ from lambda_runtime.schema.images import ImageAllowList, WorkerImage
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_DRIFTED = 0, 1, 2, 3
 EMBEDDED_ROLE_PATTERN = "arn:aws:iam::123456789012:role/*"
+log_dir_option = click.option(
+    "--log-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+    help="Keep the embedded stack's files in DIR: events.jsonl, metrics.jsonl (EMF) and each worker's output. "
+         "Without it they go to a temporary folder, removed when the command ends.")
 
 
 def embedded_policy(
@@ -226,9 +229,7 @@ def schema(repo_config: bool) -> None:
 @click.option("--image", "images", multiple=True, metavar="NAME=URI",
               help="Allow a worker image orders may name (image:); locally the commands run on this machine.")
 @click.option("--job", "job_name", metavar="NAME", help="For an .iac-ci.yml with several jobs: the one to run.")
-@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Keep the run's files in DIR: events.jsonl, metrics.jsonl (EMF) and each worker's output. "
-                   "Without it they go to a temporary folder, removed when the command ends.")
+@log_dir_option
 def run(
     job_file: Path,
     as_json: bool,
@@ -311,8 +312,7 @@ def run(
                            poll=progress_poll_seconds(len(job.orders)))
     finally:
         aws.stop()
-        if log_dir is None:  # the workers' output is masked, but nothing of a run outlives the command unasked
-            shutil.rmtree(stack.log_dir, ignore_errors=True)
+        stack.remove_own_files()  # the workers' output is masked, but nothing of a run outlives the command unasked
     if log_dir is not None:
         err.print(f"events, metrics and the workers' output: {stack.log_dir}", highlight=False, soft_wrap=True)
     sys.exit(_report(done, as_json, err))
@@ -809,10 +809,11 @@ GITHUB_TOKEN_SECRET_ID = "iac-ci-engine/github-token"
               help="Seconds between two looks at the repositories' schedules (on: schedule).")
 @policy_option
 @tls.server_options
+@log_dir_option
 def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str, github_token: str | None,
           endpoint_url: str | None, ssm: tuple[str, ...], secret: tuple[str, ...], public_url: str | None,
           schedule_interval: float, policy_file: Path | None, tls_cert: Path | None, tls_key: Path | None,
-          client_ca: Path | None, certs_table: str) -> None:
+          client_ca: Path | None, certs_table: str, log_dir: Path | None) -> None:
     """Serve the engine's HTTP API (jobs, runs, approvals, GitHub webhooks) on an embedded AWS until Ctrl-C
     (HTTPS with --tls-cert/--tls-key; mutual TLS with --client-ca)."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
@@ -853,7 +854,7 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
             _put_secret(seed.secrets, sid, val)
         http = HttpApi(None, host=host, port=port, ssl_context=ssl_context)  # bound now: the log links name its URL
         overrides["api_url"] = (public_url or http.url).rstrip("/")
-        stack = EmbeddedStack(aws, settings_overrides=overrides)
+        stack = EmbeddedStack(aws, settings_overrides=overrides, log_dir=log_dir)
         if client_ca is not None:  # the revocation check a deployed stack's intake runs (intake.client_certs)
             tls.check_client_certs(stack, certs_table)
             err.print(f"mutual TLS: client certificates must chain to {client_ca} and be active in table "
@@ -872,13 +873,16 @@ def serve(host: str, port: int, webhook_secret: str | None, github_api_url: str,
                           highlight=False)
             err.print(f"job signing secret (X-IacCi-Signature-256): {stack.webhook_secret}", highlight=False,
                       soft_wrap=True)
-            click.echo(http.url, nl=True)
-            sys.stdout.flush()
+            # the handlers first: a supervisor that stops the server as soon as it prints its URL still gets
+            # the clean shutdown (workers reaped, files removed), not the default death that orphans them
             stopped = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stopped.set())
+            click.echo(http.url, nl=True)
+            sys.stdout.flush()
             stopped.wait()
             err.print("stopping")
+        stack.remove_own_files()
     finally:
         aws.stop()
 

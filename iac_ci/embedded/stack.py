@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -68,6 +69,7 @@ class EmbeddedStack:
         self.clients = AwsClients(region=aws.region)
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="iac-ci-workers-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._own_log_dir = log_dir is None
         self.dispatcher = LocalDispatcher(aws.env(), log_dir=self.log_dir)
         if prewarm:
             self.dispatcher.prewarm(prewarm)
@@ -131,6 +133,13 @@ class EmbeddedStack:
             p.stop()
         self._drain_events()
         self.dispatcher.reap()
+
+    def remove_own_files(self) -> None:
+        """Remove the temporary folder the stack made for itself (never one it was given), once nobody
+        reads it any more: ``close`` keeps it, since what is in it (the events, the workers' output) is
+        read after the consumers stopped, as the secret canary does."""
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     @property
     def _all_pumps(self) -> list[QueuePump]:

@@ -192,3 +192,34 @@ def test_run_keeps_its_files_only_in_the_log_dir_it_is_given(tmp_path: Path) -> 
     metrics = [json.loads(line) for line in (kept / "metrics.jsonl").read_text().splitlines()]
     assert any(m.get("order") == "a" and "OrderDuration" in m for m in metrics)
     assert any(path.suffix == ".out" for path in kept.iterdir())
+
+
+def _serve_until_up_then_stop(env: dict[str, str], *extra: str) -> str:
+    """``iac-ci serve`` on a free port until it prints its URL, then SIGTERM; returns its stderr."""
+    proc = subprocess.Popen(["iac-ci", "serve", "--port", "0", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def test_serve_removes_its_temporary_folder_and_keeps_a_log_dir(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**cli_env(), "TMPDIR": str(scratch)}
+    err = _serve_until_up_then_stop(env)
+    assert "events (one EventBridge event per line): " in err
+    assert not list(scratch.glob("iac-ci-workers-*")), list(scratch.iterdir())
+
+    kept = tmp_path / "kept"
+    err = _serve_until_up_then_stop(env, "--log-dir", str(kept))
+    assert f"events (one EventBridge event per line): {kept / 'events.jsonl'}" in err
+    assert kept.is_dir()
