@@ -447,10 +447,10 @@ class Authority:
             if res.domain_name else []
         now = self.clock()
         if state.next:  # a rotation a crash interrupted: finish it
-            remaining = self._to_reissue(state, certs)
+            remaining, expired = self._split(state, certs)
             plan = RotationPlan("resume", state, reissue=remaining, grace_seconds=grace_days * 86_400)
             plan.lines = [f"finish the interrupted rotation to intermediate CA {_short(state.next)}:",
-                          *self._reissue_lines(remaining, self._expired(state, certs)),
+                          *self._reissue_lines(remaining, expired),
                           f"  - intermediate {_short(state.next)} becomes the signing one; {_short(state.current)} "
                           f"is trusted until {_date(now + plan.grace_seconds)} (its certificates are refused after "
                           "that), then retired by the next --apply",
@@ -479,7 +479,7 @@ class Authority:
                           f"  - delete its key {old.key_parameter} from SSM"]
             return plan
         current = cas[state.current]
-        active = self._to_reissue(state, certs)
+        active, expired = self._split(state, certs)
         plan = RotationPlan("rotate", state, reissue=active, grace_seconds=grace_days * 86_400,
                             intermediate_days=intermediate_days)
         root = cas[state.root]
@@ -492,7 +492,7 @@ class Authority:
         plan.lines = ["rotate the intermediate CA (step 1 of 2; nothing stops working yet):",
                       f"  - create a new intermediate CA signed by root {_short(root.serial)}, valid until "
                       f"{_date(until)}; its key in SSM under {res.parameter_prefix}",
-                      *self._reissue_lines(active, self._expired(state, certs)),
+                      *self._reissue_lines(active, expired),
                       f"  - intermediate {_short(current.serial)} stays trusted, with the certificates it issued, "
                       f"until {_date(now + plan.grace_seconds)} ({grace_days:g} days): the API refuses them after "
                       "that, and the next `rotate-intermediate --apply` retires it",
@@ -500,21 +500,19 @@ class Authority:
                       *[f"  - {line}" for line in domain]]
         return plan
 
-    def _signing_active(self, state: CaState, certs: list[CertRecord] | None) -> list[CertRecord]:
+    def _split(self, state: CaState,
+               certs: list[CertRecord] | None = None) -> tuple[list[CertRecord], list[CertRecord]]:
+        """The active certificates of the signing intermediate, as one clock reading splits them: the
+        unexpired ones are re-issued (with their expiry, an expired one would end before it starts), the
+        expired ones are left on it and retired with it."""
+        now = self.clock()
         certs = certs if certs is not None else self.store.certs()
-        return [c for c in certs if c.status is CertStatus.ACTIVE and c.issuer == state.current]
-
-    def _to_reissue(self, state: CaState, certs: list[CertRecord] | None = None) -> list[CertRecord]:
-        """The active certificates of the signing intermediate that have not expired (re-issued with
-        their expiry, an expired one would end before it starts)."""
-        now = self.clock()
-        return [c for c in self._signing_active(state, certs) if not c.expired(now)]
-
-    def _expired(self, state: CaState, certs: list[CertRecord] | None = None) -> list[CertRecord]:
-        """The active certificates of the signing intermediate that have expired: left on it, and retired
-        with it."""
-        now = self.clock()
-        return [c for c in self._signing_active(state, certs) if c.expired(now)]
+        reissue: list[CertRecord] = []
+        expired: list[CertRecord] = []
+        for cert in certs:
+            if cert.status is CertStatus.ACTIVE and cert.issuer == state.current:
+                (expired if cert.expired(now) else reissue).append(cert)
+        return reissue, expired
 
     def _reissue_lines(self, certs: list[CertRecord], expired: list[CertRecord]) -> list[str]:
         if not certs:
@@ -588,7 +586,8 @@ class Authority:
         self.checkpoint("rotate:truststore-published")
         new = self._ca(state.next)
         new_cert, new_key = self._signer(new)
-        for old in self._to_reissue(state):
+        reissue, _ = self._split(state)  # the expired ones stay with the old intermediate
+        for old in reissue:
             now = self.clock()
             with _certificates(f"re-issuing '{old.name}' (serial {_short(old.serial)}); the rotation is staged "
                                f"(nothing stops working): `iac-ci certs revoke {old.name}`, then "
@@ -657,9 +656,10 @@ class Authority:
             found.append(f"root CA {_short(root.serial)} {_expiry(root.not_after, now)}, and no intermediate "
                          "outlives it: `iac-ci certs init --force` makes a new root and intermediate (every "
                          "certificate issued so far stops working), then `iac-ci certs issue NAME` for each client")
-        if state.retiring and state.retire_after is not None and state.retire_after <= now:
-            found.append(f"the grace period of intermediate CA {_short(state.retiring)} ended "
-                         f"{_date(state.retire_after)}: the API refuses its certificates; `iac-ci certs "
+        retiring = self._ca(state.retiring) if state.retiring else None
+        if retiring is not None and retiring.grace_over(now):  # the API's own rule, so what it says holds
+            found.append(f"the grace period of intermediate CA {_short(retiring.serial)} ended "
+                         f"{_date(retiring.retire_after or now)}: the API refuses its certificates; `iac-ci certs "
                          "rotate-intermediate --apply` retires it and removes it from the truststore")
         if self.store.resources.domain_name:
             found += [f"API Gateway domain {self.store.resources.domain_name}: {warning}"

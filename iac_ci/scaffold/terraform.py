@@ -35,7 +35,7 @@ import stat
 import subprocess
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -164,10 +164,14 @@ def discover(top: Path) -> Discovery:
     top = top.resolve()
     listing = list_files(top)
     notes = list(listing.notes)
-    folders = {here: _read(top, here, names) for here, names in _terraform_files_by_folder(top, listing.files).items()}
-    tests = _test_folders(listing, folders)
-    walked = {f for f in folders if not _under_any(f, tests)}
-    graph = _follow(top, folders, walked, notes)
+    listed = _terraform_files_by_folder(top, listing.files)
+    folders: dict[str, Folder] = {}  # read when needed: what is under a test folder only when a root calls it
+    tests = _test_folders(listing, listed,
+                          lambda here: _read_once(top, here, listed[here], folders).facts.backend is not None)
+    walked = {f for f in listed if not _under_any(f, tests)}
+    for here in sorted(walked):
+        _read_once(top, here, listed[here], folders)
+    graph = _follow(top, folders, listed, walked, notes)
     for here in sorted(graph.calls):
         notes.extend(folders[here].facts.problems)
     callers: dict[str, set[str]] = {}  # a module's real folder -> the real folders that call it
@@ -190,7 +194,8 @@ def discover(top: Path) -> Discovery:
     for here in sorted(graph.calls):
         by_real.setdefault(graph.real[here], folders[here])
     modules = [_module(path, by_real[path].facts, sorted(callers[path]), roots) for path in sorted(callers)]
-    skipped = sorted([*listing.pruned, *(Skipped(t, "test folder") for t in tests if _holds_terraform(t, folders))],
+    holding_tf = {*listed, *folders}  # the folders with Terraform files: listed, or read for a root
+    skipped = sorted([*listing.pruned, *(Skipped(t, "test folder") for t in tests if _holds_terraform(t, holding_tf))],
                      key=lambda s: s.path)
     searched = sum(1 for f in listing.searched if not _under_any(f, tests))
     return Discovery(top, tuple(roots), tuple(modules), tuple(unused), tuple(skipped), tuple(notes), searched,
@@ -285,7 +290,7 @@ def _from_git(top: Path, listed: list[str], notes: list[str]) -> Listing:
             notes.append(f"{rel}: a git submodule; not searched")
             continue
         parts = rel.split("/")
-        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        above = _folders_above(rel)
         folders.update(above)
         cut = next((i for i, name in enumerate(parts[:-1]) if skip_reason(name)), None)
         if cut is None:
@@ -337,31 +342,34 @@ def _terraform_files_by_folder(top: Path, files: Iterable[str]) -> dict[str, lis
     return {here: sorted(names) for here, names in sorted(out.items())}
 
 
-def _test_folders(listing: Listing, folders: dict[str, Folder]) -> list[str]:
+def _test_folders(listing: Listing, listed: Mapping[str, list[str]], has_backend: Callable[[str], bool]) -> list[str]:
     """The test folders (topmost only): named like one, holding test files (or being the ``tests``
-    folder of a Terraform folder), and without a backend block of their own."""
+    folder of a Terraform folder), and without a backend block of their own. File names tell them,
+    so nothing under them is read: only a candidate's own files, for ``has_backend``, and only then."""
     with_tests = {above for rel in listing.files if rel.endswith(TEST_FILES) for above in _folders_above(rel)}
     out: list[str] = []
     for path in sorted(listing.searched):
         name = posixpath.basename(path).lower()
         if path == "." or name not in TEST_NAMES or _under_any(path, out):
             continue
-        own = folders.get(path)
-        if own is not None and own.facts.backend is not None:
+        if not (path in with_tests or (name == TERRAFORM_TESTS and _parent(path) in listed)):
+            continue
+        if path in listed and has_backend(path):
             continue  # envs/test: a root named like a test folder
-        if path in with_tests or (name == TERRAFORM_TESTS and _parent(path) in folders):
-            out.append(path)
+        out.append(path)
     return out
 
 
-def _holds_terraform(path: str, folders: dict[str, Folder]) -> bool:
+def _holds_terraform(path: str, folders: Iterable[str]) -> bool:
     return any(_inside(f, path) for f in folders)
 
 
 # ---- modules ----------------------------------------------------------------------------------
-def _follow(top: Path, folders: dict[str, Folder], walked: set[str], notes: list[str]) -> _Graph:
+def _follow(top: Path, folders: dict[str, Folder], listed: Mapping[str, list[str]], walked: set[str],
+            notes: list[str]) -> _Graph:
     """The module calls from the walked folders on, transitively. Reads the called folders the
-    walk did not (into ``folders``)."""
+    walk did not (into ``folders``): by the files ``listed`` names, else (a folder the listing
+    prunes) by the ones it holds."""
     calls: dict[str, set[str]] = {}
     real = {f: f for f in walked}
     todo = sorted(walked)
@@ -375,7 +383,7 @@ def _follow(top: Path, folders: dict[str, Folder], walked: set[str], notes: list
                 continue
             target, real_path = found
             if target not in folders:  # a module in a folder the walk skips: read it all the same
-                files = _terraform_files(top / target)
+                files = listed.get(target) or _terraform_files(top / target)
                 if not files:
                     notes.append(f"{here}: module \"{call.name}\": {call.source} has no Terraform files")
                     continue
@@ -524,6 +532,14 @@ def _read(top: Path, here: str, files: list[str]) -> Folder:
         facts = facts.merge(HclFacts(found.modules, found.providers, found.backend,
                                      tuple(f"{rel}: {p}" for p in found.problems)))
     return Folder(here, tuple(files), replace(facts, problems=facts.problems + tuple(problems)), tuple(linked))
+
+
+def _read_once(top: Path, here: str, files: list[str], folders: dict[str, Folder]) -> Folder:
+    """``here`` read into ``folders``, unless it already is: the test folder check reads a candidate's
+    own files, and a folder is read once."""
+    if here not in folders:
+        folders[here] = _read(top, here, files)
+    return folders[here]
 
 
 def _terraform_files(folder: Path) -> list[str]:

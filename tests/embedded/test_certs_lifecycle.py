@@ -37,7 +37,7 @@ from iac_ci.certs.store import CertResources, CertStore
 from iac_ci.cli import main
 from iac_ci.embedded.apigw import client_cert_context, proxy_event
 from lambda_runtime.aws.clients import AwsClients
-from lambda_runtime.certs.records import CaStatus, CertStatus
+from lambda_runtime.certs.records import CaStatus, CertStatus, ca_pk
 from lambda_runtime.intake.client_certs import ClientCertCheck
 from lambda_runtime.schema import deployment
 from lambda_runtime.schema.tables import CERTIFICATES
@@ -505,6 +505,24 @@ def test_the_grace_period_ends_on_time_even_before_the_old_intermediate_is_retir
     clock.now += 1  # past the lookups cached at the last instant
     assert verdict(check, old) == "client certificate 'ci' is retired"
     assert state.retiring not in truststore_certs(store) and ca.checkup() == []
+
+
+def test_the_checkup_says_a_grace_period_ended_only_when_the_api_refuses_its_certificates(clients, store,
+                                                                                         tmp_path) -> None:
+    """An intermediate rotated before its CA record kept ``retire_after``: the API accepts its certificates
+    until step 2 retires it, so the checkup does not say that it refuses them."""
+    clock = Clock()
+    ca = Authority(store, clock=clock)
+    ca.init()
+    old = ca.issue("ci", out_dir=tmp_path).cert_path.read_text()
+    ca.apply_rotation(ca.plan_rotation(grace_days=7), out_dir=tmp_path / "new")
+    state = store.state()
+    store.transact([store.update(ca_pk(state.retiring), {}, condition="attribute_exists(pk)",
+                                 remove=["retire_after"])])
+    clock.now = state.retire_after + 1
+    check = ClientCertCheck(clients.dynamodb, store.resources.table, cache_seconds=0, clock=clock)
+    assert verdict(check, old) == "ok"
+    assert ca.checkup() == []
 
 
 @pytest.mark.parametrize("rotation", ["staged", "completed"])

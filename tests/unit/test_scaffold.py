@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.github_flow import git
+from support.github_flow import commit_files, new_repo
 from support.paths import FIXTURES, REPO_ROOT
 
 from iac_ci.cli.main import main
@@ -57,16 +57,13 @@ def files_under(top: Path) -> dict[str, bytes]:
 
 def committed(top: Path, files: dict[str, str], links: dict[str, str] | None = None) -> Path:
     """A real git repository at ``top`` with ``files`` (path -> text) and symbolic ``links``
-    (path -> target), all committed."""
-    top.mkdir(parents=True, exist_ok=True)
-    git(top, "init", "-q")
-    for path, text in files.items():
-        write(top / path, text)
-    for path, target in (links or {}).items():
-        (top / path).parent.mkdir(parents=True, exist_ok=True)
-        (top / path).symlink_to(target)
-    git(top, "add", "-A")
-    git(top, "commit", "-q", "-m", "initial")
+    (path -> target), all committed (the links in a second commit: ``new_repo`` makes the folder)."""
+    new_repo(top, files)
+    if links:
+        for path, target in links.items():
+            (top / path).parent.mkdir(parents=True, exist_ok=True)
+            (top / path).symlink_to(target)
+        commit_files(top, {}, "links")
     return top
 
 
@@ -220,6 +217,32 @@ def test_a_module_in_a_skipped_folder_is_still_read_when_a_root_uses_it(tmp_path
     found = terraform.discover(tmp_path)
     assert [(r.path, r.paths) for r in found.roots] == [("app", ("app/**", "lib/**", "tests/helpers/**"))]
     assert found.skipped == (terraform.Skipped("tests", "test folder"),)
+
+
+def test_nothing_under_a_test_folder_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """File names tell a test folder (and its own files, whether it has a backend block): the
+    Terraform files under it are never parsed, however many or broken they are."""
+    unread = 'module "never-parsed" {\n  source = "./nowhere"\n'  # unclosed, and leading nowhere
+    write(tmp_path / "main.tf", ROOT_LIKE)
+    write(tmp_path / "tests/main.tftest.hcl", 'run "plan" {}\n')
+    write(tmp_path / "tests/setup/main.tf", unread)
+    write(tmp_path / "test/helper_test.go", "package test\n")
+    write(tmp_path / "test/fixtures/basic/main.tf", unread)
+    write(tmp_path / "envs/test/main.tf", BACKEND)  # read: its backend block makes it a root, tests or not
+    write(tmp_path / "envs/test/main.tftest.hcl", 'run "plan" {}\n')
+    parsed: list[str] = []
+    scan = terraform.scan
+
+    def recorded(text: str) -> hcl.HclFacts:
+        parsed.append(text)
+        return scan(text)
+
+    monkeypatch.setattr(terraform, "scan", recorded)
+    found = terraform.discover(tmp_path)
+    assert [r.path for r in found.roots] == [".", "envs/test"]
+    assert found.skipped == (terraform.Skipped("test", "test folder"), terraform.Skipped("tests", "test folder"))
+    assert BACKEND in parsed and ROOT_LIKE in parsed
+    assert [text for text in parsed if "never-parsed" in text] == []
 
 
 def test_unused_modules_and_plain_folders(tmp_path: Path) -> None:
