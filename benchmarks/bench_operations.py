@@ -11,8 +11,9 @@
 3. ``iac_ci.certs.lifecycle.Authority`` on the embedded AWS (moto in this process, over HTTP):
    ``init``, 50 client certificates, then ``rotate-intermediate`` as a dry run (the plan) and
    ``--apply`` (step 1: the plan again, a new intermediate, every certificate re-issued).
-4. ``observability.metrics.record`` into ``EmfWriter.to_file``, as the orchestrator records each
-   transition: one EMF document built and appended to the file per call.
+4. ``observability.metrics.record`` into ``EmfWriter.to_file``: the orchestrator records the documents
+   of one state write in one call, so the cost per document is measured with one document per call (a
+   write that moves one order) and with 100 (a write that dispatches a layer of 100).
 
     env -u PYTHONDONTWRITEBYTECODE .venv/bin/python -c "import sys; sys.path.insert(0,'benchmarks'); \
         import bench_operations; bench_operations.run()"
@@ -352,23 +353,26 @@ def emf(row: Row, documents: int = 10_000) -> None:
         metrics.order_dispatched(order, run_id=run_id, ready=now - 31, trace=trace),
         metrics.order_finished(order, run_id=run_id, reported_by="worker", started_reported=True, now=now, trace=trace),
     ]
-    with tempfile.TemporaryDirectory(prefix="bench-ops-emf-") as name:
-        path = Path(name) / "metrics.jsonl"
-        with metrics.collecting(metrics.EmfWriter.to_file(path)):
-            start = time.perf_counter()
-            for i in range(documents):
-                metrics.record(observations[i % 2])
-            elapsed = time.perf_counter() - start
-        written = path.read_bytes() if path.exists() else b""
-    lines = written.count(b"\n")
-    if lines != documents:  # ``record`` logs a failed write and goes on: a figure of failures is no figure
-        raise RuntimeError(f"EMF: {lines} of {documents} documents written (POWERTOOLS_METRICS_DISABLED set?)")
-    row(
-        "operations",
-        f"EMF: record one document to a file, over {documents:,} (us)",
-        f"{elapsed / documents * 1e6:.0f}",
-        f"{len(written) / documents:.0f} bytes per document; file opened per call",
-    )
+    for per_call in (1, 100):
+        with tempfile.TemporaryDirectory(prefix="bench-ops-emf-") as name:
+            path = Path(name) / "metrics.jsonl"
+            # the two kinds of document in turn, across calls as within one
+            batches = [[observations[(k + i) % 2] for i in range(per_call)] for k in (0, 1)]
+            with metrics.collecting(metrics.EmfWriter.to_file(path)):
+                start = time.perf_counter()
+                for call in range(documents // per_call):
+                    metrics.record(*batches[call % 2])
+                elapsed = time.perf_counter() - start
+            written = path.read_bytes() if path.exists() else b""
+        lines = written.count(b"\n")
+        if lines != documents:  # ``record`` logs a failed write and goes on: a figure of failures is no figure
+            raise RuntimeError(f"EMF: {lines} of {documents} documents written (POWERTOOLS_METRICS_DISABLED set?)")
+        row(
+            "operations",
+            f"EMF: one document to a file, {per_call} per write, over {documents:,} (us)",
+            f"{elapsed / documents * 1e6:.0f}",
+            f"{len(written) / documents:.0f} bytes per document; the file opened once per write",
+        )
 
 
 def run(row: Row | None = None) -> None:

@@ -146,7 +146,8 @@ class Approvals:
             values[":r"] = value({**record, "reason": reason[:500]})
             event = "approval_rejected"
             detail = {**record, "environment": order.environment, "reason": reason[:500]}
-        put = self.store.event_put(run_id, order.name, f"{event}#{uuid.uuid4().hex[:8]}", detail)
+        put = self.store.event_put(run_id, order.name, f"{event}#{uuid.uuid4().hex[:8]}", detail,
+                                   order_trace=order.trace)
         put["Put"]["Item"].update(to_item({"event_type": event}))
         try:
             items: list[Any] = [

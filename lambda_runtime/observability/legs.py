@@ -3,8 +3,9 @@
 ``Legs.leg(kind, run_id)`` opens a leg (intake, packaging, one orchestrator wake-up) for the
 current thread: its trace (``trace.LegTrace``) is the ``trace`` key of every structured log line
 logged inside, and ``current_trace()`` is what the events written inside carry (``store.runs``).
-An order's event items also carry the order's own leg trace (``order_trace``), which is the
-``trace`` of its EventBridge events (``notify.events``).
+An order's event items (its moves, and a reviewer's approval or rejection of it) also carry the
+order's own leg trace (``order_trace``), which is the ``trace`` of its EventBridge events
+(``notify.events``).
 When the leg ends its segment is sent (``xray``), filed under the run's X-Ray trace once the leg
 knows the run's own trace (``Leg.bind``, from the run item). An order's leg runs in its worker;
 its segment is sent by the orchestrator when the order ends (``Legs.send``), from the times the

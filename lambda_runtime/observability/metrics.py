@@ -3,10 +3,11 @@
 The orchestrator decides every state change, so it is the one writer. A metric is recorded only
 for a transition whose conditional write succeeded (``Orchestrator._write``, the finalize that
 won), so a wake-up that loses its lease, or a message delivered twice, never counts anything
-twice: the second attempt finds the order already moved and writes nothing. Each document is
-written the moment it is recorded, right after the write it counts (``collecting``, ``record``),
-so a wake-up that dies (a Lambda timeout, a crash) loses at most the documents of the write it
-was in the middle of: a transition is counted at most once. Documents are CloudWatch Embedded
+twice: the second attempt finds the order already moved and writes nothing. The documents of a
+write are recorded together right after it (``collecting``, ``record``), in one call of the writer
+(one flush of stdout per write, not per document: a wide layer is many documents), so a wake-up
+that dies (a Lambda timeout, a crash) loses at most the documents of the write it was in the
+middle of: a transition is counted at most once. Documents are CloudWatch Embedded
 Metric Format, built by Powertools' EMF provider: on Lambda on stdout, which CloudWatch Logs turns
 into metrics; in embedded mode in a JSON-lines file (``EmfWriter.to_file``), never the CLI's stdout.
 
@@ -52,6 +53,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import Ama
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.metric_properties import MetricUnit
 
 from lambda_runtime.logs import logger
+from lambda_runtime.orchestrator.snapshots import cacheable
 from lambda_runtime.schema.records import OrderRecord, RunRecord, RunSnapshot
 from lambda_runtime.schema.status import RunStatus
 
@@ -74,9 +76,6 @@ TIMINGS = (QUEUE_WAIT, DISPATCH_LATENCY, ORDER_DURATION, RUN_DURATION)
 # CloudWatch drops EMF timestamps more than 14 days old or 2 hours ahead; a margin inside both
 MAX_AGE_SECONDS = 13 * 86400
 MAX_AHEAD_SECONDS = 3600
-# runs ``ReadyTimes`` keeps: at least twice the snapshot cache's (``orchestrator.snapshots.CACHED_RUNS``,
-# 256), with room for wake-ups that read side by side (see ``ReadyTimes``)
-READY_RUNS = 1024
 
 Property = str | int | float
 
@@ -195,8 +194,10 @@ def document(obs: Observation, *, namespace: str, service: str, now: float | Non
 
 
 class EmfWriter:
-    """Where a wake-up's documents go, one JSON line each; the documents of one ``write`` in one
-    call of ``out``, so a line is never split between two writers."""
+    """Where a wake-up's documents go, one JSON line each. The documents of one ``write`` (those of
+    one state write, ``record``) go to ``out`` in one call: one write and flush of stdout, one open
+    of the file, per state write rather than per document, and a line is never split between two
+    writers."""
 
     def __init__(self, out: Callable[[str], None], *, namespace: str = DEFAULT_NAMESPACE, service: str = SERVICE):
         self.namespace = namespace
@@ -254,17 +255,18 @@ def collecting(writer: EmfWriter) -> Iterator[None]:
         _WRITER.reset(token)
 
 
-def record(observation: Observation) -> None:
-    """Write one document to the current ``collecting`` block's writer (none: dropped, e.g. a test
-    calling a method directly). A failed write is logged, never raised: the transition it counts
-    was written, and the wake-up goes on."""
+def record(*observations: Observation) -> None:
+    """Write the documents of one state write (every transition it wrote, or the finalize that won)
+    to the current ``collecting`` block's writer, in one call (none: dropped, e.g. a test calling a
+    method directly). A failed write is logged, never raised: the transitions they count were
+    written, and the wake-up goes on."""
     writer = _WRITER.get()
-    if writer is None:
+    if writer is None or not observations:
         return
     try:
-        writer.write([observation])
+        writer.write(observations)
     except Exception:
-        logger.exception("could not write metrics", extra={"documents": 1})
+        logger.exception("could not write metrics", extra={"documents": len(observations)})
 
 
 @dataclass
@@ -281,21 +283,26 @@ class ReadyTimes:
 
     It must know a run for as long as that cache can serve it a read, or the run's orders lose
     their ``QueueWait``. The cache keeps the runs of its last full reads of running runs (oldest
-    out first). So this keeps running runs only (a run in any other status dispatches nothing),
-    refreshed by every read, and evicts the one read longest ago: while the cache still holds a
-    run, every other run read since was in the cache beside it or entered it after it, fewer than
-    twice the cache's capacity in all, so with ``capacity`` at least that the run is still here.
+    out first). So this keeps the runs that cache keeps (``snapshots.cacheable``: a run in any other
+    status dispatches nothing), refreshed by every read, and evicts the one read longest ago: while
+    the cache still holds a run, every other run read since was in the cache beside it or entered
+    it after it, fewer than twice the cache's capacity in all, so with ``capacity`` at least that
+    the run is still here (the engine sizes it from the cache's).
     """
 
-    def __init__(self, capacity: int = READY_RUNS):
+    def __init__(self, capacity: int):
         self._runs: OrderedDict[str, _RunTimes] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
     def observe(self, snap: RunSnapshot, names: Iterable[str] | None = None) -> None:
         """Remember what ``snap`` says (only about ``names``, when given)."""
         run = snap.run
-        if run is None or run.status is not RunStatus.RUNNING or not snap.orders:
+        if run is None or not cacheable(snap):
             return
         with self._lock:
             times = self._touch(run.run_id)

@@ -38,7 +38,7 @@ from lambda_runtime.orchestrator.dispatch import FAILED_BUILD_STATES, Dispatcher
 from lambda_runtime.orchestrator.minting import Minter, MintingError
 from lambda_runtime.orchestrator.planner import Arrived, Decision, Effect, Step
 from lambda_runtime.orchestrator.presign import worker_payload
-from lambda_runtime.orchestrator.snapshots import SnapshotCache
+from lambda_runtime.orchestrator.snapshots import CACHED_RUNS, SnapshotCache
 from lambda_runtime.policy.model import TriggerEvent
 from lambda_runtime.schema import layout
 from lambda_runtime.schema.contract import OrderResult
@@ -86,12 +86,14 @@ class Orchestrator:
     def __post_init__(self) -> None:
         s = self.settings
         self.legs = Legs.from_env(clock=self.clock)
-        self.ready_times = ReadyTimes()  # what QueueWait needs that cached reads leave out
         self.store = RunStore(self.clients.dynamodb, s.orders_table, s.events_table, clock=self.clock,
                               event_ttl_days=s.event_ttl_days, run_retention_days=s.run_retention_days)
         self.locks = RunLocks(self.clients.dynamodb, s.locks_table, lease_seconds=s.lock_lease_seconds,
                               clock=self.clock)
-        self.snapshots = SnapshotCache(self.store)
+        self.snapshots = SnapshotCache(self.store, capacity=CACHED_RUNS)
+        # what QueueWait needs that the cache's reads leave out: kept for twice the cache's runs at
+        # least (``ReadyTimes`` says why), twice that for wake-ups that read side by side
+        self.ready_times = ReadyTimes(capacity=4 * CACHED_RUNS)
         self.pr_locks = PrLocks(self.clients.dynamodb, s.locks_table, s.events_table, clock=self.clock,
                                 event_ttl_days=s.event_ttl_days)
         self.admission = Admission(self.pr_locks, self.vcs, clock=self.clock)
@@ -281,21 +283,28 @@ class Orchestrator:
         self.ready_times.observe(snap)
 
     def _measure(self, run: RunRecord, snap: RunSnapshot, written: list[Step]) -> None:
-        """Metrics of the transitions just written, and the segment of each dispatched order that
-        ended; never of a transition that was not written (its order is counted by its writer)."""
+        """Metrics of the transitions just written, all in one call of the writer (one flush per
+        write: a crash loses at most the write in progress), then the segment of each dispatched
+        order that ended; never of a transition that was not written (its order is counted by its
+        writer)."""
         self.ready_times.observe(snap, [s.transition.name for s in written])
         trace = current_trace()
+        observations: list[metrics.Observation] = []
+        ended: list[tuple[OrderRecord, str | None]] = []
         for s in written:
             order = snap.orders[s.transition.name]
             if s.transition.to is OrderStatus.RUNNING:
                 ready = self.ready_times.ready_at(run.run_id, order)
-                metrics.record(metrics.order_dispatched(order, run_id=run.run_id, ready=ready, trace=trace))
+                observations.append(metrics.order_dispatched(order, run_id=run.run_id, ready=ready, trace=trace))
             elif s.transition.to.terminal:
                 reported_by = s.transition.fields.get("reported_by")
-                metrics.record(metrics.order_finished(
+                observations.append(metrics.order_finished(
                     order, run_id=run.run_id, reported_by=reported_by, started_reported=s.worker_started is not None,
                     now=self.clock(), trace=trace))
-                self._order_leg(run, order, reported_by=reported_by, reported_in=trace)
+                ended.append((order, reported_by))
+        metrics.record(*observations)
+        for order, reported_by in ended:
+            self._order_leg(run, order, reported_by=reported_by, reported_in=trace)
 
     def _order_trace(self, run_id: str, order: OrderRecord) -> traces.LegTrace:
         """The order's leg trace (minted at packaging; an order packaged before there was one: from

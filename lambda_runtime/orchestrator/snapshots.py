@@ -59,6 +59,13 @@ class _Cached:
     final: dict[str, str] = field(default_factory=dict)
 
 
+def cacheable(snap: RunSnapshot) -> bool:
+    """A full read the cache keeps: a running run with orders, the only runs read again and again
+    for a decision that dispatches. ``observability.metrics.ReadyTimes`` keeps the same runs, so
+    a run served from here always has its ready times."""
+    return snap.run is not None and snap.run.status is RunStatus.RUNNING and bool(snap.orders)
+
+
 class SnapshotCache:
     def __init__(self, store: RunStore, *, capacity: int = CACHED_RUNS):
         self._store = store
@@ -79,7 +86,7 @@ class SnapshotCache:
                 return RunSnapshot.from_items(run, merged)
         run, orders = self._store.load_items(run_id)
         snap = RunSnapshot.from_items(run, orders)
-        if snap.run is not None and snap.run.status is RunStatus.RUNNING and orders:
+        if cacheable(snap):
             with self._lock:
                 self._runs[run_id] = _Cached({n: {k: o[k] for k in STATIC_ORDER_FIELDS if k in o}
                                               for n, o in orders.items()})

@@ -149,6 +149,9 @@ def test_two_distinct_reviewers_release_an_order_and_nothing_exists_before(gated
     granted = [e["detail"] for e in events if e["event_type"] == "approval_granted"]
     assert {g["by"] for g in granted} == {BOB, CAROL_ROLE} and all(g["via"] == "api" for g in granted)
     assert any(g["rule"] == "reviewers: arn:aws:iam::123456789012:role/Release" for g in granted)
+    apply_trace = gated.store.load(run_id).orders["apply"].trace  # found from the order's logs too
+    assert apply_trace and [e.get("order_trace") for e in events if e["event_type"] == "approval_granted"] == [
+        apply_trace, apply_trace]
     # the minted credentials are gone once the order is final
     assert canary not in everything_stored(gated)
 
@@ -165,6 +168,9 @@ def test_a_rejection_skips_the_dependents_and_fails_the_run(gated) -> None:
         "plan": "succeeded", "apply": "rejected", "smoke": "skipped"}
     assert "rejected by " + BOB in done["orders"]["apply"]["reason"]
     assert "not during the freeze" in done["orders"]["apply"]["reason"]
+    (rejected,) = [e for e in gated.store.events(run_id) if e["event_type"] == "approval_rejected"]
+    apply_trace = gated.store.load(run_id).orders["apply"].trace
+    assert apply_trace and rejected.get("order_trace") == apply_trace
     late = approvals(gated).decide(run_id, "approve", iam(ALICE.replace("alice", "bob")), ["apply"])
     assert late.status == 409 and not late.recorded
 

@@ -25,6 +25,7 @@ from support.waiting import wait_for
 from iac_ci.embedded.stack import EmbeddedStack
 from lambda_runtime.logs import logger
 from lambda_runtime.observability import trace
+from lambda_runtime.observability.metrics import EmfWriter
 from lambda_runtime.observability.xray import DAEMON_ADDRESS_ENV, HEADER
 from lambda_runtime.schema.events import ORDER_STATE_CHANGE
 
@@ -258,6 +259,32 @@ def test_an_order_behind_a_skipped_one_waits_from_the_skip_not_from_packaging(ob
     (c_wait,) = [d["QueueWait"][0] for d in measured(docs, "QueueWait") if d["order"] == "c"]
     assert c_wait == pytest.approx(orders["c"].dispatched_at - orders["b"].finished_at, abs=1e-5)
     assert c_wait < 2.0  # well below a's 4 s: measured from the skip, not from the end of packaging
+
+
+def test_the_documents_of_one_write_leave_the_wake_up_in_one_call(observed) -> None:
+    """Three roots start in one write: their three documents go to the writer together (one flush
+    of stdout on Lambda, one open of the file here), not one call each; no document is lost."""
+    stack = observed["stack"]
+    calls: list[str] = []
+    kept = stack.orchestrator.emf
+    stack.orchestrator.emf = EmfWriter(calls.append, namespace=kept.namespace)  # read by each wake-up
+    try:
+        job = {"username": "tester", "name": "one-write", "orders": [
+            {"name": n, "target": "lambda", "cmds": ["true"]} for n in ("a", "b", "c")]}
+        code, body = stack.submit(job)
+        assert code == 202, body
+        done = stack.wait(body["run_id"], timeout=90)
+        wait_for(lambda: any('"RunsFinished"' in text and done["run_id"] in text for text in calls),
+                 what="the run's last document", timeout=10)
+    finally:
+        stack.orchestrator.emf = kept
+    batches = [[json.loads(line) for line in text.splitlines()] for text in calls]
+    ours = [batch for batch in batches if batch[0]["run_id"] == done["run_id"]]
+    assert all(d["run_id"] == done["run_id"] for batch in ours for d in batch)  # a call is one wake-up's
+    started = [sorted(d["order"] for d in batch if "OrdersDispatched" in d) for batch in ours]
+    assert ["a", "b", "c"] in started
+    assert Counter(next(k for k in ("OrdersDispatched", "OrdersFinished", "RunsFinished") if k in d)
+                   for batch in ours for d in batch) == Counter(OrdersDispatched=3, OrdersFinished=3, RunsFinished=1)
 
 
 # ---- traces ------------------------------------------------------------------------------------------
