@@ -305,10 +305,46 @@ def base64_forms(data: bytes) -> set[str]:
 
 # ---- credentials in free text (errors, git output) ------------------------------------------------
 
-_CREDENTIAL_URL = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]{0,30}://)[^/@\s:]{0,256}(:[^/@\s]{0,1024})?@", re.I)
-_TOKEN_LIKE = re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,})\b")
+# the shapes ``redact_credentials`` knows, defined once: the redaction and the masking of a cut
+# line's end (``mask_cut_credential``) are both built from them, so they cannot drift apart
+URL_SCHEME_MAX = 31  # characters of a URL's scheme (``https``, ``git+ssh``)
+URL_USER_MAX = 256  # of the user before ``:password@``
+URL_PASSWORD_MAX = 1024  # of the password
+# a token's prefix -> what its body holds besides letters and digits: GitHub's personal, OAuth,
+# user-to-server, server-to-server and refresh tokens, its fine-grained tokens, GitLab's tokens
+TOKEN_PREFIXES = {**dict.fromkeys(("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), ""), "github_pat_": "_", "glpat-": "_-"}
+TOKEN_MIN_BODY = 20  # fewer characters after the prefix: not taken for a token
+
+
+def _body(extra: str) -> str:
+    """A token body's character class: letters, digits and ``extra`` (escaped: a ``-`` stays itself)."""
+    return f"[A-Za-z0-9{re.escape(extra)}]"
+
+
+_PREFIX = "|".join(map(re.escape, TOKEN_PREFIXES))
+_ANY_BODY = _body("".join(sorted(set("".join(TOKEN_PREFIXES.values())))))  # what any token's body holds
+_SCHEME = rf"\b[a-z][a-z0-9+.-]{{0,{URL_SCHEME_MAX - 1}}}://"
+_CREDENTIAL_URL = re.compile(
+    rf"(?P<scheme>{_SCHEME})[^/@\s:]{{0,{URL_USER_MAX}}}(:[^/@\s]{{0,{URL_PASSWORD_MAX}}})?@", re.I)
+_TOKEN_LIKE = re.compile(
+    r"\b(" + "|".join(f"{re.escape(p)}{_body(x)}{{{TOKEN_MIN_BODY},}}" for p, x in TOKEN_PREFIXES.items()) + r")\b")
+# the start of a credential a line cut short may end in, too short for ``redact_credentials`` to
+# know it: a token's prefix with less than its body, a URL's user:password before its @ (looser
+# than the shapes, on purpose: any prefix, then any token's characters, in any case)
+_CUT_CREDENTIAL = re.compile(rf"(\b({_PREFIX}){_ANY_BODY}*|{_SCHEME}[^/\s]*)$", re.I)
+# how far from a cut line's end such a start can be: a URL's scheme, user and password at their
+# longest (a token is redacted whole long before); looking no further bounds the search
+_CUT_CREDENTIAL_REACH = max(URL_SCHEME_MAX + len("://") + URL_USER_MAX + len(":") + URL_PASSWORD_MAX,
+                            max(map(len, TOKEN_PREFIXES)) + TOKEN_MIN_BODY)
 
 
 def redact_credentials(text: str) -> str:
     """Strip user:password@ from URLs and well-known token shapes from free text (errors, logs)."""
     return _TOKEN_LIKE.sub(MASK, _CREDENTIAL_URL.sub(r"\g<scheme>***@", text))
+
+
+def mask_cut_credential(text: str) -> str:
+    """``text`` (a line cut short, its credentials already redacted) with the credential it may end
+    inside of masked: cut, a credential no longer has the shape ``redact_credentials`` knows."""
+    head, tail = text[:-_CUT_CREDENTIAL_REACH], text[-_CUT_CREDENTIAL_REACH:]
+    return head + _CUT_CREDENTIAL.sub(MASK, tail)

@@ -7,11 +7,12 @@ stdout carries the log and nothing else; for a whole run, each order's log comes
 ``--follow`` keeps asking while the order runs (the worker publishes its log as it writes it) until
 the order is final and its log complete; for a whole run, order after order, then until the run is
 final. ``--prefix`` puts ``[ORDER] `` before every line instead of the headers, as ``kubectl logs
---prefix`` does; following a whole run with it, each round asks every order not yet complete for
-what it has from its offset, so the orders that run side by side show their lines as they come,
-interleaved, each line whole. The exit code is the outcome, as ``iac-ci status`` gives it: 0
-succeeded, 3 drifted, 1 failed, timed out, cancelled, did not run, or not final yet; 2 bad input, an
-unknown run or order, or a run past its retention.
+--prefix`` does; following a whole run with it, each round reads the run's status once and asks
+every order that has started (running or final) and whose log is not complete for what it has from
+its offset, so the orders that run side by side show their lines as they come, interleaved, each
+line whole, and the orders still queued behind them cost no request. The exit code is the
+outcome, as ``iac-ci status`` gives it: 0 succeeded, 3 drifted, 1 failed, timed out, cancelled,
+did not run, or not final yet; 2 bad input, an unknown run or order, or a run past its retention.
 
 A follower outlives the API's short outages (``Patience``): a deployment, a throttled or failing
 function, a dropped network. Once the client's own retries are spent, it keeps asking, less and
@@ -24,8 +25,6 @@ Registered on the ``iac-ci`` group by the import at the end of ``iac_ci.cli.main
 
 from __future__ import annotations
 
-import http.client
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +46,7 @@ from iac_ci.cli.main import (
     target_options,
 )
 from lambda_runtime.intake.order_log import RUN_ID_RE
-from lambda_runtime.schema.status import RunStatus
+from lambda_runtime.schema.status import OrderStatus, RunStatus
 
 POLL_SECONDS = 1.0
 OUTAGE_LIMIT_SECONDS = 600.0  # how long a follower rides out an unreachable API before it gives up
@@ -56,6 +55,9 @@ OUTAGE_FIRST_WAIT_SECONDS = 1.0  # doubled after each failed try, up to OUTAGE_M
 HEADER = "==> {order} <=="
 PREFIX = "[{order}] "
 FINAL_RUN = frozenset(s.value for s in RunStatus if s.terminal)
+# an order with a log to read, or about to have one: running, or final (also one that never ran: its
+# answer says so at once); a queued or waiting one is not asked
+STARTED = frozenset({OrderStatus.RUNNING.value} | {s.value for s in OrderStatus if s.terminal})
 
 
 class Refused(Exception):
@@ -74,10 +76,12 @@ class Outage(Exception):
 @dataclass
 class Patience:
     """Asks again through an outage: answers 429 or 5xx and network failures, after the client's own
-    retries. ``warn`` gets one line when the API becomes unreachable and one when it is back."""
+    retries. ``warn`` gets one line when the API becomes unreachable and one when it is back.
+    ``limit``: how long an outage is ridden out (``OUTAGE_LIMIT_SECONDS``, given by the command as it
+    runs: a default here would hold the value it had at import)."""
 
     warn: Callable[[str], None]
-    limit: float = OUTAGE_LIMIT_SECONDS
+    limit: float
     max_wait: float = OUTAGE_MAX_WAIT_SECONDS
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
@@ -110,19 +114,15 @@ class Patience:
 
 
 def _answer_or_outage(request: Callable[[], tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | str:
-    """The answer, or what made it an outage: a 429 or 5xx, or a network failure (urllib lets one
-    that happens while the answer is read, a reset or a timeout, through as it is). A refusal in the
-    TLS handshake is no outage: asking again cannot change it."""
+    """The answer, or what made it an outage: a 429 or 5xx, or a network failure (the client's
+    ``Unreachable``, which it makes of a reset or a timeout too). A refusal in the TLS handshake (a
+    plain ``StackError``) is no outage: asking again cannot change it."""
     from iac_ci.remote.client import Unreachable
 
     try:
         code, body = request()
     except Unreachable as exc:
         return str(exc)
-    except ssl.SSLError:
-        raise
-    except (OSError, http.client.HTTPException) as exc:
-        return f"{type(exc).__name__}: {exc}"
     if code == 429 or code >= 500:
         return f"HTTP {code}: {body.get('error')}"
     return code, body
@@ -149,7 +149,7 @@ class PatientClient:
 
 @dataclass
 class LogReader:
-    """Reads one order's log from its start, chunk by chunk, writing each through ``out``."""
+    """Reads one order's log from its start, chunk by chunk, writing each chunk's text through ``out``."""
 
     client: Any  # iac_ci.remote.client.ApiClient
     run_id: str
@@ -163,6 +163,8 @@ class LogReader:
         offset = 0
         while True:
             body, offset, more = self.chunk(order, offset)
+            if body.get("text"):
+                self.out(str(body["text"]))
             if body.get("complete"):
                 return body
             if more:
@@ -172,13 +174,11 @@ class LogReader:
             self.sleep(self.poll_seconds)
 
     def chunk(self, order: str, offset: int) -> tuple[dict[str, Any], int, bool]:
-        """One answer from ``offset``, its text written: the answer, where to ask next, and whether
-        more is there already (the answer stopped short of the copy's end)."""
+        """One answer from ``offset`` (its ``text`` for the caller to write), where to ask next, and
+        whether more is there already (the answer stopped short of the copy's end)."""
         code, body = self.client.log(self.run_id, order, offset)
         if code != 200:
             raise Refused(code, body)
-        if body.get("text"):
-            self.out(str(body["text"]))
         next_offset = int(body["next_offset"])
         return body, next_offset, offset < next_offset < int(body.get("size") or 0)
 
@@ -254,7 +254,7 @@ def read_run(client: Any, reader: LogReader, *, follow: bool, err: Console,
         summary = run_status(client, reader.run_id)
     names = list(summary.get("orders") or {})
     if follow and prefix:
-        follow_interleaved(reader, names)
+        follow_interleaved(client, reader, summary)
     else:
         read_in_turn(reader, names, follow=follow, prefix=prefix)
     summary = run_status(client, reader.run_id)
@@ -275,31 +275,44 @@ def read_in_turn(reader: LogReader, names: list[str], *, follow: bool, prefix: b
 
 @dataclass
 class Tail:
-    """An order of a run followed with the others: its reader (writing through ``lines``) and where
-    its log was read to."""
+    """An order of a run followed with the others: its lines, and where its log was read to."""
 
-    reader: LogReader
     lines: Prefixed
     offset: int = 0
 
 
-def follow_interleaved(reader: LogReader, names: list[str]) -> None:
+def follow_interleaved(client: Any, reader: LogReader, summary: dict[str, Any]) -> None:
     """The orders' logs side by side, each line after its order's name, until every log is complete.
-    Each round asks every order not yet complete once, from where its log was read to, in execution
-    order, so a running order's lines are not held back behind another's; an order leaves the rounds
-    once its log is complete. A poll's wait between rounds, unless an answer said more is there."""
-    tails = [Tail(replace(reader, out=lines.write), lines) for lines in (Prefixed(n, reader.out) for n in names)]
-    while tails:
-        more_now = False
-        for tail in list(tails):
-            body, tail.offset, more = tail.reader.chunk(tail.lines.order, tail.offset)
-            more_now = more_now or more
-            if body.get("complete"):
-                tail.lines.close()
-                write_no_log_note(reader.out, tail.lines.order, body, prefix=True)
-                tails.remove(tail)
-        if tails and not more_now:
+    A round reads the run's status once, then asks each order that has started (``STARTED``) and
+    whose log is not complete yet, from where its log was read to, in execution order, so a running
+    order's lines are not held back behind another's; a queued order costs nothing until it starts.
+    A poll's wait between rounds, unless an answer said more is there."""
+    tails = [Tail(Prefixed(name, reader.out)) for name in summary.get("orders") or {}]
+    while True:
+        more_now = read_round(reader, tails, summary.get("orders") or {})
+        if not tails:
+            return
+        if not more_now:
             reader.sleep(reader.poll_seconds)
+        summary = run_status(client, reader.run_id)
+
+
+def read_round(reader: LogReader, tails: list[Tail], orders: dict[str, Any]) -> bool:
+    """One answer for each of ``tails`` that has started by ``orders`` (the run's status), its lines
+    written; a tail whose log is complete is closed and leaves ``tails``. Whether more is there now."""
+    more_now = False
+    for tail in list(tails):
+        order = tail.lines.order
+        if (orders.get(order) or {}).get("status") not in STARTED:
+            continue
+        body, tail.offset, more = reader.chunk(order, tail.offset)
+        tail.lines.write(str(body.get("text") or ""))
+        more_now = more_now or more
+        if body.get("complete"):
+            tail.lines.close()
+            write_no_log_note(reader.out, order, body, prefix=True)
+            tails.remove(tail)
+    return more_now
 
 
 def run_status(client: Any, run_id: str) -> dict[str, Any]:

@@ -22,27 +22,18 @@ log itself, so the live copy stays a prefix of the final log and a reader's offs
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from lambda_runtime.mask_digests import DigestMasker
-from lambda_runtime.masking import MASK, Masker, redact_credentials
+from lambda_runtime.masking import Masker, mask_cut_credential, redact_credentials
 from lambda_runtime.schema.contract import LOG_TAIL_CHARS
 
 LINE_CAP_BYTES = 64 * 1024
 NOTE_PREFIX = "[iac-ci] "
 MIB = 1024 * 1024
-# the start of a credential a line cut at the cap may end in, too short for ``redact_credentials``
-# to know it (a token's prefix with fewer than its 20 characters; a URL's user:password before its @)
-_CUT_CREDENTIAL = re.compile(
-    r"(\b(gh[pousr]_|github_pat_|glpat-)[A-Za-z0-9_-]*|\b[a-z][a-z0-9+.-]{0,30}://[^/\s]*)$", re.I
-)
-# how far from a cut line's end such a start can be: a URL's scheme, user and password as
-# ``redact_credentials`` bounds them (31 + 3, 256, 1 + 1024); looking no further bounds the search
-_CUT_CREDENTIAL_REACH = 1400
 
 
 def size_text(n: int) -> str:
@@ -50,12 +41,6 @@ def size_text(n: int) -> str:
     if n >= MIB:
         return f"{n / MIB:.3g} MiB"
     return f"{n / 1024:.3g} KiB" if n >= 1024 else f"{n} bytes"
-
-
-def mask_cut_credential(text: str) -> str:
-    """``text`` (a line cut short) with the credential it may end inside of masked."""
-    head, tail = text[:-_CUT_CREDENTIAL_REACH], text[-_CUT_CREDENTIAL_REACH:]
-    return head + _CUT_CREDENTIAL.sub(MASK, tail)
 
 
 class OrderLog:
@@ -101,7 +86,7 @@ class OrderLog:
     def truncated_line(self, text: str) -> None:
         """A line cut at the cap may end inside a secret; drop enough of its end that no fragment
         of one survives (the longest printed form of any secret, escapes included), and mask a
-        credential it ends inside of (``_CUT_CREDENTIAL``), which no shape matches once cut."""
+        credential it ends inside of (``mask_cut_credential``), which no shape matches once cut."""
         cut = max(0, len(text) - self._longest_form)
         shown = mask_cut_credential(self._clean(text[:cut]))
         self._write(f"{shown} {NOTE_PREFIX}line truncated at {LINE_CAP_BYTES} bytes")

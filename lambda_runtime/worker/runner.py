@@ -211,14 +211,14 @@ def _attempt(
     except OrderFailure as exc:
         outcome = _Outcome(OrderStatus.FAILED, None, str(exc))
     except Exception as exc:  # noqa: BLE001 - a worker bug still has to produce a result
-        logger.error("internal worker error: %s", log.mask(redact_credentials(repr(exc))))
+        logger.error("internal worker error: %s", redact_credentials(log.mask(repr(exc))))
         outcome = _Outcome(OrderStatus.FAILED, None, _describe_unexpected(exc))
     if outcome.status is OrderStatus.SUCCEEDED:
         log.note("order succeeded")
     elif outcome.status is OrderStatus.DRIFTED:
         log.note("order drifted: its plan exited 2 (changes present)")
     else:
-        log.note(f"order {outcome.status.value}: {redact_credentials(outcome.error or '')}")
+        log.note(f"order {outcome.status.value}: {outcome.error or ''}")  # masked, then redacted, as every line
     return outcome
 
 
@@ -323,7 +323,8 @@ def _result(
 ) -> OrderResult:
     error = None
     if outcome.error:
-        masked = (log.mask if log is not None else base_masker.mask)(redact_credentials(outcome.error))
+        # the order's secrets first, whole: redacting first could cut one and leave its rest unmatched
+        masked = redact_credentials((log.mask if log is not None else base_masker.mask)(outcome.error))
         error = masked[:MAX_ERROR_CHARS]
     return OrderResult(
         run_id=payload.run_id,

@@ -510,9 +510,38 @@ def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None
     assert out.text().splitlines().count("after-outage") == 1  # (the announced command holds it too)
 
 
+WAITING = ("queued", "awaiting_approval")  # an order that has not started: it has no log yet
+Round = tuple[dict[str, str], list[tuple[str, bool]]]  # each order's status, then the log reads: (order, complete)
+
+
+def follower_rounds(answered: list[tuple[str, dict[str, Any]]]) -> list[Round]:
+    """The side-by-side follower's requests (as the proxy answered them), round by round: the run's
+    status a round starts with (each order's status) and the log reads that followed (order, complete)."""
+    rounds: list[Round] = []
+    for path, body in answered:
+        where = urlsplit(path)
+        if where.path.endswith("/log"):
+            rounds[-1][1].append((parse_qs(where.query)["order"][0], bool(body["complete"])))
+        else:
+            rounds.append(({name: order["status"] for name, order in (body.get("orders") or {}).items()}, []))
+    return rounds
+
+
+def assert_each_round_asks_the_started_open_orders(rounds: list[Round]) -> None:
+    """One status a round, then one log read for each order that has started and whose log is not
+    complete, in execution order: none for an order still queued, none once its log is complete."""
+    complete: set[str] = set()
+    for statuses, reads in rounds:
+        expected = [name for name, status in statuses.items() if status not in WAITING and name not in complete]
+        assert [order for order, _ in reads] == expected, (statuses, reads)
+        complete |= {order for order, done in reads if done}
+    assert rounds and complete == set(rounds[-1][0]), rounds[-3:]  # every log read to its end
+
+
 def test_follow_prefix_rides_out_an_outage_asking_each_order_once_a_round(served: Served, tmp_path: Path) -> None:
-    """The side-by-side follower reads through the same patience; and it asks each open order once a
-    round, in execution order, and an order no more once its log is complete."""
+    """The side-by-side follower reads through the same patience; and each round it reads the run's
+    status once and asks each started, open order once, in execution order, and an order no more
+    once its log is complete."""
     gate = tmp_path / "release"
     run_id = submit(served, tmp_path, {"name": "outage-both", "orders": [
         {"name": "a", "target": "lambda", "cmds": ["echo a-before", f"while [ ! -e {gate} ]; do sleep 0.05; done",
@@ -547,15 +576,54 @@ def test_follow_prefix_rides_out_an_outage_asking_each_order_once_a_round(served
     printed = out.text().splitlines()
     for order in ("a", "b"):  # nothing lost, nothing twice
         assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
-    reads = [(parse_qs(urlsplit(path).query)["order"][0], body["complete"]) for path, body in proxy.answered
-             if urlsplit(path).path.endswith("/log")]
+    rounds = follower_rounds(proxy.answered)
+    assert_each_round_asks_the_started_open_orders(rounds)
+    assert any([order for order, _ in reads] == ["a", "b"] for _, reads in rounds), rounds  # side by side
+    reads = [read for _, round_reads in rounds for read in round_reads]
     first_done = next(i for i, (_, complete) in enumerate(reads) if complete)
     asked = [order for order, _ in reads]
-    assert asked[:first_done + 1] == [("a", "b")[i % 2] for i in range(first_done + 1)], asked  # a round: a, b
     remaining = {"a": "b", "b": "a"}[asked[first_done]]
     assert len(asked) > first_done + 1, asked  # (b sleeps 2 s after the gate: asked on alone)
     assert asked[first_done + 1:] == [remaining] * (len(asked) - first_done - 1), asked  # the done one: not again
     assert reads[-1] == (remaining, True)
+
+
+def test_follow_prefix_asks_nothing_of_an_order_queued_behind_another(served: Served, tmp_path: Path) -> None:
+    """``b`` waits for ``a``, which waits at a gate: round after round the follower reads the run's
+    status and ``a``'s log, and asks nothing of ``b`` until ``b`` has started."""
+    gate = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "queued-behind", "orders": [
+        {"name": "a", "target": "lambda", "cmds": ["echo a-1", f"while [ ! -e {gate} ]; do sleep 0.05; done"]},
+        {"name": "b", "target": "lambda", "depends_on": ["a"], "cmds": ["echo b-1"]}]})
+    proxy = FlakyProxy(served.url)
+    proc = subprocess.Popen(["iac-ci", "logs", run_id, "--follow", "--prefix", "--url", proxy.url,
+                             "--secret", served.secret],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    try:
+        out, err = Lines(proc), Lines(proc, proc.stderr)
+        wait_for(lambda: "[a] a-1\n" in out.text(), timeout=60, poll=0.05, what="a's first line, live")
+        began = len(follower_rounds(list(proxy.answered)))
+        wait_for(lambda: len(follower_rounds(list(proxy.answered))) >= began + 3, timeout=60,
+                 what="three more rounds while a is held at its gate")
+        held = follower_rounds(list(proxy.answered))
+        assert not gate.exists() and proc.poll() is None
+        gate.touch()
+        assert proc.wait(timeout=60) == 0, err.text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proxy.close()
+    while_held = [reads for statuses, reads in held if statuses.get("b") == "queued"]
+    assert len(while_held) >= 3 and all(order != "b" for reads in while_held for order, _ in reads), held
+    rounds = follower_rounds(proxy.answered)
+    assert_each_round_asks_the_started_open_orders(rounds)
+    first_read = next(statuses["b"] for statuses, reads in rounds if any(order == "b" for order, _ in reads))
+    assert first_read not in WAITING, rounds  # asked once it had started: running, or already over
+    printed = out.text().splitlines()
+    for order in ("a", "b"):  # nothing lost, nothing twice
+        assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
+    assert f"run {run_id}: succeeded" in " ".join(err.text().split())
 
 
 def test_logs_follow_gives_up_after_a_bounded_outage(monkeypatch: pytest.MonkeyPatch) -> None:

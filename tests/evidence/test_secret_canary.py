@@ -366,7 +366,7 @@ def test_no_secret_in_anything_stored_or_printed(world, more_forms, capfd, caplo
     for order in ("print-lambda", "print-codebuild"):
         log = s3.get_object(Bucket=stack.settings.internal_bucket,
                             Key=layout.log_key(done["run_id"], order))["Body"].read().decode()
-        for marker in ("plain A=*** B=***", "deploy:***@git.example.com", "token=***&x=1", "enc *** *** ***",
+        for marker in ("plain A=*** B=***", "https://***@git.example.com", "token=***&x=1", "enc *** *** ***",
                        '{"A": "***", "B": "***", "C": "***"}', "multi-line:\n***", "on stderr A=*** C=***",
                        "split:***", "line truncated at 65536 bytes", "\nA=***\n", "\nC=***\n",
                        "last-without-newline:***"):

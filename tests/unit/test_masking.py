@@ -5,7 +5,8 @@ exactly what bash prints (printf %q, ${X@Q}, declare -p, set -x of a quoted and 
 expansion, in the C.UTF-8 and the C locale), and a nasty secret printed every way bash prints a
 value must leave no piece of itself in the masked log. Both maskers are compared with a naive
 reference (every occurrence of every form, found with str.find), so the windowed search can
-neither miss an occurrence nor invent one.
+neither miss an occurrence nor invent one. The redaction of credentials in free text and the
+masking of a line cut inside one are checked to know the same shapes, up to the same bounds.
 """
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ from lambda_runtime.mask_digests import DigestMasker, DigestSet, new_salt
 from lambda_runtime.masking import (
     MASK,
     MIN_SECRET_LEN,
+    TOKEN_MIN_BODY,
+    TOKEN_PREFIXES,
+    URL_PASSWORD_MAX,
+    URL_SCHEME_MAX,
+    URL_USER_MAX,
     Masker,
     apply_spans,
     base64_forms,
     bash_forms,
+    mask_cut_credential,
+    redact_credentials,
     secret_forms,
 )
 
@@ -373,3 +381,36 @@ def test_a_one_megabyte_line_is_masked_in_bounded_time(kind) -> None:
     assert DigestMasker(DigestSet.build([value])).mask(line) == masked
     if kind == "one repeated character":
         assert masked == MASK
+
+
+# ---- credentials in free text, and a line cut inside one -------------------------------------------
+
+def test_only_the_end_of_a_cut_line_is_masked() -> None:
+    assert mask_cut_credential("see https://example.com/docs then ghp_abc") == "see https://example.com/docs then ***"
+    assert mask_cut_credential("see https://deployer:hunt") == "see ***"
+    assert mask_cut_credential("a plain end") == "a plain end"
+    long_line = "z" * 100_000 + " ghp_abc"  # only the end is searched, however long the line
+    assert mask_cut_credential(long_line) == "z" * 100_000 + " ***"
+
+
+@pytest.mark.parametrize("prefix", sorted(TOKEN_PREFIXES))
+def test_every_token_shape_redaction_knows_is_masked_when_a_cut_goes_through_it(prefix: str) -> None:
+    """Whole, the token is redacted; cut short of its body, redaction no longer knows it, and the cut
+    masking, built from the same shapes, does."""
+    body = "a1B2" * (TOKEN_MIN_BODY // 4 + 1)
+    assert redact_credentials(f"x {prefix}{body} y") == f"x {MASK} y"
+    for n in range(TOKEN_MIN_BODY):
+        cut = f"x {prefix}{body[:n]}"
+        assert redact_credentials(cut) == cut and mask_cut_credential(cut) == f"x {MASK}", (prefix, n)
+
+
+def test_a_credential_url_at_the_redaction_bounds_is_masked_wherever_a_cut_goes_through_it() -> None:
+    """The longest scheme, user and password redaction takes: a cut anywhere in them, at the end of a
+    line far longer than the part of it searched, leaves none of it."""
+    scheme, userinfo = "s" * URL_SCHEME_MAX, f"{'u' * URL_USER_MAX}:{'p' * URL_PASSWORD_MAX}"
+    url = f"{scheme}://{userinfo}@git.example.com/acme/infra.git"
+    assert redact_credentials(f"cloning {url}") == f"cloning {scheme}://***@git.example.com/acme/infra.git"
+    line = "z" * 100_000 + " cloning "
+    start = URL_SCHEME_MAX + len("://")
+    for end in (start, start + 1, start + URL_USER_MAX, start + URL_USER_MAX + 1, url.index("@")):
+        assert mask_cut_credential(line + url[:end]) == line + MASK, end
