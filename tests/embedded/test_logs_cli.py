@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -476,23 +476,25 @@ class FlakyProxy:
         self._server.server_close()
 
 
-def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None:
-    gate = tmp_path / "release"
-    run_id = submit(served, tmp_path, {"name": "outage", "orders": [{"name": "o", "target": "lambda", "cmds": [
-        "echo before-outage", f"while [ ! -e {gate} ]; do sleep 0.05; done", "echo after-outage"]}]})
-    proxy = FlakyProxy(served.url)
-    proc = subprocess.Popen(["iac-ci", "logs", run_id, "o", "--follow", "--url", proxy.url, "--secret", served.secret],
+def follow_through_an_outage(served: Served, proxy: FlakyProxy, gate: Path, args: list[str],
+                             first: Callable[[str], bool], *, drop: bool) -> tuple[str, str]:
+    """``iac-ci logs ARGS --follow`` through ``proxy``: once ``first`` holds for what it printed, the API
+    answers 503 (and, with ``drop``, then closes connections unanswered) until the follower has tried
+    again through it; then the API is back, ``gate`` lets the orders end, and the follower must exit 0.
+    Returns its stdout and its stderr with rich's line wrapping undone; the outage must be told once."""
+    proc = subprocess.Popen(["iac-ci", "logs", *args, "--follow", "--url", proxy.url, "--secret", served.secret],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         out, err = Lines(proc), Lines(proc, proc.stderr)
-        wait_for(lambda: "before-outage\n" in out.text(), timeout=60, poll=0.05, what="the first line, live")
+        wait_for(lambda: first(out.text()), timeout=60, poll=0.05, what="the first lines, live")
         proxy.mode = "503"  # the client's own retries are spent first: then the follower's patience
         wait_for(lambda: "the API is unreachable" in err.text(), timeout=60, what="the outage noticed")
         failed = proxy.failed
         wait_for(lambda: proxy.failed > failed, timeout=60, what="another try through the outage")
-        proxy.mode = "drop"  # and a network failure: the connection closed without an answer
-        failed = proxy.failed
-        wait_for(lambda: proxy.failed > failed, timeout=60, what="a try met by a dropped connection")
+        if drop:
+            proxy.mode = "drop"  # and a network failure: the connection closed without an answer
+            failed = proxy.failed
+            wait_for(lambda: proxy.failed > failed, timeout=60, what="a try met by a dropped connection")
         assert proc.poll() is None  # still following
         proxy.mode = None
         wait_for(lambda: "the API is back" in err.text(), timeout=60, what="the API back")
@@ -505,9 +507,18 @@ def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None
         proxy.close()
     stderr = " ".join(err.text().split())  # rich wraps long lines
     assert stderr.count("the API is unreachable") == 1 and stderr.count("the API is back") == 1, stderr
+    return out.text(), stderr
+
+
+def test_logs_follow_rides_out_an_outage(served: Served, tmp_path: Path) -> None:
+    gate = tmp_path / "release"
+    run_id = submit(served, tmp_path, {"name": "outage", "orders": [{"name": "o", "target": "lambda", "cmds": [
+        "echo before-outage", f"while [ ! -e {gate} ]; do sleep 0.05; done", "echo after-outage"]}]})
+    out, stderr = follow_through_an_outage(served, FlakyProxy(served.url), gate, [run_id, "o"],
+                                           lambda seen: "before-outage\n" in seen, drop=True)
     assert "HTTP 503" in stderr and "order o: succeeded (exit code 0)" in stderr
-    assert out.text() == final_log(served, run_id, "o")  # nothing lost, nothing twice
-    assert out.text().splitlines().count("after-outage") == 1  # (the announced command holds it too)
+    assert out == final_log(served, run_id, "o")  # nothing lost, nothing twice
+    assert out.splitlines().count("after-outage") == 1  # (the announced command holds it too)
 
 
 WAITING = ("queued", "awaiting_approval")  # an order that has not started: it has no log yet
@@ -549,31 +560,11 @@ def test_follow_prefix_rides_out_an_outage_asking_each_order_once_a_round(served
         {"name": "b", "target": "lambda", "cmds": ["echo b-before", f"while [ ! -e {gate} ]; do sleep 0.05; done",
                                                    "sleep 2", "echo b-after"]}]})
     proxy = FlakyProxy(served.url)
-    proc = subprocess.Popen(["iac-ci", "logs", run_id, "--follow", "--prefix", "--url", proxy.url,
-                             "--secret", served.secret],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-    try:
-        out, err = Lines(proc), Lines(proc, proc.stderr)
-        wait_for(lambda: "[a] a-before\n" in (seen := out.text()) and "[b] b-before\n" in seen, timeout=60,
-                 poll=0.05, what="both orders' first lines, live")
-        proxy.mode = "503"
-        wait_for(lambda: "the API is unreachable" in err.text(), timeout=60, what="the outage noticed")
-        failed = proxy.failed
-        wait_for(lambda: proxy.failed > failed, timeout=60, what="another try through the outage")
-        assert proc.poll() is None  # still following
-        proxy.mode = None
-        wait_for(lambda: "the API is back" in err.text(), timeout=60, what="the API back")
-        gate.touch()
-        assert proc.wait(timeout=60) == 0, err.text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proxy.close()
-    stderr = " ".join(err.text().split())  # rich wraps long lines
-    assert stderr.count("the API is unreachable") == 1 and stderr.count("the API is back") == 1, stderr
+    out, stderr = follow_through_an_outage(
+        served, proxy, gate, [run_id, "--prefix"],
+        lambda seen: "[a] a-before\n" in seen and "[b] b-before\n" in seen, drop=False)
     assert f"run {run_id}: succeeded" in stderr
-    printed = out.text().splitlines()
+    printed = out.splitlines()
     for order in ("a", "b"):  # nothing lost, nothing twice
         assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
     rounds = follower_rounds(proxy.answered)
@@ -620,7 +611,7 @@ def test_follow_prefix_asks_nothing_of_an_order_queued_behind_another(served: Se
     assert_each_round_asks_the_started_open_orders(rounds)
     first_read = next(statuses["b"] for statuses, reads in rounds if any(order == "b" for order, _ in reads))
     assert first_read not in WAITING, rounds  # asked once it had started: running, or already over
-    printed = out.text().splitlines()
+    printed = out.splitlines()
     for order in ("a", "b"):  # nothing lost, nothing twice
         assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
     assert f"run {run_id}: succeeded" in " ".join(err.text().split())
