@@ -611,7 +611,7 @@ def test_follow_prefix_asks_nothing_of_an_order_queued_behind_another(served: Se
     assert_each_round_asks_the_started_open_orders(rounds)
     first_read = next(statuses["b"] for statuses, reads in rounds if any(order == "b" for order, _ in reads))
     assert first_read not in WAITING, rounds  # asked once it had started: running, or already over
-    printed = out.splitlines()
+    printed = out.text().splitlines()
     for order in ("a", "b"):  # nothing lost, nothing twice
         assert own_lines(printed, order) == final_log(served, run_id, order).splitlines(), order
     assert f"run {run_id}: succeeded" in " ".join(err.text().split())
