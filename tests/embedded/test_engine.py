@@ -215,11 +215,14 @@ def test_cancel_stops_running_and_queued_orders(engine) -> None:
 
 
 def test_job_timeout(engine) -> None:
+    """A running order times out with its job; one that never started is cancelled. The job's 8 seconds
+    leave ``a`` (a CodeBuild worker: a fresh process) time to start on a loaded machine, where 2 seconds
+    sometimes ended the job while ``a`` was still queued."""
     done = run_job(
         engine,
         {
             "name": "jobtimeout",
-            "timeout": 2,
+            "timeout": 8,
             "orders": [{"name": "a", "cmds": ["sleep 60"]}, {"name": "b", "depends_on": ["a"], "cmds": ["true"]}],
         },
     )
